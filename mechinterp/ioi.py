@@ -1,0 +1,222 @@
+"""IOI data: the thesis's protocol prompts, a Wang et al.-style generator, and corrupted variants.
+
+A prompt is text plus the two names. Token positions (IO, S1, S2, END, the "and" after the first
+name, the verb after S2) are found from the tokens, never from template arithmetic, so a changed
+template cannot silently shift them. A batch stacks prompts of equal token length; positions are
+per prompt.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field, replace
+
+import torch
+
+# Thesis protocol (CLAIMS.md): four templates, each with both name orders. The pair is (IO-first
+# name order as written in CLAIMS.md); "{}" is S2.
+PROTOCOL_TEMPLATES: list[tuple[str, tuple[str, str]]] = [
+    ("When John and Mary went to the shops,{} gave the bag to", (" Mary", " John")),
+    ("When Tom and James went to the park,{} gave the ball to", (" Tom", " James")),
+    ("When Dan and Sid went to the shops,{} gave an apple to", (" Dan", " Sid")),
+    ("After Martin and Amy went to the park,{} gave a drink to", (" Martin", " Amy")),
+]
+
+# Generator vocabulary: every entry is a single GPT-2 token with its leading space (checked at use).
+NAMES = [
+    "Mary", "John", "Tom", "James", "Dan", "Sid", "Martin", "Amy", "Alice", "Bob", "Sarah",
+    "Michael", "Kate", "Paul", "Lisa", "Mark", "Anna", "David", "Emma", "Jack", "Lucy", "Sam",
+    "Ben", "Lily", "Max", "Tim", "Anne", "Peter", "Jane", "Ryan", "Rose", "Adam",
+]
+PLACES = ["store", "park", "shops", "school", "garden", "beach", "zoo", "kitchen", "house", "office"]
+OBJECTS = ["ring", "ball", "bag", "drink", "book", "cake", "toy", "flower", "gift"]
+GIVING_VERBS = ["gave", "handed"]
+
+# {A} and {B} are the two names in order of appearance, {C} is S2 (equal to A or B). All templates
+# have the same token count (14 with BOS excluded) so a mixed dataset stacks into one batch.
+TEMPLATES = [
+    "When {A} and {B} went to the {PLACE}, {C} gave a {OBJECT} to",
+    "After {A} and {B} went to the {PLACE}, {C} gave a {OBJECT} to",
+    "While {A} and {B} were at the {PLACE}, {C} handed a {OBJECT} to",
+    "When {A} and {B} arrived at the {PLACE}, {C} gave a {OBJECT} to",
+    "Later {A} and {B} went to the {PLACE}. {C} gave a {OBJECT} to",
+]
+POSITION_NAMES = ("IO", "S1", "S2", "END", "and", "verb")
+
+
+class IOIDataError(ValueError):
+    """Bad IOI input: a multi-token name, a template without slots, an unlocatable name, ..."""
+
+
+@dataclass(frozen=True)
+class IOIPrompt:
+    text: str  # without BOS
+    io: str  # the indirect object, with leading space, e.g. " Mary"
+    s: str  # the subject, with leading space
+    template: str = ""
+
+
+@dataclass
+class IOIBatch:
+    """Equal-length prompts as tokens, with answer ids and per-prompt positions (BOS included)."""
+
+    prompts: list[IOIPrompt]
+    tokens: torch.Tensor  # [batch, seq]
+    io_token: torch.Tensor  # [batch] token id of the answer
+    s_token: torch.Tensor  # [batch] token id of the subject
+    positions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [batch]
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def pos(self, name: str) -> torch.Tensor:
+        if name not in self.positions:
+            raise KeyError(f"unknown position {name!r}; known: {', '.join(self.positions)}")
+        return self.positions[name]
+
+
+def single_token_id(tokenizer, word: str) -> int:
+    """The id of `word` (leading space included), or a clear error naming its pieces."""
+    ids = tokenizer.encode(word, add_special_tokens=False)
+    if len(ids) != 1:
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        raise IOIDataError(f"{word!r} is {len(ids)} tokens {pieces}, not one; IOI names must be single tokens")
+    return ids[0]
+
+
+def protocol_prompts() -> list[IOIPrompt]:
+    """The thesis's 8 prompts: 4 templates x both name orders (S2 first John, then Mary, ...)."""
+    prompts = []
+    for template, (first, second) in PROTOCOL_TEMPLATES:
+        for s, io in ((second, first), (first, second)):
+            prompts.append(IOIPrompt(template.format(s), io=io, s=s, template=template))
+    return prompts
+
+
+def patching_pair() -> tuple[IOIPrompt, IOIPrompt]:
+    """Section 3.4.2: clean '..., John gave the bag to' and corrupted '..., Mary gave the bag to'.
+
+    Both carry the clean answer (IO Mary, S John): the metric on the corrupted run is still
+    logit(Mary) - logit(John).
+    """
+    template = PROTOCOL_TEMPLATES[0][0]
+    clean = IOIPrompt(template.format(" John"), io=" Mary", s=" John", template=template)
+    corrupt = IOIPrompt(template.format(" Mary"), io=" Mary", s=" John", template=template)
+    return clean, corrupt
+
+
+def _check_template(template: str) -> None:
+    missing = [slot for slot in ("{A}", "{B}", "{C}") if slot not in template]
+    if missing:
+        raise IOIDataError(f"template {template!r} lacks the slot(s) {missing}; it needs {{A}}, {{B}} and {{C}} (S2)")
+
+
+def fill_template(template: str, io: str, s: str, io_first: bool, place: str = "park", obj: str = "ball") -> IOIPrompt:
+    """One prompt from a template; names without leading space, e.g. fill_template(t, 'Mary', 'John', True)."""
+    _check_template(template)
+    a, b = (io, s) if io_first else (s, io)
+    text = template.format(A=a, B=b, C=s, PLACE=place, OBJECT=obj)
+    return IOIPrompt(text, io=" " + io, s=" " + s, template=template)
+
+
+def generate_dataset(
+    tokenizer,
+    n: int,
+    seed: int = 0,
+    templates: list[str] | None = None,
+    names: list[str] | None = None,
+) -> list[IOIPrompt]:
+    """`n` IOI prompts in the style of Wang et al.: random template, names, place and object,
+    alternating name order (ABBA / BABA). Only names that are one token under `tokenizer` are used."""
+    templates = TEMPLATES if templates is None else templates
+    for t in templates:
+        _check_template(t)
+    candidates = NAMES if names is None else names
+    usable = [name for name in candidates if len(tokenizer.encode(" " + name, add_special_tokens=False)) == 1]
+    if len(usable) < 2:
+        raise IOIDataError(f"need at least 2 single-token names, got {usable} from {candidates}")
+    rng = random.Random(seed)
+    prompts = []
+    for i in range(n):
+        io, s = rng.sample(usable, 2)
+        prompts.append(
+            fill_template(rng.choice(templates), io, s, io_first=(i % 2 == 0), place=rng.choice(PLACES), obj=rng.choice(OBJECTS))
+        )
+    return prompts
+
+
+def locate_positions(tokens: list[int], io_id: int, s_id: int, tokenizer, text: str = "") -> dict[str, int]:
+    """Find IO, S1, S2, END, 'and' and verb in one token list (BOS at 0 if present)."""
+    where = f" in prompt {text!r}" if text else ""
+    io_at = [i for i, t in enumerate(tokens) if t == io_id]
+    s_at = [i for i, t in enumerate(tokens) if t == s_id]
+    if len(io_at) < 1:
+        raise IOIDataError(f"cannot locate IO {tokenizer.decode([io_id])!r}{where}")
+    if len(s_at) < 2:
+        raise IOIDataError(f"cannot locate S1 and S2 (subject {tokenizer.decode([s_id])!r} must occur twice){where}")
+    first_name = min(io_at[0], s_at[0])
+    and_id = single_token_id(tokenizer, " and")
+    and_at = [i for i in range(first_name + 1, len(tokens)) if tokens[i] == and_id]
+    if not and_at:
+        raise IOIDataError(f"cannot locate the ' and' after the first name{where}")
+    s2 = s_at[1]
+    if s2 + 1 >= len(tokens) - 0:
+        raise IOIDataError(f"no verb after S2{where}")
+    return {"IO": io_at[0], "S1": s_at[0], "S2": s2, "END": len(tokens) - 1, "and": and_at[0], "verb": s2 + 1}
+
+
+def make_batch(tokenizer, prompts: list[IOIPrompt], prepend_bos: bool = True) -> IOIBatch:
+    """Tokenize equal-length prompts and locate their positions; unequal lengths are an error."""
+    if not prompts:
+        raise IOIDataError("no prompts")
+    rows, io_ids, s_ids, found = [], [], [], []
+    for p in prompts:
+        ids = tokenizer.encode(p.text, add_special_tokens=False)
+        if prepend_bos:
+            ids = [tokenizer.bos_token_id] + ids
+        io_id, s_id = single_token_id(tokenizer, p.io), single_token_id(tokenizer, p.s)
+        found.append(locate_positions(ids, io_id, s_id, tokenizer, p.text))
+        rows.append(ids)
+        io_ids.append(io_id)
+        s_ids.append(s_id)
+    lengths = {len(r) for r in rows}
+    if len(lengths) != 1:
+        by_len = {}
+        for p, r in zip(prompts, rows):
+            by_len.setdefault(len(r), p.text)
+        raise IOIDataError(
+            f"prompts have unequal token lengths {sorted(lengths)} (e.g. {by_len}); positions would misalign in one batch"
+        )
+    positions = {k: torch.tensor([f[k] for f in found]) for k in POSITION_NAMES}
+    return IOIBatch(list(prompts), torch.tensor(rows), torch.tensor(io_ids), torch.tensor(s_ids), positions)
+
+
+def _with_s2_replaced(batch: IOIBatch, new_ids: torch.Tensor) -> IOIBatch:
+    tokens = batch.tokens.clone()
+    tokens[torch.arange(len(batch)), batch.pos("S2")] = new_ids
+    # Answers and positions stay those of the clean prompts: the metric compares the same names.
+    return replace(batch, tokens=tokens)
+
+
+def corrupt_s2_to_io(batch: IOIBatch) -> IOIBatch:
+    """The thesis's corruption: S2 becomes the IO name ('..., Mary gave the bag to')."""
+    return _with_s2_replaced(batch, batch.io_token)
+
+
+def corrupt_three_names(batch: IOIBatch, tokenizer, seed: int = 0, names: list[str] | None = None) -> IOIBatch:
+    """The ABC distribution: S2 becomes a third name, distinct from IO and S."""
+    rng = random.Random(seed)
+    pool = [single_token_id(tokenizer, " " + n) for n in (NAMES if names is None else names)]
+    third = []
+    for io, s in zip(batch.io_token.tolist(), batch.s_token.tolist()):
+        choices = [t for t in pool if t not in (io, s)]
+        if not choices:
+            raise IOIDataError("need a third name distinct from IO and S")
+        third.append(rng.choice(choices))
+    return _with_s2_replaced(batch, torch.tensor(third))
+
+
+def split_template(template: str) -> list[str]:
+    """The slot names a template uses, e.g. ['A', 'B', 'PLACE', 'C', 'OBJECT']."""
+    return re.findall(r"{(\w+)}", template)
