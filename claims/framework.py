@@ -1,0 +1,237 @@
+"""The claims framework behind conftest.py: subjects, measurements, checks and the run's record.
+
+A claim test is marked `@pytest.mark.claim("E2.logit-diff")`, takes the `subject` fixture (a model
+under test plus the threshold rows that apply to it) and ends with `check(measure_x(subject.model))`.
+`check` evaluates every row, records values, thresholds and the figure for the report, then
+asserts. The Recorder also collects each claim test's pytest outcome (passed / failed / skipped with
+its reason / error with its message) and writes the report at session end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from claims.thresholds import Threshold, lookup_all
+from mechinterp import report
+from mechinterp.models import is_planted, real_counterpart
+
+DEFAULT_MODELS = ("planted:tinystories-8m", "planted:gpt2-small", "tiny-stories-8M", "gpt2-small")
+
+
+@dataclass
+class Measured:
+    """What a `measure_<name>(model)` returns: one float per quantity, an optional figure, extras."""
+
+    values: dict[str, float]
+    figure: Any = None  # a matplotlib Figure, embedded in the report
+    details: dict = field(default_factory=dict)  # JSON-able extras shown in the report (per-prompt values, ...)
+
+    def __post_init__(self):
+        if not isinstance(self.values, dict) or not self.values:
+            raise ValueError(f"Measured.values must be a non-empty dict of quantity -> float, got {self.values!r}")
+        self.values = {str(k): float(v) for k, v in self.values.items()}
+
+
+@dataclass
+class Subject:
+    """One model under test, as a claim test sees it."""
+
+    spec: str  # the --model value
+    real_model: str  # whose threshold rows apply
+    planted: bool
+    model: Any  # HookedTransformer, loaded once per session
+    tokenizer: Any
+    thresholds: list[Threshold]
+
+
+def tokenizer_for(model):
+    """The model's tokenizer, or GPT-2's (shared by every model here) when it carries none."""
+    if getattr(model, "tokenizer", None) is not None:
+        return model.tokenizer
+    from fixtures.tokenizer import gpt2_tokenizer
+
+    return gpt2_tokenizer()
+
+
+def selected_models(option_values: list[str] | None) -> list[str]:
+    """--model values (repeatable, comma separated) in order, without duplicates; the default if none."""
+    if not option_values:
+        return list(DEFAULT_MODELS)
+    specs = [s.strip() for value in option_values for s in value.split(",")]
+    specs = list(dict.fromkeys(s for s in specs if s))
+    if not specs:
+        raise pytest.UsageError(f"--model was given but names no model: {option_values!r}")
+    return specs
+
+
+# --- collection: which models each claim test runs on ---
+
+
+def claim_of(node) -> str:
+    marker = node.get_closest_marker("claim")
+    if marker is None or len(marker.args) != 1 or not isinstance(marker.args[0], str):
+        raise ValueError(f"{node.nodeid}: a test using `subject` needs @pytest.mark.claim(\"<claim id>\"), e.g. claim(\"E2.logit-diff\")")
+    return marker.args[0]
+
+
+def subject_params(claim: str, specs: list[str]) -> list:
+    """One pytest.param per selected model; a model with no threshold row is an explicit skip, not an omission."""
+    params = []
+    for spec in specs:
+        rows = lookup_all(claim, spec)
+        marks = []
+        if not rows:
+            marks = [pytest.mark.skip(reason=f"no threshold row for {claim} on {real_counterpart(spec)}: the thesis makes no such claim for it")]
+        params.append(pytest.param(spec, id=spec, marks=marks))
+    return params
+
+
+# --- fixtures' logic ---
+
+
+class ModelSource:
+    """Loads each model once per session. Defaults to mechinterp.models; framework tests pass fakes."""
+
+    def __init__(self, load: Callable | None = None, weights_available: Callable | None = None,
+                 missing_weights_message: Callable | None = None):
+        from mechinterp import models
+
+        self.load = load or models.load
+        self.weights_available = weights_available or models.weights_available
+        self.missing_weights_message = missing_weights_message or models.missing_weights_message
+        self.unavailable_error = models.WeightsUnavailable
+        self._cache: dict[str, Any] = {}
+
+    def get(self, spec: str):
+        if spec not in self._cache:
+            self._cache[spec] = self.load(spec)
+        return self._cache[spec]
+
+
+def make_subject(claim: str, spec: str, source: ModelSource) -> Subject:
+    """The Subject for `spec`; skips the test (one line saying how to provide them) when weights are absent."""
+    if not source.weights_available(spec):
+        pytest.skip(source.missing_weights_message(spec))
+    try:
+        model = source.get(spec)
+    except source.unavailable_error as absent:
+        pytest.skip(str(absent))
+    return Subject(spec, real_counterpart(spec), is_planted(spec), model, tokenizer_for(model), lookup_all(claim, spec))
+
+
+def evaluate(measured: Measured, rows: list[Threshold]) -> list[report.QuantityResult]:
+    """Every row against its measured value (a missing quantity fails), then values with no row (info)."""
+    results = []
+    for row in rows:
+        value = measured.values.get(row.quantity)
+        results.append(report.QuantityResult(
+            row.quantity, value, row.thesis_value, row.op, row.threshold, row.tolerance, row.describe(), row.why,
+            passed=value is not None and row.passes(value),
+        ))
+    with_rows = {row.quantity for row in rows}
+    results += [report.QuantityResult(q, v) for q, v in measured.values.items() if q not in with_rows]
+    return results
+
+
+def unevaluated(rows: list[Threshold]) -> list[report.QuantityResult]:
+    """The rows with no measurement, so a skipped or errored claim still shows what it would check."""
+    return [report.QuantityResult(r.quantity, None, r.thesis_value, r.op, r.threshold, r.tolerance, r.describe(), r.why)
+            for r in rows]
+
+
+def failure_message(claim: str, spec: str, results: list[report.QuantityResult]) -> str:
+    lines = [f"{claim} on {spec}:"]
+    for q in results:
+        if q.passed is False:
+            got = "not measured (missing from Measured.values)" if q.measured is None else f"{q.measured:.6g}"
+            thesis = "" if q.thesis_value is None else f" (thesis {q.thesis_value:g})"
+            lines.append(f"  {q.quantity} = {got} fails '{q.rule}'{thesis}: {q.why}")
+    return "\n".join(lines)
+
+
+# --- the run's record ---
+
+
+class Recorder:
+    """Every claim test of the session: created at collection, filled by check() and by pytest's reports."""
+
+    def __init__(self, models: list[str]):
+        self.models = models
+        self.started = report.utc_now()
+        self.results: dict[str, report.ClaimResult] = {}  # nodeid -> result
+
+    def expect(self, items) -> None:
+        """Register the collected claim tests, so one that never runs still shows as 'not run'."""
+        for item in items:
+            if item.get_closest_marker("claim") is None:
+                continue
+            spec = item.callspec.params.get("subject", "") if hasattr(item, "callspec") else ""
+            claim = claim_of(item)
+            real = real_counterpart(spec) if spec else ""
+            self.results[item.nodeid] = report.ClaimResult(
+                claim, spec, real, is_planted(spec), "not run", nodeid=item.nodeid,
+                quantities=unevaluated(lookup_all(claim, spec)) if spec else [],
+            )
+
+    def record_collect_error(self, collect_report) -> None:
+        """A claims file that fails to import is an errored claim, not a silent gap."""
+        if collect_report.failed and "claims" in Path(str(collect_report.fspath)).parts:
+            nodeid = collect_report.nodeid
+            self.results[nodeid] = report.ClaimResult(f"(collection) {nodeid}", "", "", False, "error",
+                                                      message=str(collect_report.longrepr)[-2000:], nodeid=nodeid)
+
+    def record_measurement(self, nodeid: str, measured: Measured, quantities: list[report.QuantityResult]) -> None:
+        result = self.results[nodeid]
+        result.quantities = quantities
+        result.details = measured.details
+        if measured.figure is not None:
+            result.figure_png = report.figure_to_png(measured.figure)
+
+    def record_phase(self, item, call, test_report) -> None:
+        """Fold one setup/call/teardown report into the claim's status; the worst outcome wins."""
+        result = self.results.get(item.nodeid)
+        if result is None:
+            return
+        if test_report.skipped:
+            result.status, result.message = "skipped", _skip_reason(test_report)
+        elif test_report.failed:
+            is_failed_check = test_report.when == "call" and call.excinfo.errisinstance((AssertionError, pytest.fail.Exception))
+            if result.status != "failed":  # a teardown error after a failed check stays 'failed'
+                result.status = "failed" if is_failed_check else "error"
+                result.message = _exception_message(call.excinfo)
+        elif test_report.when == "call":
+            result.status, result.message = "passed", ""
+
+    @property
+    def has_claims(self) -> bool:
+        return bool(self.results)
+
+    def write(self, directory: Path, command: str) -> Path:
+        run = report.RunInfo(self.started, report.utc_now(), self.models, command, report.package_versions())
+        return report.write_report(run, list(self.results.values()), directory)
+
+
+def _skip_reason(test_report) -> str:
+    longrepr = test_report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return longrepr[2].removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _exception_message(excinfo) -> str:
+    if excinfo.errisinstance(AssertionError):
+        return str(excinfo.value)
+    return f"{excinfo.typename}: {excinfo.value}"
+
+
+def default_report_dir(rootdir: Path) -> Path:
+    return Path(rootdir) / "reports" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def command_line(config) -> str:
+    return " ".join(["pytest", *config.invocation_params.args])

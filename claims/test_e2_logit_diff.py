@@ -1,0 +1,35 @@
+"""E2.logit-diff (thesis s3.4): mean logit difference logit(IO) - logit(S) on the 8 protocol prompts.
+
+Thesis: TinyStories-8M 9.4, GPT-2 small 3.6 (public reference 3.55), so TS-8M > GPT-2 small.
+Thresholds and their reasons: claims/thresholds.py, section E2.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from claims.framework import Measured, tokenizer_for
+from mechinterp.ioi import make_batch, protocol_prompts
+from mechinterp.metrics import logit_diff
+from mechinterp.plots.basic import per_prompt_bars
+
+
+def measure_logit_diff(model) -> Measured:
+    """Mean logit diff over the protocol prompts; per-prompt values in details and as a bar figure."""
+    batch = make_batch(tokenizer_for(model), protocol_prompts())
+    with torch.inference_mode():
+        logits = model(batch.tokens.to(model.cfg.device))
+    per_prompt = logit_diff(logits, batch, per_prompt=True).double().cpu()
+    labels = [f"{p.text} →{p.io}" for p in batch.prompts]
+    figure = per_prompt_bars(per_prompt.tolist(), labels, "Logit difference per protocol prompt", "logit(IO) - logit(S)")
+    return Measured(
+        values={"logit_diff": per_prompt.mean().item()},
+        figure=figure,
+        details={"per_prompt": dict(zip(labels, per_prompt.tolist()))},
+    )
+
+
+@pytest.mark.claim("E2.logit-diff")
+def test_logit_diff(subject, check):
+    check(measure_logit_diff(subject.model))

@@ -1,0 +1,96 @@
+"""pytest plugin for the claims suite: --model / --report-dir, the `claim` marker, the `subject` and
+`check` fixtures, and the HTML report written at session end.
+
+Thin by design: the logic is in claims/framework.py (subjects, checks, the record) and
+mechinterp/report.py (HTML and results.json). A report is written only when the session collected
+claim tests, so `pytest tests/` leaves reports/ alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from claims import framework
+
+RECORDER = pytest.StashKey[framework.Recorder]()
+REPORT_PATH = pytest.StashKey[Path]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("claims", "thesis claims suite")
+    group.addoption(
+        "--model", action="append", default=None, metavar="SPEC",
+        help="model(s) to check claims on; repeatable and/or comma separated "
+        f"(default: {','.join(framework.DEFAULT_MODELS)})",
+    )
+    group.addoption("--report-dir", default=None, metavar="DIR",
+                    help="where to write index.html and results.json (default: reports/<UTC timestamp>)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "claim(id): a thesis claim test, e.g. claim('E2.logit-diff'); see claims/thresholds.py")
+    config.stash[RECORDER] = framework.Recorder(framework.selected_models(config.getoption("model")))
+
+
+def pytest_generate_tests(metafunc):
+    if "subject" in metafunc.fixturenames:
+        claim = framework.claim_of(metafunc.definition)
+        specs = metafunc.config.stash[RECORDER].models
+        metafunc.parametrize("subject", framework.subject_params(claim, specs), indirect=True)
+
+
+@pytest.fixture(scope="session")
+def model_source():
+    """Loads each model once per session; overridden with fakes in tests of the framework."""
+    return framework.ModelSource()
+
+
+@pytest.fixture
+def subject(request, model_source):
+    return framework.make_subject(framework.claim_of(request.node), request.param, model_source)
+
+
+@pytest.fixture
+def check(request, subject):
+    """check(measured): record every quantity against its threshold row for the report, then assert."""
+    recorder = request.config.stash[RECORDER]
+
+    def check_measured(measured: framework.Measured) -> None:
+        results = framework.evaluate(measured, subject.thresholds)
+        recorder.record_measurement(request.node.nodeid, measured, results)
+        if any(q.passed is False for q in results):
+            raise AssertionError(framework.failure_message(framework.claim_of(request.node), subject.spec, results))
+
+    return check_measured
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    collect_report = yield
+    collector.config.stash[RECORDER].record_collect_error(collect_report)
+    return collect_report
+
+
+def pytest_collection_finish(session):
+    session.config.stash[RECORDER].expect(session.items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    test_report = yield
+    item.config.stash[RECORDER].record_phase(item, call, test_report)
+    return test_report
+
+
+def pytest_sessionfinish(session):
+    recorder = session.config.stash[RECORDER]
+    if recorder.has_claims:
+        directory = session.config.getoption("report_dir") or framework.default_report_dir(session.config.rootpath)
+        session.config.stash[REPORT_PATH] = recorder.write(Path(directory), framework.command_line(session.config))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if REPORT_PATH in config.stash:
+        terminalreporter.write_line(f"claims report: {config.stash[REPORT_PATH]}")
