@@ -1,0 +1,267 @@
+"""Batched activation patching (thesis section 3.4.2, figs 3.11-3.14).
+
+Direction. Thesis section 2.5.6 defines "corrupt to clean" patching as: cache the CLEAN run, run
+the CORRUPTED input, and re-run the corrupted input with chosen activations replaced by their
+clean values. That is denoising, the same direction as transformer_lens.patching: the base run is
+the corrupted prompt ("..., Mary gave the bag to") and the patch source is the clean prompt
+("..., John gave the bag to"). The metric is always the clean answer's logit difference
+logit(IO) - logit(S) at END, so it is high on the clean run and low on the corrupted run.
+
+Normalization (`PatchingConfig.normalize`): (patched - corrupted) / (clean - corrupted), so the
+unpatched corrupted run scores 0 and a patch that fully restores the clean behaviour scores 1.
+
+Speed. transformer_lens.patching runs one full forward pass per patch. Here every patch is one
+slice of a big batch (patch x prompt rows), each batch starts at the patched layer from the
+corrupted run's cached residual stream (`start_at_layer`), and only END is unembedded.
+
+One generic routine (`patch_sites`) takes a DataFrame of sites (layer, pos, head); the named
+variants build the sites and reshape the result, like transformer_lens.patching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+from transformer_lens.utils import get_act_name
+
+from mechinterp.ioi import IOIBatch, corrupt_s2_to_io, make_batch, patching_pair
+from mechinterp.metrics import logit_diff
+
+ALL = -1  # a site's pos or head of ALL patches every position / every head
+
+# metric(logits at END [rows, vocab], batch of `rows` prompts) -> [rows]
+PerPromptMetric = Callable[[torch.Tensor, IOIBatch], torch.Tensor]
+
+
+def per_prompt_logit_diff(logits: torch.Tensor, batch: IOIBatch) -> torch.Tensor:
+    return logit_diff(logits, batch, per_prompt=True)
+
+
+@dataclass
+class PatchingConfig:
+    normalize: bool = True  # (patched - corrupted) / (clean - corrupted): unpatched 0, restored 1
+    max_rows_per_forward: int = 1024  # patch x prompt rows in one forward pass; bounds memory
+    progress: bool = True  # tqdm bar over the forward passes
+    min_clean_corrupt_gap: float = 1e-6  # |clean - corrupted| below this cannot be normalized
+
+
+class PatchingError(ValueError):
+    """Bad patching input: mismatched batches, unknown activation, sites out of range, ..."""
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def patching_pair_batches(tokenizer) -> tuple[IOIBatch, IOIBatch]:
+    """The thesis's pair (section 3.4.2) as batches: clean '..., John gave', corrupted '..., Mary gave'."""
+    clean_prompt, corrupt_prompt = patching_pair()
+    clean = make_batch(tokenizer, [clean_prompt])
+    corrupt = corrupt_s2_to_io(clean)
+    expected = [tokenizer.bos_token_id] + tokenizer.encode(corrupt_prompt.text, add_special_tokens=False)
+    if corrupt.tokens[0].tolist() != expected:
+        raise PatchingError(f"corrupted tokens do not spell {corrupt_prompt.text!r}")
+    return clean, corrupt
+
+
+def dataset_batches(tokenizer, prompts) -> tuple[IOIBatch, IOIBatch]:
+    """Clean batch of `prompts` and its S2 -> IO corruption (the thesis's corruption, on a dataset)."""
+    clean = make_batch(tokenizer, prompts)
+    return clean, corrupt_s2_to_io(clean)
+
+
+def check_pair(model: HookedTransformer, clean: IOIBatch, corrupt: IOIBatch) -> None:
+    if clean.tokens.shape != corrupt.tokens.shape:
+        raise PatchingError(f"clean {tuple(clean.tokens.shape)} and corrupted {tuple(corrupt.tokens.shape)} token shapes differ")
+    if not (torch.equal(clean.io_token, corrupt.io_token) and torch.equal(clean.s_token, corrupt.s_token)):
+        raise PatchingError("clean and corrupted batches must score the same answers (IO, S)")
+    if not torch.equal(clean.pos("END"), corrupt.pos("END")):
+        raise PatchingError("clean and corrupted END positions differ")
+    if int(clean.tokens.max()) >= model.cfg.d_vocab:
+        raise PatchingError(f"token id {int(clean.tokens.max())} outside the model's vocabulary ({model.cfg.d_vocab})")
+
+
+def tile_batch(batch: IOIBatch, copies: int) -> IOIBatch:
+    """`copies` stacked copies of `batch` (row = copy * len(batch) + prompt)."""
+    return replace(
+        batch,
+        prompts=batch.prompts * copies,
+        tokens=batch.tokens.repeat(copies, 1),
+        io_token=batch.io_token.repeat(copies),
+        s_token=batch.s_token.repeat(copies),
+        positions={k: v.repeat(copies) for k, v in batch.positions.items()},
+    )
+
+
+# --- the shared pieces (also used by attribution_patching and eap) -------------------------------
+
+
+def unembed_at_end(model: HookedTransformer, final_resid: torch.Tensor, batch: IOIBatch) -> torch.Tensor:
+    """[rows, vocab] logits at END from the final residual stream [rows, seq, d_model].
+
+    Hand-written because HookedTransformer.forward unembeds every position: with hundreds of patch
+    rows that is a [rows, seq, 50257] tensor, most of it never read.
+    """
+    rows = torch.arange(final_resid.shape[0], device=final_resid.device)
+    at_end = final_resid[rows, batch.pos("END").to(final_resid.device)][:, None, :]
+    if model.cfg.normalization_type is not None:
+        at_end = model.ln_final(at_end)
+    logits = model.unembed(at_end)[:, 0]
+    if getattr(model.cfg, "output_logits_soft_cap", -1.0) > 0:
+        cap = model.cfg.output_logits_soft_cap
+        logits = cap * torch.tanh(logits / cap)
+    return logits
+
+
+@torch.no_grad()
+def run_metric(model: HookedTransformer, batch: IOIBatch, metric: PerPromptMetric = per_prompt_logit_diff) -> float:
+    """Mean metric of one plain forward pass."""
+    logits = model(batch.tokens.to(model.cfg.device))
+    return float(metric(logits, batch).mean())
+
+
+def normalize(values: torch.Tensor, clean_value: float, corrupt_value: float, cfg: PatchingConfig) -> torch.Tensor:
+    if not cfg.normalize:
+        return values
+    gap = clean_value - corrupt_value
+    if abs(gap) < cfg.min_clean_corrupt_gap:
+        raise PatchingError(
+            f"clean ({clean_value:.4g}) and corrupted ({corrupt_value:.4g}) metrics are equal; "
+            "the normalized effect is undefined (use normalize=False)"
+        )
+    return (values - corrupt_value) / gap
+
+
+# --- the generic routine ------------------------------------------------------------------------
+
+
+def _site_masks(sites: pd.DataFrame, n_pos: int, n_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean [sites, pos] and [sites, heads] masks; ALL (or a missing column) selects everything."""
+
+    def one_hot(column: str, size: int) -> torch.Tensor:
+        if column not in sites:
+            return torch.ones(len(sites), size, dtype=torch.bool)
+        idx = torch.tensor(sites[column].to_numpy(), dtype=torch.long)
+        if ((idx < ALL) | (idx >= size)).any():
+            raise PatchingError(f"site {column} out of range [0, {size}) (or {ALL} for all): {idx.tolist()}")
+        mask = torch.zeros(len(sites), size, dtype=torch.bool)
+        mask[idx == ALL] = True
+        chosen = idx != ALL
+        mask[chosen.nonzero()[:, 0], idx[chosen]] = True
+        return mask
+
+    return one_hot("pos", n_pos), one_hot("head", n_heads)
+
+
+def patch_sites(
+    model: HookedTransformer,
+    clean: IOIBatch,
+    corrupt: IOIBatch,
+    activation: str,
+    sites: pd.DataFrame,
+    metric: PerPromptMetric = per_prompt_logit_diff,
+    cfg: PatchingConfig | None = None,
+) -> torch.Tensor:
+    """Patch `activation` of each site (row of `sites`: layer, pos, head) from clean into corrupted.
+
+    `activation` is a per-block transformer_lens name ("resid_pre", "z", "attn_out", "mlp_out",
+    ...) shaped [batch, pos, d] or [batch, pos, head, d]. Returns [len(sites)]: the mean metric of
+    each patched run, normalized per `cfg`.
+    """
+    cfg = cfg or PatchingConfig()
+    check_pair(model, clean, corrupt)
+    if "layer" not in sites:
+        raise PatchingError("sites need a 'layer' column")
+    layers = torch.tensor(sites["layer"].to_numpy(), dtype=torch.long)
+    if len(sites) and ((layers < 0) | (layers >= model.cfg.n_layers)).any():
+        raise PatchingError(f"site layers must lie in [0, {model.cfg.n_layers}): {sorted(set(layers.tolist()))}")
+    device = model.cfg.device
+    n_prompts, n_pos = clean.tokens.shape
+    names = sorted({get_act_name(activation, int(l)) for l in layers.unique()})
+    resid_names = [get_act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
+
+    with torch.no_grad():
+        clean_logits, clean_cache = model.run_with_cache(clean.tokens.to(device), names_filter=names)
+        corrupt_logits, corrupt_cache = model.run_with_cache(corrupt.tokens.to(device), names_filter=resid_names)
+    clean_value = float(metric(clean_logits, clean).mean())
+    corrupt_value = float(metric(corrupt_logits, corrupt).mean())
+    for name in names:
+        if clean_cache[name].shape[:2] != (n_prompts, n_pos):
+            raise PatchingError(f"activation {name} is not shaped [batch, pos, ...]: {tuple(clean_cache[name].shape)}")
+
+    pos_mask, head_mask = _site_masks(sites, n_pos, model.cfg.n_heads)
+    per_forward = max(1, cfg.max_rows_per_forward // n_prompts)
+    chunks = [
+        idx[i : i + per_forward]
+        for layer in layers.unique().tolist()
+        for idx in [(layers == layer).nonzero()[:, 0]]
+        for i in range(0, len(idx), per_forward)
+    ]
+    results = torch.empty(len(sites))
+    for chunk in tqdm(chunks, desc=f"patching {activation}", disable=not cfg.progress):
+        layer = int(layers[chunk[0]])
+        name = get_act_name(activation, layer)
+        source = clean_cache[name]  # [prompts, pos, ...]
+        # mask [sites, 1, pos] for [.., d] activations; [sites, 1, pos, head] for per-head ones
+        mask = pos_mask[chunk][:, None, :]
+        if source.ndim == 4:
+            mask = mask[..., None] & head_mask[chunk][:, None, None, :]
+        mask = mask[..., None].to(device)
+
+        def paste_clean(act: torch.Tensor, hook, mask=mask, source=source) -> torch.Tensor:
+            act = act.view(mask.shape[0], n_prompts, *act.shape[1:])
+            return torch.where(mask, source[None], act).flatten(0, 1)
+
+        start = corrupt_cache[get_act_name("resid_pre", layer)].repeat(len(chunk), 1, 1)
+        rows = tile_batch(corrupt, len(chunk))
+        with torch.no_grad(), model.hooks(fwd_hooks=[(name, paste_clean)]):
+            final_resid = model(start, start_at_layer=layer, stop_at_layer=model.cfg.n_layers)
+            values = metric(unembed_at_end(model, final_resid, rows), rows)
+        results[chunk] = values.view(len(chunk), n_prompts).mean(1).float().cpu()
+    return normalize(results, clean_value, corrupt_value, cfg)
+
+
+# --- named variants -----------------------------------------------------------------------------
+
+
+def _grid(**axes: int) -> pd.DataFrame:
+    """Every combination of the axes, first axis slowest (like transformer_lens.patching)."""
+    index = pd.MultiIndex.from_product([range(n) for n in axes.values()], names=list(axes))
+    return index.to_frame(index=False)
+
+
+def patch_resid_pre_by_pos(model, clean, corrupt, metric=per_prompt_logit_diff, cfg=None) -> torch.Tensor:
+    """Residual stream before each block, one position at a time (figs 3.11, 3.12): [layer, pos]."""
+    sites = _grid(layer=model.cfg.n_layers, pos=clean.tokens.shape[1])
+    return patch_sites(model, clean, corrupt, "resid_pre", sites, metric, cfg).view(model.cfg.n_layers, -1)
+
+
+def patch_head_out_all_pos(model, clean, corrupt, metric=per_prompt_logit_diff, cfg=None) -> torch.Tensor:
+    """Each head's output (its z, all positions at once; fig 3.13, 3.14): [layer, head]."""
+    sites = _grid(layer=model.cfg.n_layers, head=model.cfg.n_heads)
+    return patch_sites(model, clean, corrupt, "z", sites, metric, cfg).view(model.cfg.n_layers, -1)
+
+
+def patch_head_out_by_pos(model, clean, corrupt, metric=per_prompt_logit_diff, cfg=None) -> torch.Tensor:
+    """Each head's output at each position: [layer, pos, head] (transformer_lens's axis order)."""
+    n_pos = clean.tokens.shape[1]
+    sites = _grid(layer=model.cfg.n_layers, pos=n_pos, head=model.cfg.n_heads)
+    return patch_sites(model, clean, corrupt, "z", sites, metric, cfg).view(model.cfg.n_layers, n_pos, -1)
+
+
+def patch_block_out_by_pos(model, clean, corrupt, activation: str, metric=per_prompt_logit_diff, cfg=None) -> torch.Tensor:
+    """A whole-layer output ("attn_out", "mlp_out", "resid_mid", ...) one position at a time: [layer, pos]."""
+    sites = _grid(layer=model.cfg.n_layers, pos=clean.tokens.shape[1])
+    return patch_sites(model, clean, corrupt, activation, sites, metric, cfg).view(model.cfg.n_layers, -1)
+
+
+def top_heads(head_effects: torch.Tensor, k: int = 5) -> list[tuple[int, int, float]]:
+    """The `k` heads with the largest |effect| from a [layer, head] tensor: (layer, head, effect)."""
+    flat = head_effects.flatten()
+    order = flat.abs().argsort(descending=True)[:k]
+    n_heads = head_effects.shape[1]
+    return [(int(i) // n_heads, int(i) % n_heads, float(flat[i])) for i in order]
