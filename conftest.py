@@ -14,6 +14,8 @@ import pytest
 
 from claims import framework
 
+pytest_plugins = ("pytester",)  # tests/test_report.py runs the plugin on fake claims
+
 RECORDER = pytest.StashKey[framework.Recorder]()
 REPORT_PATH = pytest.StashKey[Path]()
 

@@ -60,7 +60,8 @@ class Threshold:
         if math.isnan(value):
             return False
         if self.op == "within":
-            return abs(value - self.threshold) <= self.tolerance
+            # inclusive band; the 1e-12 slack absorbs binary rounding of decimal ends (9.4 - 9.25 > 0.15 in floats)
+            return abs(value - self.threshold) <= self.tolerance + 1e-12 * max(1.0, abs(self.threshold))
         return _COMPARE[self.op](value, self.threshold)
 
     def describe(self) -> str:

@@ -129,6 +129,8 @@ def generate_dataset(
 ) -> list[IOIPrompt]:
     """`n` IOI prompts in the style of Wang et al.: random template, names, place and object,
     alternating name order (ABBA / BABA). Only names that are one token under `tokenizer` are used."""
+    if n < 0:
+        raise IOIDataError(f"n must be >= 0, got {n}")
     templates = TEMPLATES if templates is None else templates
     for t in templates:
         _check_template(t)
@@ -149,6 +151,8 @@ def generate_dataset(
 def locate_positions(tokens: list[int], io_id: int, s_id: int, tokenizer, text: str = "") -> dict[str, int]:
     """Find IO, S1, S2, END, 'and' and verb in one token list (BOS at 0 if present)."""
     where = f" in prompt {text!r}" if text else ""
+    if io_id == s_id:
+        raise IOIDataError(f"IO and S are the same name {tokenizer.decode([io_id])!r}{where}; they must differ")
     io_at = [i for i, t in enumerate(tokens) if t == io_id]
     s_at = [i for i, t in enumerate(tokens) if t == s_id]
     if len(io_at) < 1:
@@ -161,7 +165,7 @@ def locate_positions(tokens: list[int], io_id: int, s_id: int, tokenizer, text: 
     if not and_at:
         raise IOIDataError(f"cannot locate the ' and' after the first name{where}")
     s2 = s_at[1]
-    if s2 + 1 >= len(tokens) - 0:
+    if s2 + 1 >= len(tokens):
         raise IOIDataError(f"no verb after S2{where}")
     return {"IO": io_at[0], "S1": s_at[0], "S2": s2, "END": len(tokens) - 1, "and": and_at[0], "verb": s2 + 1}
 

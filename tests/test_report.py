@@ -1,0 +1,267 @@
+"""The claims machinery: threshold rows, the HTML/JSON report, compare_results, and the pytest plugin
+end to end (a claims run with fake models that passes, fails, skips and errors)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+
+from claims.thresholds import THRESHOLDS, Threshold, lookup_all
+from mechinterp.report import ClaimResult, QuantityResult, RunInfo, compare_results, figure_to_png, load_results, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- threshold rows ---
+
+
+def row(op, threshold, tolerance=None, model="tiny-stories-8M"):
+    return Threshold("X.claim", model, "q", 1.0, op, threshold, tolerance, "because")
+
+
+@pytest.mark.parametrize(
+    "op, threshold, tolerance, value, passes",
+    [
+        (">=", 1.0, None, 1.0, True), (">=", 1.0, None, 0.999, False),
+        (">", 1.0, None, 1.0, False), (">", 1.0, None, 1.001, True),
+        ("<=", 1.0, None, 1.0, True), ("<=", 1.0, None, 1.001, False),
+        ("<", 1.0, None, 1.0, False), ("<", 1.0, None, 0.999, True),
+        ("within", 9.4, 0.15, 9.25, True), ("within", 9.4, 0.15, 9.55, True),
+        ("within", 9.4, 0.15, 9.2, False), ("within", 9.4, 0.15, 9.6, False),
+        ("within", 9.4, 0.15, math.nan, False), (">", 0.0, None, math.nan, False), ("<", 0.0, None, math.nan, False),
+    ],
+)
+def test_threshold_passes(op, threshold, tolerance, value, passes):
+    assert row(op, threshold, tolerance).passes(value) is passes
+
+
+def test_threshold_describe():
+    assert row("within", 9.4, 0.15).describe() == "q within 9.4 ± 0.15"
+    assert row(">", 3.6).describe() == "q > 3.6"
+
+
+def test_bad_threshold_rows_are_rejected():
+    with pytest.raises(ValueError, match="op '=>' is not one of"):
+        row("=>", 1.0)
+    with pytest.raises(ValueError, match="'within' needs a tolerance >= 0"):
+        row("within", 1.0)
+    with pytest.raises(ValueError, match="needs a 'why'"):
+        Threshold("X.claim", "gpt2-small", "q", None, ">", 0.0, None, "  ")
+
+
+def test_family_rows_apply_to_the_whole_tinystories_family_only():
+    family = row(">", 0.0, model="tiny-stories-*")
+    assert family.family_wide and not row(">", 0.0).family_wide
+    assert all(family.applies_to(m) for m in ("tiny-stories-1M", "tiny-stories-3M", "tiny-stories-8M", "tiny-stories-28M", "tiny-stories-33M"))
+    assert not family.applies_to("gpt2-small")
+    assert row(">", 0.0).applies_to("tiny-stories-8M") and not row(">", 0.0).applies_to("tiny-stories-28M")
+
+
+def test_planted_specs_use_their_real_counterparts_rows():
+    assert lookup_all("E2.logit-diff", "planted:tinystories-8m") == lookup_all("E2.logit-diff", "tiny-stories-8M") != []
+    assert lookup_all("E2.logit-diff", "planted:gpt2-small/some-mutant") == lookup_all("E2.logit-diff", "gpt2-small") != []
+    assert lookup_all("E2.logit-diff", "tiny-stories-1M") == []
+
+
+def test_every_row_states_its_reason_and_a_known_claim_id():
+    for r in THRESHOLDS:
+        assert r.claim.split(".")[0] in ("E1", "E2", "E3"), r
+        assert len(r.why) > 30, f"{r.claim}/{r.quantity} on {r.model}: 'why' must state thesis value, tolerance and reason"
+
+
+def test_logit_diff_rows_separate_the_two_models():
+    # Each model's thesis value (and GPT-2 small's public 3.55) passes its own rows and fails the other's:
+    # the claim can fail, and a model with the other model's behaviour would fail it.
+    def all_pass(spec, value):
+        return all(r.passes(value) for r in lookup_all("E2.logit-diff", spec))
+
+    assert all_pass("tiny-stories-8M", 9.4) and all_pass("gpt2-small", 3.6) and all_pass("gpt2-small", 3.55)
+    assert not all_pass("tiny-stories-8M", 3.6) and not all_pass("gpt2-small", 9.4)
+    assert not all_pass("tiny-stories-8M", 9.0) and not all_pass("gpt2-small", 4.0)
+
+
+# --- report ---
+
+
+def quantity(measured, passed):
+    return QuantityResult("logit_diff", measured, 9.4, "within", 9.4, 0.15, "logit_diff within 9.4 ± 0.15", "thesis s3.4", passed)
+
+
+def a_figure():
+    figure = Figure()
+    figure.add_subplot().plot([0, 1], [1, 0])
+    return figure
+
+
+def sample_results(planted: bool = True) -> list[ClaimResult]:
+    return [
+        ClaimResult("E2.logit-diff", "planted:tinystories-8m" if planted else "tiny-stories-8M", "tiny-stories-8M", planted,
+                    "passed", quantities=[quantity(9.41, True)], figure_png=figure_to_png(a_figure()), details={"per_prompt": [9.0, 9.82]}),
+        ClaimResult("E2.logit-diff", "gpt2-small", "gpt2-small", False, "failed", "logit_diff = 5 fails <b>", [quantity(5.0, False)]),
+        ClaimResult("E2.logit-diff", "tiny-stories-1M", "tiny-stories-1M", False, "skipped", "no threshold row"),
+        ClaimResult("E1.dup-weak", "tiny-stories-8M", "tiny-stories-8M", False, "error", "RuntimeError: <script>boom</script>"),
+    ]
+
+
+def run_info():
+    return RunInfo("2025-01-01 00:00:00 UTC", "2025-01-01 00:01:00 UTC", ["planted:tinystories-8m", "gpt2-small"], "pytest claims", {"torch": "2.13.0"})
+
+
+def test_report_is_self_contained_and_shows_every_status(tmp_path):
+    index = write_report(run_info(), sample_results(), tmp_path)
+    page = index.read_text()
+    assert index == tmp_path / "index.html"
+    for text in ("E2.logit-diff", "E1.dup-weak", "passed", "failed", "skipped", "error", "no threshold row",
+                 "logit_diff within 9.4 ± 0.15", "thesis s3.4", "9.41", "torch 2.13.0", "pytest claims"):
+        assert text in page, text
+    assert "data:image/png;base64," in page
+    assert "<script>boom" not in page and "&lt;script&gt;boom" in page  # messages are escaped
+    assert "http://" not in page and "https://" not in page  # no CDN, nothing fetched
+
+
+def test_planted_subjects_get_a_banner_and_a_tag(tmp_path):
+    page = write_report(run_info(), sample_results(planted=True), tmp_path / "p").read_text()
+    assert page.index('class="banner"') < page.index("<h1>")
+    assert "not evidence about the real models" in page
+    assert page.count('class="tag"') == 1  # only the planted row
+    clean = write_report(run_info(), sample_results(planted=False), tmp_path / "r").read_text()
+    assert 'class="banner"' not in clean and 'class="tag"' not in clean
+
+
+def test_results_json_holds_the_table(tmp_path):
+    write_report(run_info(), sample_results(), tmp_path)
+    data = load_results(tmp_path)
+    assert data["planted_in_run"] is True
+    assert data["counts"] == {"passed": 1, "failed": 1, "skipped": 1, "error": 1, "not run": 0}
+    first = data["results"][0]
+    assert first["has_figure"] is True and first["details"] == {"per_prompt": [9.0, 9.82]}
+    assert first["quantities"][0] == {"quantity": "logit_diff", "measured": 9.41, "thesis_value": 9.4, "op": "within",
+                                      "threshold": 9.4, "tolerance": 0.15, "rule": "logit_diff within 9.4 ± 0.15",
+                                      "why": "thesis s3.4", "passed": True}
+
+
+def test_compare_results_lists_only_changes(tmp_path):
+    write_report(run_info(), sample_results(), tmp_path / "base")
+    baseline = load_results(tmp_path / "base")
+    assert compare_results(baseline, baseline).empty
+
+    current = json.loads(json.dumps(baseline))
+    current["results"][0]["quantities"][0]["measured"] = 9.5  # value moved
+    current["results"][1]["status"] = "passed"  # status changed
+    current["results"].pop(3)  # gone
+    current["results"].append({"claim": "E3.new", "spec": "planted:tinystories-8m", "status": "passed", "quantities": []})
+    (tmp_path / "current.json").write_text(json.dumps(current))
+    changes = compare_results(tmp_path / "current.json", tmp_path / "base" / "results.json")
+    assert sorted(zip(changes.claim, changes.spec, changes.change)) == [
+        ("E1.dup-weak", "tiny-stories-8M", "gone"),
+        ("E2.logit-diff", "gpt2-small", "status"),
+        ("E2.logit-diff", "planted:tinystories-8m", "value"),
+        ("E3.new", "planted:tinystories-8m", "new"),
+    ]
+    value_row = changes[changes.change == "value"].iloc[0]
+    assert (value_row.measured_baseline, value_row.measured_current) == (9.41, 9.5)
+    assert compare_results(current, baseline, atol=0.1)["change"].tolist().count("value") == 0
+
+
+def test_compare_results_needs_an_existing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results.json at"):
+        compare_results(tmp_path, tmp_path)
+
+
+# --- the pytest plugin, end to end on fake models ---
+
+FAKE_CLAIMS = '''
+import pytest
+from matplotlib.figure import Figure
+from claims.framework import Measured, ModelSource
+
+@pytest.fixture(scope="session")
+def model_source():
+    # every model "loads" except gpt2-small, whose weights are "absent"
+    return ModelSource(load=lambda spec: object(), weights_available=lambda spec: spec != "gpt2-small",
+                       missing_weights_message=lambda spec: f"{spec}: no weights on this machine")
+
+@pytest.mark.claim("E2.logit-diff")
+def test_measures_nine_point_four(subject, check):
+    figure = Figure()
+    figure.add_subplot().bar([0], [9.4])
+    check(Measured({"logit_diff": 9.4}, figure=figure, details={"n": 8}))
+
+@pytest.mark.claim("E2.logit-diff")
+def test_crashes(subject, check):
+    raise RuntimeError("measurement crashed")
+'''
+
+
+# Plugins the fake runs do not need; dropping them saves ~3 s of imports per in-process run.
+UNUSED_PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:benchmark", "-p", "no:cacheprovider")
+
+
+@pytest.fixture
+def claims_pytester(pytester):
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    pytester.mkdir("claims")
+    pytester.path.joinpath("claims", "test_fake_claims.py").write_text(FAKE_CLAIMS)
+    return pytester
+
+
+def test_plugin_records_passed_failed_skipped_and_errored_claims(claims_pytester):
+    report_dir = claims_pytester.path / "out"
+    result = claims_pytester.runpytest(
+        *UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M,planted:gpt2-small", "--model", "gpt2-small", "--model", "tiny-stories-1M",
+        "--report-dir", str(report_dir),
+    )
+    # pytest: 8M passes; planted:gpt2-small fails GPT-2 rows at 9.4; gpt2-small and 1M skip; the crash fails twice
+    result.assert_outcomes(passed=1, failed=3, skipped=4)
+    result.stdout.fnmatch_lines([f"claims report: {report_dir / 'index.html'}"])
+    results = {(r["nodeid"].split("::")[1].split("[")[0], r["spec"]): r for r in load_results(report_dir)["results"]}
+    assert len(results) == 8
+
+    passed = results[("test_measures_nine_point_four", "tiny-stories-8M")]
+    assert passed["status"] == "passed" and passed["has_figure"] and passed["details"] == {"n": 8}
+    assert [q["passed"] for q in passed["quantities"]] == [True, True]
+
+    failed = results[("test_measures_nine_point_four", "planted:gpt2-small")]
+    assert failed["status"] == "failed" and failed["planted"] and failed["real_model"] == "gpt2-small"
+    assert "logit_diff = 9.4 fails 'logit_diff within 3.6 ± 0.15'" in failed["message"]
+    assert "fails 'logit_diff < 9.4'" in failed["message"]
+
+    absent = results[("test_measures_nine_point_four", "gpt2-small")]
+    assert absent["status"] == "skipped" and absent["message"] == "gpt2-small: no weights on this machine"
+    assert [q["rule"] for q in absent["quantities"]] == ["logit_diff within 3.6 ± 0.15", "logit_diff < 9.4"]
+
+    no_row = results[("test_measures_nine_point_four", "tiny-stories-1M")]
+    assert no_row["status"] == "skipped" and "no threshold row for E2.logit-diff on tiny-stories-1M" in no_row["message"]
+
+    crashed = results[("test_crashes", "tiny-stories-8M")]
+    assert crashed["status"] == "error" and crashed["message"] == "RuntimeError: measurement crashed"
+    page = (report_dir / "index.html").read_text()
+    assert "PLANTED" in page and "measurement crashed" in page
+
+
+def test_plugin_records_a_broken_claims_file_as_an_error(claims_pytester):
+    claims_pytester.path.joinpath("claims", "test_broken.py").write_text("import module_that_does_not_exist\n")
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out")
+    assert result.ret != 0
+    data = load_results(claims_pytester.path / "out")
+    broken = [r for r in data["results"] if r["status"] == "error" and "test_broken.py" in r["nodeid"]]
+    assert len(broken) == 1 and "module_that_does_not_exist" in broken[0]["message"]
+
+
+def test_plugin_writes_no_report_without_claims(pytester):
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    pytester.runpytest(*UNUSED_PLUGINS).assert_outcomes(passed=1)
+    assert not (pytester.path / "reports").exists()
+
+
+def test_subject_without_claim_marker_is_a_collection_error(pytester):
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    pytester.makepyfile(test_unmarked="def test_unmarked(subject):\n    pass\n")
+    result = pytester.runpytest(*UNUSED_PLUGINS, "--report-dir", "out")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*needs @pytest.mark.claim*"])
