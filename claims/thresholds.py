@@ -83,6 +83,34 @@ _LOGIT_DIFF_SETUP = (
 
 THRESHOLDS: list[Threshold] = [
     # --- E1 ---
+    # E1 (thesis s3.3, figs 3.1-3.6): attention-pattern scores on 32 repeated random sequences of 50
+    # tokens (claims/test_e1_head_scores.py). The thesis prints no score values, only heatmaps and
+    # words ("far weaker", "approximately all", "no", "weak", "strong"); each bound turns a word into
+    # a number and says why. A score is a fraction of attention: chance is ~0.01-0.02 on 50-100 keys.
+    Threshold("E1.prev-weaker", "gpt2-small", "H4.11_prev_token_score", 1.0, ">=", 0.9, 0.1,
+              "Thesis s3.3/fig 3.2: GPT-2 small's H4.11 puts 'approximately all' attention on the previous token (~1). "
+              "Tolerance 0.1: 'approximately all' read as at least 90%."),
+    Threshold("E1.prev-weaker", "tiny-stories-8M", "max_prev_token_score", None, "<=", 0.5, None,
+              "Thesis s3.3/fig 3.1: TS-8M's previous-token heads are 'far weaker' than GPT-2 small's (~1, fig 3.2). "
+              "'Far weaker' read as at most half of that: no TS-8M head above 0.5. The bound also sits below the GPT-2 row's 0.9, "
+              "so the two rows together encode the ordering."),
+    Threshold("E1.no-induction", "tiny-stories-8M", "max_induction_score", None, "<", 0.4, None,
+              "Thesis s3.3/fig 3.3: TS-8M has no induction heads. No head may reach the induction-head cut-off 0.4 "
+              "(40% of attention on the token after the earlier copy; chance ~0.01-0.02), the same cut-off that counts GPT-2's."),
+    Threshold("E1.no-induction", "gpt2-small", "n_heads_induction_score_ge_0.4", None, ">=", 2, None,
+              "Thesis s3.3/fig 3.4: GPT-2 small has 'many' induction heads (Olsson et al.; 5.5 and 6.9 in Wang et al.). "
+              "The thesis gives no count; at least the literature's two named heads must reach the cut-off 0.4."),
+    Threshold("E1.dup-weak", "tiny-stories-8M", "H4.0_dup_margin_over_next_head", None, ">", 0.0, None,
+              "Thesis s3.3/fig 3.5: H4.0 is TS-8M's single duplicate-token head, so it must score above every other head."),
+    Threshold("E1.dup-weak", "tiny-stories-8M", "H4.0_dup_score", None, "<", 0.5, None,
+              "Thesis s3.3/fig 3.5: H4.0 is 'weak', against GPT-2's 'strong' heads. Weak read as under half of its attention "
+              "on the earlier copy, the same 0.5 line the GPT-2 rows must clear."),
+    Threshold("E1.dup-weak", "gpt2-small", "H3.0_dup_score", None, ">=", 0.5, None,
+              "Thesis s3.3/fig 3.6: GPT-2 small's H3.0 is a 'strong' duplicate-token head: at least half its attention on the "
+              "earlier copy (the line TS-8M's H4.0 stays under). Literature heads 0.1, 0.10, 3.0 shown in details."),
+    Threshold("E1.dup-weak", "gpt2-small", "H0.5_dup_score", None, ">=", 0.5, None,
+              "Thesis s3.3/fig 3.6: GPT-2 small's H0.5 is a 'strong' duplicate-token head (the thesis's finding; Wang et al. "
+              "list 0.1, 0.10, 3.0 instead, shown in details): at least half its attention on the earlier copy."),
     # --- E2 ---
     Threshold("E2.logit-diff", "tiny-stories-8M", "logit_diff", 9.4, "within", 9.4, 0.15,
               f"TinyStories-8M's mean logit diff is 9.4. {_LOGIT_DIFF_SETUP}"),
