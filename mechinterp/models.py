@@ -181,10 +181,10 @@ def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
 
 @contextlib.contextmanager
 def _quiet_deprecation():
-    # from_pretrained warns that TransformerBridge is the future API; the thesis (and this suite)
-    # use HookedTransformer deliberately, so the warning is noise here.
+    # transformer_lens 3 warns that TransformerBridge is the future API; the thesis (and this
+    # suite) use HookedTransformer deliberately, so the warning is noise here.
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*from_pretrained is deprecated.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message="HookedTransformer.* is deprecated")
         yield
 
 
@@ -247,7 +247,8 @@ def _load_local(directory: Path, device: str, dtype: torch.dtype, processing: Pr
         str(directory), hf_cfg=hf_model.config.to_dict(), fold_ln=processing.fold_ln, device=device, dtype=dtype
     )
     state_dict = loading.get_pretrained_state_dict(str(directory), cfg, hf_model, dtype=dtype)
-    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    with _quiet_deprecation():
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
     model.load_and_process_state_dict(
         state_dict,
         fold_ln=processing.fold_ln,

@@ -1,0 +1,186 @@
+"""mechinterp/models.py: names, counterparts, weights on disk, clear errors, local checkpoints and
+planted dispatch. Real weights are never needed: absent models use an empty offline HF cache,
+present ones the architecture twins."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import types
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import loading_from_pretrained as loading
+
+from fixtures.tokenizer import gpt2_tokenizer, gpt2_tokenizer_dir
+from fixtures.twins import hub_cache, twin_cache, twin_hf_model
+from mechinterp import models
+from mechinterp.ioi import make_batch, protocol_prompts
+from mechinterp.models import (
+    KNOWN_MODELS,
+    UnknownModel,
+    WeightsUnavailable,
+    load,
+    missing_weights_message,
+    real_counterpart,
+    weights_available,
+)
+
+# Same reason as tests/test_twins.py: float32 rounding through 8 layers is ~1e-5; bugs are O(0.1).
+LOGIT_ATOL = 1e-4
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+
+def test_known_models_are_transformer_lens_official_names():
+    for name, repo in KNOWN_MODELS.items():
+        assert repo in loading.OFFICIAL_MODEL_NAMES, repo
+        assert loading.get_official_model_name(name) == repo, name
+
+
+@pytest.mark.parametrize(
+    "spec, counterpart",
+    [
+        ("planted:tinystories-8m", "tiny-stories-8M"),
+        ("planted:tinystories-8m/no-s-inhibition", "tiny-stories-8M"),
+        ("planted:gpt2-small", "gpt2-small"),
+        ("planted:gpt2-small/no-name-movers", "gpt2-small"),
+        ("tiny-stories-8M", "tiny-stories-8M"),
+        ("roneneldan/TinyStories-8M", "tiny-stories-8M"),
+        ("gpt2-small", "gpt2-small"),
+        ("gpt2", "gpt2-small"),
+        ("tiny-stories-33M", "tiny-stories-33M"),
+    ],
+)
+def test_real_counterpart(spec, counterpart):
+    assert real_counterpart(spec) == counterpart
+
+
+def test_unknown_names_raise_an_error_listing_the_known_ones():
+    for bad in ("tiny-stories-9M", "planted:llama"):
+        with pytest.raises(UnknownModel) as err:
+            real_counterpart(bad)
+        assert all(name in str(err.value) for name in KNOWN_MODELS)
+    with pytest.raises(UnknownModel) as err:
+        load("tiny-stories-9M")
+    assert all(name in str(err.value) for name in KNOWN_MODELS)
+    assert "planted:" in str(err.value) and "directory" in str(err.value)
+    assert not weights_available("tiny-stories-9M")
+
+
+# --- absent weights: a one-line error, without touching the hub ----------------------------------
+
+
+@pytest.fixture
+def hub_forbidden(monkeypatch):
+    """Fail the test if loading reaches from_pretrained: the error must come before any hub call
+    (huggingface_hub retries an unreachable host for ~25 s per file)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("from_pretrained was called although the weights are known to be unavailable")
+
+    monkeypatch.setattr(HookedTransformer, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize("name", list(KNOWN_MODELS))
+def test_missing_weights_message_is_one_line_saying_how_to_provide_them(name):
+    message = missing_weights_message(name)
+    assert "\n" not in message
+    assert f"load('{name}')" in message and KNOWN_MODELS[name] in message
+    assert "HF_HOME" in message and "--model" in message
+
+
+def test_absent_model_offline_raises_weights_unavailable(hub_forbidden):
+    with twin_cache(()):
+        assert not weights_available("tiny-stories-8M")
+        with pytest.raises(WeightsUnavailable) as err:
+            load("tiny-stories-8M")
+        assert str(err.value) == missing_weights_message("tiny-stories-8M")  # names this (empty) cache
+    assert "\n" not in str(err.value) and err.value.spec == "tiny-stories-8M"
+
+
+def test_absent_model_online_but_hub_unreachable_raises_weights_unavailable(hub_forbidden, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused at once
+    (tmp_path / "hub").mkdir()
+    with hub_cache(tmp_path / "hub", offline=False):
+        assert not models.hub_reachable()
+        with pytest.raises(WeightsUnavailable, match="gpt2-small: weights of gpt2 are not in the HF cache"):
+            load("gpt2-small")
+
+
+def test_hub_is_unreachable_in_offline_mode():
+    with twin_cache(()):
+        assert not models.hub_reachable()
+
+
+# --- local checkpoint directories ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_tokenizer", [True, False], ids=["own-tokenizer", "gpt2-fallback"])
+def test_local_checkpoint_directory_loads_offline_and_matches_hf(tmp_path, with_tokenizer):
+    hf = twin_hf_model("tiny-stories-8M")
+    hf.save_pretrained(str(tmp_path))
+    if with_tokenizer:
+        for item in gpt2_tokenizer_dir().iterdir():
+            shutil.copy(item, tmp_path / item.name)
+    batch = make_batch(gpt2_tokenizer(), protocol_prompts())
+    with twin_cache(()):  # an empty offline hub: the directory alone must suffice
+        assert weights_available(str(tmp_path))
+        assert real_counterpart(str(tmp_path)) == str(tmp_path)
+        model = load(str(tmp_path))
+    assert model.cfg.original_architecture == "GPTNeoForCausalLM" and model.cfg.d_model == 256
+    assert model.tokenizer is not None and len(model.tokenizer) == 50257
+    assert model.to_tokens("When John and Mary", prepend_bos=False)[0].tolist() == gpt2_tokenizer().encode("When John and Mary")
+    with torch.no_grad():
+        ours, theirs = model(batch.tokens), hf(batch.tokens).logits
+    centered = lambda x: x - x.mean(-1, keepdim=True)  # noqa: E731 - center_unembed's per-position shift
+    max_abs = (centered(ours) - centered(theirs)).abs().max().item()
+    assert max_abs < LOGIT_ATOL, f"local checkpoint: max |TL - HF| centered logit = {max_abs:.3g}"
+
+
+def test_local_directory_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UnknownModel, match="without config.json"):
+        load(str(empty))
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(json.dumps({"architectures": ["GPTNeoForCausalLM"]}))
+    assert not weights_available(str(no_weights))
+    with pytest.raises(WeightsUnavailable, match="no HF checkpoint"):
+        load(str(no_weights))
+    other = tmp_path / "llama"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (other / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UnknownModel, match="LlamaForCausalLM.*not one of GPTNeoForCausalLM, GPT2LMHeadModel"):
+        load(str(other))
+
+
+# --- planted specs dispatch to fixtures.planted --------------------------------------------------
+
+
+def test_planted_spec_dispatches_to_fixtures_planted_build(monkeypatch):
+    built = []
+
+    def build(name):
+        built.append(name)
+        cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_ctx=8, d_head=4, d_vocab=10, act_fn="relu")
+        return HookedTransformer(cfg)
+
+    monkeypatch.setitem(sys.modules, "fixtures.planted", types.SimpleNamespace(build=build))
+    assert weights_available("planted:tinystories-8m/no-s-inhibition")
+    model = load("planted:tinystories-8m/no-s-inhibition", dtype=torch.float64)
+    assert built == ["tinystories-8m/no-s-inhibition"]
+    assert model.W_E.dtype == torch.float64 and not model.training
+
+
+def test_planted_spec_without_fixtures_planted_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fixtures.planted", None)  # makes the import fail
+    with pytest.raises(UnknownModel, match="planted models need fixtures/planted"):
+        load("planted:tinystories-8m")
