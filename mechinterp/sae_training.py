@@ -1,0 +1,392 @@
+"""Gated SAE training on a residual stream (thesis section 3.5), cached on disk by what made it.
+
+Training is sae_lens's: its gated training SAE, its activation store and its trainer. What this
+module adds is the bookkeeping a claims suite needs:
+
+- one config dataclass with every knob (`SAETrainingConfig`);
+- a cache directory keyed by a hash of (config, model identity, corpus identity), so a trained SAE is
+  reused only for exactly what made it; a corrupt or mismatched cache entry raises `SAECacheError`
+  and is never silently trained over;
+- quality on held-out text (explained variance, L0, the model's loss with the SAE spliced in),
+  measured with sae_lens's own evals and stored beside the weights.
+
+Corpus: `corpus_texts=None` streams TinyStories from the Hugging Face hub (`config.dataset_path`),
+the default for users with network or a datasets cache; a list of strings trains offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RECORD_FILENAME = "training.json"  # our record beside sae_lens's cfg.json + sae_weights.safetensors
+CACHE_ENV = "MECHINTERP_SAE_CACHE"
+
+
+class SAECacheError(RuntimeError):
+    """A cached or user-provided SAE directory is corrupt, incomplete or made by something else."""
+
+
+@dataclass(frozen=True)
+class SAETrainingConfig:
+    """Every setting of one gated SAE training run. All fields enter the cache key."""
+
+    block: int = 6  # residual stream after this block (0-indexed; thesis "layer 6")
+    hook_point: str = "hook_resid_post"
+    width: int | None = None  # SAE features; None -> width_factor x d_model
+    width_factor: int = 16  # thesis: feature indices reach 4021 on d_model 256 -> 4096 = 16 x 256
+    l1_coefficient: float = 3.0  # gated sparsity penalty on normalized activations
+    l1_warm_up_steps: int = 0
+    lr: float = 3e-4
+    lr_warm_up_steps: int = 0
+    lr_scheduler_name: str = "constant"
+    training_tokens: int = 5_000_000
+    context_size: int = 128
+    train_batch_size_tokens: int = 4096
+    store_batch_size_prompts: int = 16  # LM batch (prompts) when generating activations
+    n_batches_in_buffer: int = 64  # mixing buffer = n_batches_in_buffer x context_size tokens
+    normalize_activations: str = "expected_average_only_in"  # makes l1_coefficient scale-free
+    n_batches_for_norm_estimate: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    dataset_path: str = "roneneldan/TinyStories"  # used only when no corpus_texts are given
+    heldout_fraction: float = 0.05  # last texts of a given corpus, kept out of training for quality
+    n_eval_batches: int = 4  # held-out quality: batches of store_batch_size_prompts x context_size
+
+    def __post_init__(self) -> None:
+        if self.block < 0:
+            raise ValueError(f"block must be >= 0, got {self.block}")
+        if self.width is not None and self.width <= 0:
+            raise ValueError(f"width must be positive, got {self.width}")
+        if self.training_tokens < self.train_batch_size_tokens:
+            raise ValueError(
+                f"training_tokens ({self.training_tokens}) is less than one batch ({self.train_batch_size_tokens})"
+            )
+        if self.n_batches_in_buffer * self.context_size < self.train_batch_size_tokens:
+            # sae_lens's mixing buffer holds n_batches_in_buffer x context_size tokens and must fit a batch
+            need = -(-self.train_batch_size_tokens // self.context_size)
+            raise ValueError(
+                f"n_batches_in_buffer x context_size = {self.n_batches_in_buffer * self.context_size} tokens is "
+                f"smaller than train_batch_size_tokens {self.train_batch_size_tokens}; use n_batches_in_buffer >= {need}"
+            )
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.block}.{self.hook_point}"
+
+    def d_sae(self, d_model: int) -> int:
+        return self.width if self.width is not None else self.width_factor * d_model
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SAETrainingConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown SAETrainingConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+# --- identities and the cache key -----------------------------------------------------------------
+
+
+def _sha256_tensors(named: list[tuple[str, torch.Tensor]]) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in named:
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_identity(model) -> dict[str, Any]:
+    """Name, shape and a hash of every weight: a retrained, mutated or planted model is a different model."""
+    state = sorted(model.state_dict().items())
+    return {
+        "model_name": model.cfg.model_name,
+        "n_layers": model.cfg.n_layers,
+        "d_model": model.cfg.d_model,
+        "weights_sha256": _sha256_tensors(state),
+    }
+
+
+def corpus_identity(corpus_texts: list[str] | None, dataset_path: str) -> dict[str, Any]:
+    if corpus_texts is None:
+        return {"source": "huggingface", "dataset_path": dataset_path}
+    digest = hashlib.sha256()
+    for text in corpus_texts:
+        digest.update(text.encode())
+        digest.update(b"\x00")
+    return {"source": "texts", "n_texts": len(corpus_texts), "sha256": digest.hexdigest()}
+
+
+def cache_key(config: SAETrainingConfig, model_id: dict, corpus_id: dict) -> str:
+    payload = json.dumps({"config": config.to_dict(), "model": model_id, "corpus": corpus_id}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "mechinterp" / "saes"))
+
+
+def sae_directory(cache_dir: str | os.PathLike, model_id: dict, config: SAETrainingConfig, key: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model_id['model_name']}-{config.hook_name}")
+    return Path(cache_dir) / f"{slug}-{key}"
+
+
+# --- loading with checks --------------------------------------------------------------------------
+
+
+def read_record(directory: str | os.PathLike) -> dict[str, Any]:
+    """The training record of an SAE directory, or SAECacheError saying what is wrong and what to do."""
+    directory = Path(directory)
+    path = directory / RECORD_FILENAME
+    if not path.is_file():
+        raise SAECacheError(f"{directory} has no {RECORD_FILENAME}: it is incomplete or not an SAE made here; delete it to retrain")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SAECacheError(f"{path} is corrupt ({err}); delete {directory} to retrain") from err
+    missing = [k for k in ("key", "config", "model", "corpus") if k not in record]
+    if missing:
+        raise SAECacheError(f"{path} lacks {missing}; delete {directory} to retrain")
+    return record
+
+
+def load_sae_dir(directory: str | os.PathLike, device: str = "cpu", expected_record: dict | None = None):
+    """Load a gated SAE saved by `train_sae` (or by sae_lens with a training.json beside it).
+
+    With `expected_record` (key, config, model, corpus), any difference raises SAECacheError naming
+    the fields that differ: an SAE is used only for the model and corpus it was trained on.
+    """
+    from sae_lens import SAE
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SAECacheError(f"SAE directory {directory} does not exist")
+    record = read_record(directory)
+    if expected_record is not None:
+        differ = [k for k in ("key", "config", "model", "corpus") if record.get(k) != expected_record[k]]
+        if differ:
+            raise SAECacheError(
+                f"{directory} was made by a different {', '.join(differ)} than requested "
+                f"(stored key {record.get('key')}, expected {expected_record['key']}); delete it to retrain"
+            )
+    try:
+        sae = SAE.load_from_disk(str(directory), device=device)
+    except Exception as err:  # safetensors/json errors come in many types; all mean the same to a user
+        raise SAECacheError(f"cannot load SAE weights from {directory} ({type(err).__name__}: {err}); delete it to retrain") from err
+    config = SAETrainingConfig.from_dict(record["config"])
+    if sae.cfg.metadata.hook_name != config.hook_name or sae.cfg.d_in != record["model"]["d_model"]:
+        raise SAECacheError(
+            f"{directory}: weights are for {sae.cfg.metadata.hook_name} with d_in {sae.cfg.d_in}, but its record says "
+            f"{config.hook_name} with d_model {record['model']['d_model']}; delete it to retrain"
+        )
+    sae.cfg.metadata.training_record = record  # quality, timing, identities travel with the SAE
+    sae.cfg.metadata.sae_dir = str(directory)
+    return sae
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+def _token_rate_trainer_class():
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    class TokenRateTrainer(SAETrainer):
+        """sae_lens's trainer; its bar moves every 100 steps, this one every step and reads tokens/s."""
+
+        def _update_pbar(self, step_output, pbar, update_interval: int = 100) -> None:  # noqa: ARG002
+            pbar.unit, pbar.unit_scale = "tok", True
+            pbar.update(self.cfg.train_batch_size_samples)
+            if self.n_training_steps % 10 == 0:
+                pbar.set_postfix(loss=f"{step_output.loss.item():.4f}", refresh=False)
+
+    return TokenRateTrainer
+
+
+def _split_heldout(texts: list[str], fraction: float) -> tuple[list[str], list[str]]:
+    n_heldout = int(round(len(texts) * fraction))
+    if fraction > 0 and n_heldout == 0 and len(texts) > 1:
+        n_heldout = 1
+    if n_heldout >= len(texts):
+        raise ValueError(f"corpus of {len(texts)} texts is too small to hold out {fraction:.0%} for evaluation")
+    return texts[: len(texts) - n_heldout], texts[len(texts) - n_heldout :]
+
+
+def _runner_config(model, config: SAETrainingConfig):
+    from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
+    from sae_lens.saes.gated_sae import GatedTrainingSAEConfig
+
+    sae_config = GatedTrainingSAEConfig(
+        d_in=model.cfg.d_model,
+        d_sae=config.d_sae(model.cfg.d_model),
+        l1_coefficient=config.l1_coefficient,
+        l1_warm_up_steps=config.l1_warm_up_steps,
+        normalize_activations=config.normalize_activations,
+        dtype=config.dtype,
+        device=config.device,
+    )
+    return LanguageModelSAERunnerConfig(
+        sae=sae_config,
+        model_name=model.cfg.model_name,
+        hook_name=config.hook_name,
+        dataset_path=config.dataset_path,
+        streaming=True,
+        is_dataset_tokenized=False,
+        context_size=config.context_size,
+        training_tokens=config.training_tokens,
+        train_batch_size_tokens=config.train_batch_size_tokens,
+        store_batch_size_prompts=config.store_batch_size_prompts,
+        n_batches_in_buffer=config.n_batches_in_buffer,
+        lr=config.lr,
+        lr_warm_up_steps=config.lr_warm_up_steps,
+        lr_scheduler_name=config.lr_scheduler_name,
+        n_batches_for_norm_estimate=config.n_batches_for_norm_estimate,
+        seed=config.seed,
+        device=config.device,
+        dtype=config.dtype,
+        logger=LoggingConfig(log_to_wandb=False),
+        checkpoint_path=None,
+        output_path=None,
+        verbose=False,
+        model_from_pretrained_kwargs={},  # the model is given, never loaded by name
+    )
+
+
+def _dataset(texts: list[str] | None, dataset_path: str, split: str):
+    import datasets
+
+    if texts is not None:
+        return datasets.Dataset.from_dict({"text": list(texts)})
+    return datasets.load_dataset(dataset_path, split=split, streaming=True)
+
+
+def _fit(model, train_data, config: SAETrainingConfig):
+    """Train with sae_lens's activation store and trainer; returns (training SAE, seconds)."""
+    from sae_lens.saes.gated_sae import GatedTrainingSAE, GatedTrainingSAEConfig
+    from sae_lens.training.activations_store import ActivationsStore
+
+    runner_config = _runner_config(model, config)
+    torch.manual_seed(config.seed)  # SAE init and sae_lens's mixing-buffer shuffles
+    sae = GatedTrainingSAE(GatedTrainingSAEConfig.from_sae_runner_config(runner_config))
+    with warnings.catch_warnings():
+        # "dataset is not tokenized" / "fewer samples than tokens": expected for a small text corpus
+        warnings.simplefilter("ignore", UserWarning)
+        store = ActivationsStore.from_config(model, runner_config, override_dataset=train_data)
+        trainer = _token_rate_trainer_class()(
+            cfg=runner_config.to_sae_trainer_config(), sae=sae, data_provider=store, evaluator=None
+        )
+        start = time.perf_counter()
+        sae = trainer.fit()
+    return sae, time.perf_counter() - start
+
+
+@torch.no_grad()
+def sae_quality(model, sae, texts: list[str] | None, config: SAETrainingConfig) -> dict[str, float]:
+    """Held-out explained variance, L0 and next-token loss clean / with the SAE spliced in / zero-ablated.
+
+    `texts=None` evaluates on the dataset's validation split. Computed by sae_lens's `run_evals`.
+    """
+    from sae_lens.evals import EvalConfig, run_evals
+    from sae_lens.training.activation_scaler import ActivationScaler
+    from sae_lens.training.activations_store import ActivationsStore
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        store = ActivationsStore.from_sae(
+            model,
+            sae,
+            dataset=_dataset(texts, config.dataset_path, "validation"),
+            context_size=config.context_size,
+            streaming=texts is None,
+            store_batch_size_prompts=config.store_batch_size_prompts,
+            device=config.device,
+        )
+        eval_config = EvalConfig(
+            n_eval_reconstruction_batches=config.n_eval_batches,
+            n_eval_sparsity_variance_batches=config.n_eval_batches,
+            compute_ce_loss=True,
+            compute_sparsity_metrics=True,
+            compute_variance_metrics=True,
+        )
+        metrics, _ = run_evals(sae, store, model, ActivationScaler(), eval_config)
+    loss = metrics["model_performance_preservation"]
+    return {
+        "explained_variance": float(metrics["reconstruction_quality"]["explained_variance"]),
+        "l0": float(metrics["sparsity"]["l0"]),
+        "ce_loss_clean": float(loss["ce_loss_without_sae"]),
+        "ce_loss_with_sae": float(loss["ce_loss_with_sae"]),
+        "ce_loss_zero_ablation": float(loss["ce_loss_with_ablation"]),
+        "ce_loss_recovered": float(loss["ce_loss_score"]),
+    }
+
+
+def train_sae(model, corpus_texts: list[str] | None, config: SAETrainingConfig, cache_dir: str | os.PathLike | None = None):
+    """A gated SAE on `config.hook_name` of `model`, trained on `corpus_texts` (None: TinyStories from HF).
+
+    Reused from `cache_dir` (default $MECHINTERP_SAE_CACHE or ~/.cache/mechinterp/saes) when an entry
+    for exactly this config, model weights and corpus exists; trained, evaluated and saved otherwise.
+    Returns sae_lens's inference `SAE` with unit-norm decoder rows; `sae.cfg.metadata.training_record`
+    holds its quality on held-out text, training time and identities.
+    """
+    if not 0 <= config.block < model.cfg.n_layers:
+        raise ValueError(f"block {config.block} is outside the model's {model.cfg.n_layers} blocks")
+    if corpus_texts is not None and len(corpus_texts) == 0:
+        raise ValueError("corpus_texts is empty; pass None to use the Hugging Face dataset")
+    model_id = model_identity(model)
+    corpus_id = corpus_identity(corpus_texts, config.dataset_path)
+    key = cache_key(config, model_id, corpus_id)
+    directory = sae_directory(cache_dir if cache_dir is not None else default_cache_dir(), model_id, config, key)
+    expected = {"key": key, "config": config.to_dict(), "model": model_id, "corpus": corpus_id}
+    if directory.exists():
+        return load_sae_dir(directory, device=config.device, expected_record=expected)
+
+    if corpus_texts is None:
+        train_texts, heldout_texts = None, None
+    else:
+        train_texts, heldout_texts = _split_heldout(list(corpus_texts), config.heldout_fraction)
+    training_sae, seconds = _fit(model, _dataset(train_texts, config.dataset_path, "train"), config)
+    training_sae.fold_W_dec_norm()  # unit decoder rows: activations are lengths along a unit direction
+
+    # Write to a temporary sibling and rename, so an interrupted run never leaves a half entry.
+    staging = directory.with_name(directory.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    training_sae.save_inference_model(str(staging))
+    from sae_lens import SAE
+
+    sae = SAE.load_from_disk(str(staging), device=config.device)
+    quality = sae_quality(model, sae, heldout_texts, config) if (heldout_texts or corpus_texts is None) else {}
+    record = {
+        **expected,
+        "quality": quality,
+        "train_seconds": seconds,
+        "tokens_per_second": config.training_tokens / seconds,
+        "sae_lens_version": _sae_lens_version(),
+    }
+    (staging / RECORD_FILENAME).write_text(json.dumps(record, indent=2, sort_keys=True))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(directory)
+    return load_sae_dir(directory, device=config.device, expected_record=expected)
+
+
+def _sae_lens_version() -> str:
+    import sae_lens
+
+    return str(sae_lens.__version__)

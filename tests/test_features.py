@@ -1,0 +1,206 @@
+"""mechinterp/features.py on a small float64 random model and a random gated SAE: exact properties
+of the ablation, attribution against finite differences, contexts and unembedding by construction.
+
+Ground truth on a planted model (a trained SAE recovers the planted directions) is in
+tests/test_sae_training.py; the E3 claims on planted twins and mutants in tests/test_claim_pairs_e3.py.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from fixtures.tokenizer import gpt2_tokenizer
+from mechinterp import features
+from mechinterp.ioi import make_batch, protocol_prompts
+from mechinterp.metrics import logit_diff
+
+HOOK = "blocks.1.hook_resid_post"
+
+
+@functools.lru_cache(maxsize=None)
+def small_model() -> HookedTransformer:
+    """Seeded 3-layer float64 model with GPT-2's vocabulary; shared, so tests leave it unchanged."""
+    cfg = HookedTransformerConfig(
+        n_layers=3, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50257, n_ctx=64,
+        act_fn="gelu", seed=0, initializer_range=0.3, normalization_type="LN", dtype=torch.float64,
+    )
+    return HookedTransformer(cfg, tokenizer=gpt2_tokenizer()).eval()
+
+
+@functools.lru_cache(maxsize=None)
+def random_sae(d_sae: int = 96, seed: int = 0):
+    """A gated SAE at HOOK with random weights and biases chosen so a good share of features fire."""
+    from sae_lens.saes.gated_sae import GatedSAE, GatedSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(seed)
+    sae = GatedSAE(GatedSAEConfig(d_in=32, d_sae=d_sae, dtype="float64", metadata=SAEMetadata(hook_name=HOOK)))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.W_dec.normal_(0, 0.3)
+        sae.b_gate.fill_(0.1)
+        sae.b_mag.fill_(0.1)
+    return sae
+
+
+@functools.lru_cache(maxsize=None)
+def protocol_batch():
+    return make_batch(gpt2_tokenizer(), protocol_prompts())
+
+
+def end_logits(model, batch, hooks=()):
+    with torch.no_grad(), model.hooks(fwd_hooks=list(hooks)):
+        return model(batch.tokens)[torch.arange(len(batch)), batch.pos("END")]
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n_directions=st.integers(1, 3))
+def test_ablating_directions_absent_from_the_residual_changes_nothing(seed, n_directions):
+    """Directions orthogonal to the residual at every position: the projection is the identity."""
+    model, batch = small_model(), protocol_batch()
+    prompt = make_batch(gpt2_tokenizer(), protocol_prompts()[:1])  # 17 positions < d_model 32: room to be orthogonal
+    resid = features.residual_at(model, prompt.tokens, HOOK)[0]  # [seq, d_model]
+    generator = torch.Generator().manual_seed(seed)
+    raw = torch.randn(n_directions, 32, generator=generator, dtype=torch.float64)
+    basis, _ = torch.linalg.qr(resid.T)  # span of the residuals
+    orthogonal = raw - (raw @ basis) @ basis.T
+    assert (resid @ orthogonal.T).abs().max() < 1e-10
+    clean = end_logits(model, prompt)
+    ablated = end_logits(model, prompt, [(HOOK, features.projection_hook(orthogonal))])
+    torch.testing.assert_close(ablated, clean, rtol=0, atol=1e-9)
+    assert batch  # the shared batch stays usable
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n_directions=st.integers(1, 4))
+def test_ablation_is_idempotent_and_removes_the_span(seed, n_directions):
+    model, batch = small_model(), protocol_batch()
+    directions = torch.randn(n_directions, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    hook = features.projection_hook(directions)
+    once = end_logits(model, batch, [(HOOK, hook)])
+    twice = end_logits(model, batch, [(HOOK, hook), (HOOK, hook)])
+    torch.testing.assert_close(twice, once, rtol=0, atol=1e-9)
+    resid = features.residual_at(model, batch.tokens, HOOK)
+    assert (hook(resid, None) @ directions.T).abs().max() < 1e-9
+
+
+def test_ablation_changes_behaviour_when_the_direction_is_present():
+    """The control for the two properties above: removing a direction the residual uses does change logits."""
+    model, batch = small_model(), protocol_batch()
+    resid = features.residual_at(model, batch.tokens, HOOK)
+    used = resid[:, -1].mean(0)  # the mean END residual
+    clean = end_logits(model, batch)
+    ablated = end_logits(model, batch, [(HOOK, features.projection_hook(used))])
+    assert (ablated - clean).abs().max() > 1e-3
+
+
+def test_feature_attribution_matches_finite_differences():
+    """attribution[f] = d/de metric(resid + e * a_f * W_dec[f]) at e = 0, summed over positions."""
+    model, sae, batch = small_model(), random_sae(), protocol_batch()
+    attribution = features.feature_attribution(model, sae, batch)
+    acts = features.feature_acts(model, sae, batch.tokens)  # [batch, seq, d_sae]
+    firing = [int(f) for f in acts.sum((0, 1)).topk(5).indices]
+    assert acts.sum((0, 1))[firing].min() > 0, "the random SAE must have firing features to test"
+    eps = 1e-5
+    for f in firing:
+        shift = acts[..., f, None] * sae.W_dec[f]  # [batch, seq, d_model]
+
+        def metric_at(e):
+            def add(resid, hook):  # noqa: ARG001
+                return resid + e * shift
+
+            with torch.no_grad():
+                return logit_diff(model.run_with_hooks(batch.tokens, fwd_hooks=[(HOOK, add)]), batch).item()
+
+        numeric = (metric_at(eps) - metric_at(-eps)) / (2 * eps)
+        assert attribution[f].item() == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+    silent = (acts.sum((0, 1)) == 0).nonzero()[:, 0]
+    assert torch.all(attribution[silent] == 0)
+
+
+def test_top_tables_agree_with_activations_and_attribution():
+    model, sae, batch = small_model(), random_sae(), protocol_batch()
+    at_end = features.acts_at(model, sae, batch, "END").mean(0)
+    table = features.top_activating_features(model, sae, batch, "END", k=3)
+    assert table.feature.tolist() == at_end.topk(3).indices.tolist()
+    attribution = torch.tensor([0.5, -2.0, 3.0, 0.0, -0.1], dtype=torch.float64)
+    assert features.top_attributed_features(attribution, k=2).feature.tolist() == [2, 0]
+    negative = features.top_attributed_features(attribution, k=2, most_negative=True)
+    assert negative.feature.tolist() == [1, 4] and negative.attribution.tolist() == [-2.0, -0.1]
+
+
+def test_ablate_feature_reports_behaviour_and_head_attention():
+    model, sae, batch = small_model(), random_sae(), protocol_batch()
+    feature = int(features.acts_at(model, sae, batch, "END").mean(0).argmax())
+    result = features.ablate_feature(model, sae, feature, batch, heads=[(2, 1)])
+    with torch.no_grad():
+        logits = model(batch.tokens)
+    from mechinterp.metrics import p_io
+
+    assert result.p_io[0] == pytest.approx(p_io(logits, batch).item())
+    assert set(result.attention.target) == {"IO", "S1", "S2"} and set(result.attention["head"]) == {"2.1"}
+    assert result.attention_after_over_before("2.1", "IO") > 0
+    with pytest.raises(ValueError, match="out of range"):
+        features.ablate_feature(model, sae, sae.cfg.d_sae, batch)
+
+
+def test_random_feature_control_is_reproducible_and_excludes():
+    model, sae, batch = small_model(), random_sae(), protocol_batch()
+    first = features.random_feature_control(model, sae, batch, n_features=4, seed=3, exclude=[0, 1])
+    again = features.random_feature_control(model, sae, batch, n_features=4, seed=3, exclude=[0, 1])
+    assert first.equals(again)
+    assert not set(first.feature) & {0, 1}
+    with pytest.raises(ValueError, match="only"):
+        features.random_feature_control(model, sae, batch, n_features=sae.cfg.d_sae, exclude=[0])
+
+
+def test_max_activating_contexts_point_at_the_activation():
+    model, sae = small_model(), random_sae()
+    texts = ["Lily gave the ball to Tom.", "Once upon a time there was a dog.", "Tom wanted to play."]
+    feature = 5
+    table = features.max_activating_contexts(model, sae, feature, texts, k=4, batch_size=2)
+    assert len(table) == 4 and table.activation.is_monotonic_decreasing
+    top = table.iloc[0]
+    ids = [model.tokenizer.bos_token_id] + model.tokenizer.encode(texts[top.text_index], add_special_tokens=False)
+    single = features.feature_acts(model, sae, torch.tensor([ids]))[0, :, feature]
+    assert top.activation == pytest.approx(single[1:].max().item(), rel=1e-9)  # padding and batching change nothing
+    assert single[top.position].item() == pytest.approx(top.activation, rel=1e-9)
+    assert f"«{top.token}»" in top.context
+
+
+def test_decoder_top_tokens_finds_a_planted_unembedding_direction():
+    model, sae = small_model(), random_sae()
+    mary = gpt2_tokenizer().encode(" Mary", add_special_tokens=False)[0]
+    planted = sae.W_dec.detach().clone()
+    planted[7] = model.W_U[:, mary] / model.W_U[:, mary].norm()
+    # The unembedding direction of " Mary" raises " Mary" most unless another column is nearly parallel.
+    from sae_lens.saes.gated_sae import GatedSAE
+
+    copy = GatedSAE(sae.cfg)
+    copy.load_state_dict({**sae.state_dict(), "W_dec": planted})
+    top = features.decoder_top_tokens(model, copy, 7, k=3)
+    assert top.token_id.iloc[0] == mary and top.token.iloc[0] == " Mary"
+
+
+def test_roles_and_rules():
+    model, sae, batch = small_model(), random_sae(), protocol_batch()
+    assert {r.alias for r in features.ROLES.values()} == {1059, 44, 2338, 1276, 2837, 1854}
+    assert all(r.rule in features.RULES for r in features.ROLES.values())
+    role = features.FeatureRole("test-top", 1, "top-activation-at-END", 0, "")
+    match = features.find_role(model, sae, role, batch)
+    assert match.feature == int(features.acts_at(model, sae, batch, "END").mean(0).argmax())
+    assert match.score >= match.runner_up
+    negative = features.find_role(model, sae, features.FeatureRole("neg", 1, "bottom-attribution", 0, ""), batch)
+    attribution = features.feature_attribution(model, sae, batch)
+    assert negative.feature == int(attribution.argmin()) and negative.score == pytest.approx(attribution.min().item())
+    with pytest.raises(ValueError, match="block-6"):
+        features.find_role(model, sae, "L6-to", batch)
+    tokens, positions = features.infinitive_to_batch(gpt2_tokenizer())
+    to_id = gpt2_tokenizer().encode(" to", add_special_tokens=False)[0]
+    assert all(tokens[i, p] == to_id for i, p in enumerate(positions.tolist()))
