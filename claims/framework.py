@@ -18,7 +18,8 @@ import pytest
 
 from claims.thresholds import Threshold, lookup_all
 from mechinterp import report
-from mechinterp.models import is_planted, real_counterpart
+from mechinterp.models import WeightsUnavailable, is_planted, real_counterpart
+from mechinterp.models import load as load_model
 
 DEFAULT_MODELS = ("planted:tinystories-8m", "planted:gpt2-small", "tiny-stories-8M", "gpt2-small")
 
@@ -95,31 +96,29 @@ def subject_params(claim: str, specs: list[str]) -> list:
 
 
 class ModelSource:
-    """Loads each model once per session. Defaults to mechinterp.models; framework tests pass fakes."""
+    """Loads each model once per session, remembering absent weights too so the hub is probed once.
+    Defaults to mechinterp.models.load; framework tests pass a fake `load`."""
 
-    def __init__(self, load: Callable | None = None, weights_available: Callable | None = None,
-                 missing_weights_message: Callable | None = None):
-        from mechinterp import models
-
-        self.load = load or models.load
-        self.weights_available = weights_available or models.weights_available
-        self.missing_weights_message = missing_weights_message or models.missing_weights_message
-        self.unavailable_error = models.WeightsUnavailable
-        self._cache: dict[str, Any] = {}
+    def __init__(self, load: Callable | None = None):
+        self.load = load or load_model
+        self._cache: dict[str, Any] = {}  # spec -> model or WeightsUnavailable
 
     def get(self, spec: str):
         if spec not in self._cache:
-            self._cache[spec] = self.load(spec)
+            try:
+                self._cache[spec] = self.load(spec)
+            except WeightsUnavailable as absent:
+                self._cache[spec] = absent
+        if isinstance(self._cache[spec], WeightsUnavailable):
+            raise self._cache[spec]
         return self._cache[spec]
 
 
 def make_subject(claim: str, spec: str, source: ModelSource) -> Subject:
     """The Subject for `spec`; skips the test (one line saying how to provide them) when weights are absent."""
-    if not source.weights_available(spec):
-        pytest.skip(source.missing_weights_message(spec))
     try:
         model = source.get(spec)
-    except source.unavailable_error as absent:
+    except WeightsUnavailable as absent:
         pytest.skip(str(absent))
     return Subject(spec, real_counterpart(spec), is_planted(spec), model, tokenizer_for(model), lookup_all(claim, spec))
 

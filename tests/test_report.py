@@ -11,6 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from claims.thresholds import THRESHOLDS, Threshold, lookup_all
+from mechinterp.models import missing_weights_message
 from mechinterp.report import ClaimResult, QuantityResult, RunInfo, compare_results, figure_to_png, load_results, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,12 +179,20 @@ FAKE_CLAIMS = '''
 import pytest
 from matplotlib.figure import Figure
 from claims.framework import Measured, ModelSource
+from mechinterp.models import WeightsUnavailable
+
+LOADS = []
+
+def fake_load(spec):
+    # every model "loads" except gpt2-small, whose weights are "absent"
+    LOADS.append(spec)
+    if spec == "gpt2-small":
+        raise WeightsUnavailable(spec)
+    return object()
 
 @pytest.fixture(scope="session")
 def model_source():
-    # every model "loads" except gpt2-small, whose weights are "absent"
-    return ModelSource(load=lambda spec: object(), weights_available=lambda spec: spec != "gpt2-small",
-                       missing_weights_message=lambda spec: f"{spec}: no weights on this machine")
+    return ModelSource(load=fake_load)
 
 @pytest.mark.claim("E2.logit-diff")
 def test_measures_nine_point_four(subject, check):
@@ -194,6 +203,9 @@ def test_measures_nine_point_four(subject, check):
 @pytest.mark.claim("E2.logit-diff")
 def test_crashes(subject, check):
     raise RuntimeError("measurement crashed")
+
+def test_zz_each_model_loaded_once_per_session():  # runs last: after 2 claim tests on each of 3 models
+    assert sorted(LOADS) == ["gpt2-small", "planted:gpt2-small", "tiny-stories-8M"]
 '''
 
 
@@ -215,8 +227,8 @@ def test_plugin_records_passed_failed_skipped_and_errored_claims(claims_pytester
         *UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M,planted:gpt2-small", "--model", "gpt2-small", "--model", "tiny-stories-1M",
         "--report-dir", str(report_dir),
     )
-    # pytest: 8M passes; planted:gpt2-small fails GPT-2 rows at 9.4; gpt2-small and 1M skip; the crash fails twice
-    result.assert_outcomes(passed=1, failed=3, skipped=4)
+    # pytest: 8M passes (+ the load-once check); planted:gpt2-small fails GPT-2 rows at 9.4; gpt2-small and 1M skip; the crash fails twice
+    result.assert_outcomes(passed=2, failed=3, skipped=4)
     result.stdout.fnmatch_lines([f"claims report: {report_dir / 'index.html'}"])
     results = {(r["nodeid"].split("::")[1].split("[")[0], r["spec"]): r for r in load_results(report_dir)["results"]}
     assert len(results) == 8
@@ -231,7 +243,7 @@ def test_plugin_records_passed_failed_skipped_and_errored_claims(claims_pytester
     assert "fails 'logit_diff < 9.4'" in failed["message"]
 
     absent = results[("test_measures_nine_point_four", "gpt2-small")]
-    assert absent["status"] == "skipped" and absent["message"] == "gpt2-small: no weights on this machine"
+    assert absent["status"] == "skipped" and absent["message"] == missing_weights_message("gpt2-small")
     assert [q["rule"] for q in absent["quantities"]] == ["logit_diff within 3.6 ± 0.15", "logit_diff < 9.4"]
 
     no_row = results[("test_measures_nine_point_four", "tiny-stories-1M")]
