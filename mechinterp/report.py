@@ -161,7 +161,7 @@ def _status_cell(result: ClaimResult, rowspan: int) -> str:
 
 
 def _result_rows(result: ClaimResult) -> str:
-    quantities = result.quantities or [QuantityResult(quantity="—", measured=None)]
+    quantities = result.quantities or [QuantityResult(quantity="—", measured=None, rule="—")]
     span = len(quantities)
     tag = ' <span class="tag" title="' + html.escape(PLANTED_WARNING) + '">PLANTED: synthetic, checks the suite</span>' if result.planted else ""
     model = html.escape(result.spec) + tag
@@ -177,11 +177,27 @@ def _result_rows(result: ClaimResult) -> str:
     for i, q in enumerate(quantities):
         verdict = {True: "✓", False: "✗", None: ""}[q.passed]
         cells = [f'<td class="num">{_fmt(q.measured)} {verdict}</td>', f'<td class="num">{_fmt(q.thesis_value)}</td>',
-                 f"<td>{html.escape(q.rule or '(no threshold row)')}</td>", f'<td class="why">{html.escape(q.why)}</td>']
+                 f"<td>{html.escape(q.rule or '(no threshold row: for information)')}</td>", f'<td class="why">{html.escape(q.why)}</td>']
         head = (f'<td rowspan="{span}">{html.escape(result.claim)}</td><td rowspan="{span}">{model}</td>') if i == 0 else ""
         tail = (_status_cell(result, span) + f'<td rowspan="{span}">{figure}</td>') if i == 0 else ""
         rows.append(f"<tr>{head}<td>{html.escape(q.quantity)}</td>{''.join(cells)}{tail}</tr>")
     return "\n".join(rows)
+
+
+def _overview(by_claim: dict[str, list[ClaimResult]], models: list[str]) -> str:
+    """One line per claim, one column per model: the status, linking to the claim's table."""
+    head = "<tr><th>Claim</th>" + "".join(f"<th>{html.escape(m) or '(no model: collection)'}</th>" for m in models) + "</tr>"
+    lines = []
+    for claim, claim_results in by_claim.items():
+        status = {}
+        for r in claim_results:  # several tests of one claim on one model: the worst status shows
+            status[r.spec] = max(status.get(r.spec, "passed"), r.status, key=_SEVERITY.index)
+        cells = "".join(f'<td class="{status[m].replace(" ", "-")}">{status[m]}</td>' if m in status else "<td>—</td>" for m in models)
+        lines.append(f'<tr><td><a href="#{html.escape(claim)}">{html.escape(claim)}</a></td>{cells}</tr>')
+    return f"<table>{head}{''.join(lines)}</table>"
+
+
+_SEVERITY = ("passed", "skipped", "not run", "failed", "error")
 
 
 def render_html(run: RunInfo, results: list[ClaimResult]) -> str:
@@ -204,6 +220,8 @@ def render_html(run: RunInfo, results: list[ClaimResult]) -> str:
         by_claim.setdefault(result.claim, []).append(result)
     columns = ["Claim", "Model", "Quantity", "Measured", "Thesis", "Threshold", "Why", "Status", "Figure"]
     thead = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
+    models = list(dict.fromkeys([*run.models, *(r.spec for r in results)]))
+    sections.append("<h2>Overview</h2>" + _overview(by_claim, models))
     for claim, claim_results in by_claim.items():
         body = "\n".join(_result_rows(r) for r in claim_results)
         sections.append(f'<h2 id="{html.escape(claim)}">{html.escape(claim)}</h2>\n<table>{thead}\n{body}</table>')
