@@ -18,7 +18,7 @@ import pytest
 
 from claims.thresholds import Threshold, lookup_all
 from mechinterp import report
-from mechinterp.models import WeightsUnavailable, is_planted, real_counterpart
+from mechinterp.models import UnknownModel, WeightsUnavailable, is_planted, real_counterpart
 from mechinterp.models import load as load_model
 
 DEFAULT_MODELS = ("planted:tinystories-8m", "planted:gpt2-small", "tiny-stories-8M", "gpt2-small")
@@ -67,6 +67,11 @@ def selected_models(option_values: list[str] | None) -> list[str]:
     specs = list(dict.fromkeys(s for s in specs if s))
     if not specs:
         raise pytest.UsageError(f"--model was given but names no model: {option_values!r}")
+    for spec in specs:
+        try:
+            real_counterpart(spec)
+        except UnknownModel as unknown:
+            raise pytest.UsageError(f"--model: {unknown}") from None
     return specs
 
 

@@ -120,6 +120,7 @@ def test_report_is_self_contained_and_shows_every_status(tmp_path):
                  "logit_diff within 9.4 ± 0.15", "thesis s3.4", "9.41", "torch 2.13.0", "pytest claims"):
         assert text in page, text
     assert "data:image/png;base64," in page
+    assert '<a href="#E1.dup-weak">' in page  # overview grid links to each claim's table
     assert "<script>boom" not in page and "&lt;script&gt;boom" in page  # messages are escaped
     assert "http://" not in page and "https://" not in page  # no CDN, nothing fetched
 
@@ -277,3 +278,9 @@ def test_subject_without_claim_marker_is_a_collection_error(pytester):
     result = pytester.runpytest(*UNUSED_PLUGINS, "--report-dir", "out")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*needs @pytest.mark.claim*"])
+
+
+def test_unknown_model_is_a_usage_error(claims_pytester):
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M,gpt-5", "--report-dir", "out")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--model: unknown model 'gpt-5'; known: tiny-stories-1M*"])
