@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from claims import framework
+
+# Deterministic property tests, project-wide: examples derived from each test, no example database.
+hypothesis.settings.register_profile("deterministic", derandomize=True, database=None)
+hypothesis.settings.load_profile("deterministic")
 
 pytest_plugins = ("pytester",)  # tests/test_report.py runs the plugin on fake claims
 
