@@ -1,0 +1,63 @@
+"""Logit lens on the logit difference (thesis s3.4.2, figs 3.7/3.8), on the 8 protocol prompts.
+
+E2.lens-monotone  the accumulated-residual logit difference only increases in TinyStories-8M; in
+                  GPT-2 small it dips (negative name movers).
+E2.lens-jump      most of the logit difference appears at one layer: 7 in TinyStories-8M, 9 in GPT-2 small.
+
+mechinterp.logit_lens with the final LayerNorm scale frozen from the clean run (the thesis's
+convention, in which a step between points is that sublayer's direct effect). A drop is given as a
+fraction of the lens's total movement and a layer's increase as a fraction of the net change, so one
+rule reads the same on a model with logit difference 9.4 and one with 3.6. Thresholds: claims/thresholds.py, section E2.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from claims.framework import Measured, tokenizer_for
+from mechinterp.ioi import make_batch, protocol_prompts
+from mechinterp.logit_lens import LogitLensConfig, layer_increases, logit_lens, sublayer_steps
+from mechinterp.plots.circuit import logit_lens_figure
+
+LENS = LogitLensConfig(ln="frozen", include_bias=True)
+
+
+def protocol_lens(model):
+    batch = make_batch(tokenizer_for(model), protocol_prompts())
+    return logit_lens(model, batch, LENS)
+
+
+def measure_lens_monotone(model) -> Measured:
+    lens = protocol_lens(model)
+    steps = sublayer_steps(lens)
+    worst = steps.loc[steps["step"].idxmin()]
+    movement = steps["step"].abs().sum()  # how far the lens travels in all: > 0 on any non-trivial model
+    values = {
+        # the largest single-sublayer decrease as a fraction of the lens's total movement; 0 if it never decreases
+        "largest_drop_fraction": max(0.0, -worst["step"]) / movement,
+        "logit_diff": lens["logit_diff"].iloc[-1],
+    }
+    details = {"lens": dict(zip(lens["label"], lens["logit_diff"])), "largest_drop_at": worst["label"]}
+    return Measured(values, logit_lens_figure(lens, f"{model.cfg.model_name}: logit lens (frozen final LN)"), details)
+
+
+def measure_lens_jump(model) -> Measured:
+    lens = protocol_lens(model)
+    increases = layer_increases(lens)
+    change = lens["logit_diff"].iloc[-1] - lens["logit_diff"].iloc[0]  # what all layers together add
+    jump_layer = int(increases.idxmax())
+    # A model whose layers add nothing in net has no share to speak of: NaN fails every row.
+    share = increases.max() / change if change > 0 else float("nan")
+    values = {"jump_layer": float(jump_layer), "jump_share": share}
+    details = {"layer_increases": {int(k): v for k, v in increases.items()}, "total_change": change}
+    return Measured(values, logit_lens_figure(lens, f"{model.cfg.model_name}: logit lens, largest layer {jump_layer}"), details)
+
+
+@pytest.mark.claim("E2.lens-monotone")
+def test_lens_monotone(subject, check):
+    check(measure_lens_monotone(subject.model))
+
+
+@pytest.mark.claim("E2.lens-jump")
+def test_lens_jump(subject, check):
+    check(measure_lens_jump(subject.model))
