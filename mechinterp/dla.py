@@ -36,9 +36,11 @@ def component_dla(model: HookedTransformer, batch: IOIBatch, cache: ActivationCa
     """
     cache = cache if cache is not None else _clean_cache(model, batch)
     end = end_position(batch)
-    stack, labels = cache.get_full_resid_decomposition(
-        expand_neurons=False, apply_ln=True, pos_slice=end, return_labels=True
-    )  # [components, batch, d_model], each centered and divided by the clean final LN scale
+    # transformer_lens computes head results at every position by broadcasting z * W_O over
+    # [batch, pos, head, d_head, d_model]; restricting the cache to END first does only the work we use.
+    at_end = ActivationCache({name: act[:, end : end + 1] for name, act in cache.items()}, model)
+    stack, labels = at_end.get_full_resid_decomposition(expand_neurons=False, apply_ln=True, return_labels=True)
+    stack = stack[:, :, 0]  # [components, batch, d_model], each centered and divided by the clean final LN scale
     direction, constant = logit_diff_direction(model, batch)
     attributions = (stack * direction).sum(-1)
     attributions = torch.cat([attributions, constant[None]], dim=0)

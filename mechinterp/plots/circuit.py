@@ -74,7 +74,8 @@ def logit_lens_figure(lens: pd.DataFrame, title: str) -> Figure:
     if "std" in lens:
         axes.fill_between(lens["x"], lens["logit_diff"] - lens["std"], lens["logit_diff"] + lens["std"], alpha=0.15, color="tab:blue")
     axes.axhline(0, color="grey", linewidth=0.5)
-    axes.set_xticks(lens["x"][lens["sublayer"] != "mlp"])
+    ticks = lens[lens["sublayer"] != "mlp"]
+    axes.set_xticks(ticks["x"], ["embed" if row.sublayer == "embed" else str(row.layer) for row in ticks.itertuples()])
     axes.set_xlabel("layer (integer: after attention, half-integer: after MLP)")
     axes.set_ylabel("logit(IO) - logit(S)")
     axes.set_title(title, fontsize=10)
