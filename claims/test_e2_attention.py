@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from claims.framework import Measured, tokenizer_for
-from mechinterp.attention import attention_from, attention_patterns, sub_batch
+from mechinterp.attention import attention_between, attention_patterns, mean_attention, sub_batch
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.patching import PatchingConfig, patch_sites, patching_pair_batches
 from mechinterp.plots.circuit import attention_pattern_figure
@@ -47,38 +48,42 @@ def _pattern_figure(model, batch, heads):
     return attention_pattern_figure(patterns, tokens, [f"{model.cfg.model_name} {_name(h)}" for h in heads])
 
 
-def _end_to_names(model, batch, head) -> dict[str, float]:
-    """END -> IO and END -> S (S1 + S2) of one head, NaN for a head the model does not have."""
-    if not _exists(model, head):
-        return {"IO": float("nan"), "S": float("nan")}
-    weights = attention_from(model, batch, "END", ("IO", "S1", "S2"), head)
-    return {"IO": weights["IO"], "S": weights["S1"] + weights["S2"]}
+def _at(weights, head) -> float:
+    """A head's entry of a [n_layers, n_heads] tensor; NaN (fails its row) for a head the model lacks."""
+    layer, h = head
+    return weights[layer, h].item() if layer < weights.shape[0] and h < weights.shape[1] else float("nan")
+
+
+def end_to_names(model, batch) -> dict[str, torch.Tensor]:
+    """Every head's mean END -> IO and END -> S (S1 + S2) attention, [n_layers, n_heads] each."""
+    weights = mean_attention(model, batch, [("END", "IO"), ("END", "S1"), ("END", "S2")])
+    return {"IO": weights[("END", "IO")], "S": weights[("END", "S1")] + weights[("END", "S2")]}
 
 
 def measure_h77_name_mover(model) -> Measured:
     batch = make_batch(tokenizer_for(model), protocol_prompts())
+    weights = end_to_names(model, batch)
     values, details = {}, {}
     for head in [NAME_MOVER_TS8M, *NAME_MOVERS_GPT2]:
-        weights = _end_to_names(model, batch, head)
-        values[f"{_name(head)}_END_to_IO"] = weights["IO"]
+        io, s = _at(weights["IO"], head), _at(weights["S"], head)
+        values[f"{_name(head)}_END_to_IO"] = io
         # how many times more attention IO gets than S; a large finite cap stands in for S == 0
-        values[f"{_name(head)}_IO_over_S"] = weights["IO"] / max(weights["S"], 1e-9)
-        details[_name(head)] = weights
+        values[f"{_name(head)}_IO_over_S"] = io / max(s, 1e-9)
+        details[_name(head)] = {"IO": io, "S": s}
     return Measured(values, _pattern_figure(model, batch, [NAME_MOVER_TS8M, *NAME_MOVERS_GPT2]), details)
 
 
 def measure_h57_s_inhibition(model) -> Measured:
     batch = make_batch(tokenizer_for(model), protocol_prompts())
     s1_first = sub_batch(batch, batch.pos("S1") < batch.pos("and"))
+    to_s2 = mean_attention(model, batch, [("END", "S2"), ("verb", "S2")])
+    and_to_s1 = attention_between(model, s1_first, "and", "S1")
     values = {}
     for head in [S_INHIBITION_TS8M, S_INHIBITION_GPT2]:
-        if not _exists(model, head):
-            continue
-        from_end = attention_from(model, batch, "END", ("S2",), head)["S2"]
-        from_verb = attention_from(model, batch, "verb", ("S2",), head)["S2"]
-        from_and = attention_from(model, s1_first, "and", ("S1",), head)["S1"]
-        values.update({f"{_name(head)}_END_to_S2": from_end, f"{_name(head)}_verb_to_S2": from_verb,
-                       f"{_name(head)}_and_to_S1": from_and})
+        if _exists(model, head):
+            values.update({f"{_name(head)}_END_to_S2": _at(to_s2[("END", "S2")], head),
+                           f"{_name(head)}_verb_to_S2": _at(to_s2[("verb", "S2")], head),
+                           f"{_name(head)}_and_to_S1": _at(and_to_s1, head)})
     details = {"prompts_for_and_to_S1": [p.text for p in s1_first.prompts]}
     return Measured(values, _pattern_figure(model, s1_first, [S_INHIBITION_TS8M, S_INHIBITION_GPT2]), details)
 
@@ -94,8 +99,9 @@ def head_patching_effects(model, heads) -> dict[tuple[int, int], float]:
 
 def measure_h611_secondary(model) -> Measured:
     batch = make_batch(tokenizer_for(model), protocol_prompts())
-    weights = _end_to_names(model, batch, SECONDARY_NAME_MOVER_TS8M)
-    values = {"H6.11_END_to_IO": weights["IO"], "H6.11_END_to_S": weights["S"]}
+    weights = end_to_names(model, batch)
+    values = {"H6.11_END_to_IO": _at(weights["IO"], SECONDARY_NAME_MOVER_TS8M),
+              "H6.11_END_to_S": _at(weights["S"], SECONDARY_NAME_MOVER_TS8M)}
     details = {}
     if _exists(model, SECONDARY_NAME_MOVER_TS8M) and _exists(model, NAME_MOVER_TS8M):
         effects = head_patching_effects(model, [SECONDARY_NAME_MOVER_TS8M, NAME_MOVER_TS8M])

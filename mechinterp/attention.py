@@ -1,7 +1,8 @@
 """Attention between named IOI positions (thesis 3.4.2, figs 3.15-3.19).
 
 `attention_between(model, batch, "END", "IO")` is the weight every head puts from each prompt's
-END token on its IO token, averaged over prompts: a [n_layers, n_heads] tensor. Positions are the
+END token on its IO token, averaged over prompts: a [n_layers, n_heads] tensor. `mean_attention`
+is the generic routine (many position pairs, one forward pass); the others are thin variants. Positions are the
 batch's own per-prompt positions (mechinterp.ioi), so name order and template do not matter.
 `attention_patterns` returns full patterns of chosen heads for the figures.
 """
@@ -29,34 +30,41 @@ def _patterns_by_layer(model: HookedTransformer, batch: IOIBatch, layers: list[i
     return {layer: cache[name] for name, layer in wanted.items()}
 
 
-def attention_between(model: HookedTransformer, batch: IOIBatch, source: str, target: str) -> torch.Tensor:
-    """[n_layers, n_heads] mean attention weight from position `source` (query) to `target` (key).
+def mean_attention(
+    model: HookedTransformer, batch: IOIBatch, pairs: list[tuple[str, str]], layers: list[int] | None = None
+) -> dict[tuple[str, str], torch.Tensor]:
+    """(source, target) -> [len(layers), n_heads] mean attention weight from position `source`
+    (query) to `target` (key), for every head of `layers` (default all), from one forward pass.
 
     Positions are names of IOIBatch.pos: IO, S1, S2, END, and, verb. Attention to a later position
     is zero by causality; asking for it is an error, since it always means a mix-up.
     """
-    src, dst = batch.pos(source), batch.pos(target)
-    if bool((dst > src).any()):
-        raise ValueError(f"{target} comes after {source} in some prompts; causal attention from {source} to {target} is always 0")
-    patterns = _patterns_by_layer(model, batch, list(range(model.cfg.n_layers)))
+    layers = list(range(model.cfg.n_layers)) if layers is None else layers
+    for source, target in pairs:
+        if bool((batch.pos(target) > batch.pos(source)).any()):
+            raise ValueError(f"{target} comes after {source} in some prompts; causal attention from {source} to {target} is always 0")
+    patterns = _patterns_by_layer(model, batch, layers)
     rows = torch.arange(len(batch))
-    per_layer = [patterns[layer][rows, :, src, dst].double().mean(0) for layer in range(model.cfg.n_layers)]
-    return torch.stack(per_layer).cpu()
+    return {
+        (source, target): torch.stack(
+            [patterns[layer][rows, :, batch.pos(source), batch.pos(target)].double().mean(0) for layer in layers]
+        ).cpu()
+        for source, target in pairs
+    }
+
+
+def attention_between(model: HookedTransformer, batch: IOIBatch, source: str, target: str) -> torch.Tensor:
+    """[n_layers, n_heads] mean attention weight from `source` to `target`, e.g. ("END", "IO")."""
+    return mean_attention(model, batch, [(source, target)])[(source, target)]
 
 
 def attention_from(model: HookedTransformer, batch: IOIBatch, source: str, targets: tuple[str, ...], head: tuple[int, int]) -> dict[str, float]:
     """One head's mean attention from `source` to each of `targets`, e.g. ('END', ('IO', 'S1', 'S2'), (7, 7))."""
     layer, h = head
-    patterns = _patterns_by_layer(model, batch, [layer])[layer][:, h]  # [batch, query, key]
-    rows = torch.arange(len(batch))
-    src = batch.pos(source)
-    result = {}
-    for target in targets:
-        dst = batch.pos(target)
-        if bool((dst > src).any()):
-            raise ValueError(f"{target} comes after {source} in some prompts; causal attention is always 0")
-        result[target] = patterns[rows, src, dst].double().mean().item()
-    return result
+    if not 0 <= h < model.cfg.n_heads:
+        raise ValueError(f"head {layer}.{h} out of range: the model has {model.cfg.n_heads} heads per layer")
+    weights = mean_attention(model, batch, [(source, target) for target in targets], layers=[layer])
+    return {target: weights[(source, target)][0, h].item() for target in targets}
 
 
 def attention_patterns(model: HookedTransformer, batch: IOIBatch, heads: list[tuple[int, int]]) -> torch.Tensor:

@@ -12,33 +12,24 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from transformer_lens import ActivationCache, HookedTransformer
+from transformer_lens import HookedTransformer
 
 from mechinterp.ioi import IOIBatch
-from mechinterp.logit_lens import end_position, logit_diff_direction
+from mechinterp.logit_lens import end_cache, logit_diff_direction
 
 CONSTANT_LABEL = "final ln bias + unembed bias"
 
 
-def _clean_cache(model: HookedTransformer, batch: IOIBatch) -> ActivationCache:
-    wanted = ("hook_z", "hook_embed", "hook_pos_embed", "hook_mlp_out", "hook_resid_post", "ln_final.hook_scale")
-    with torch.no_grad():
-        _, cache = model.run_with_cache(batch.tokens.to(model.cfg.device), names_filter=lambda n: n.endswith(wanted))
-    return cache
-
-
-def component_dla(model: HookedTransformer, batch: IOIBatch, cache: ActivationCache | None = None) -> tuple[torch.Tensor, list[str]]:
+def component_dla(model: HookedTransformer, batch: IOIBatch) -> tuple[torch.Tensor, list[str]]:
     """([n_components, batch] per-prompt attributions, labels).
 
     Components, in transformer_lens get_full_resid_decomposition order: heads 'L{l}H{h}', MLPs
     '{l}_mlp_out', 'embed', 'pos_embed' (if the model has one), 'bias' (summed attention b_O), and
     last the constant CONSTANT_LABEL. Their sum over components is the logit difference per prompt.
     """
-    cache = cache if cache is not None else _clean_cache(model, batch)
-    end = end_position(batch)
-    # transformer_lens computes head results at every position by broadcasting z * W_O over
-    # [batch, pos, head, d_head, d_model]; restricting the cache to END first does only the work we use.
-    at_end = ActivationCache({name: act[:, end : end + 1] for name, act in cache.items()}, model)
+    # END only: transformer_lens computes head results by broadcasting z * W_O over
+    # [batch, pos, head, d_head, d_model], so a full-length cache would do work we never use.
+    at_end = end_cache(model, batch, ("hook_z", "hook_embed", "hook_pos_embed", "hook_mlp_out"))
     stack, labels = at_end.get_full_resid_decomposition(expand_neurons=False, apply_ln=True, return_labels=True)
     stack = stack[:, :, 0]  # [components, batch, d_model], each centered and divided by the clean final LN scale
     direction, constant = logit_diff_direction(model, batch)
@@ -47,17 +38,17 @@ def component_dla(model: HookedTransformer, batch: IOIBatch, cache: ActivationCa
     return attributions.detach(), labels + [CONSTANT_LABEL]
 
 
-def head_dla(model: HookedTransformer, batch: IOIBatch, cache: ActivationCache | None = None) -> torch.Tensor:
+def head_dla(model: HookedTransformer, batch: IOIBatch) -> torch.Tensor:
     """[n_layers, n_heads] mean direct logit attribution of each head's output."""
-    attributions, _ = component_dla(model, batch, cache)
+    attributions, _ = component_dla(model, batch)
     n_heads = model.cfg.n_layers * model.cfg.n_heads  # heads come first in the decomposition
     return attributions[:n_heads].mean(-1).reshape(model.cfg.n_layers, model.cfg.n_heads)
 
 
-def dla_table(model: HookedTransformer, batch: IOIBatch, cache: ActivationCache | None = None) -> pd.DataFrame:
+def dla_table(model: HookedTransformer, batch: IOIBatch) -> pd.DataFrame:
     """One row per component: label, kind (head / mlp / embed / pos_embed / bias / constant), layer,
     head, mean and per-prompt std of its attribution."""
-    attributions, labels = component_dla(model, batch, cache)
+    attributions, labels = component_dla(model, batch)
     rows = []
     for label, values in zip(labels, attributions.double()):
         layer, head, kind = -1, -1, label

@@ -61,11 +61,31 @@ def logit_diff_direction(model: HookedTransformer, batch: IOIBatch) -> tuple[tor
     return direction, constant
 
 
-def _clean_cache(model: HookedTransformer, batch: IOIBatch) -> ActivationCache:
-    wanted = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "ln_final.hook_scale")
+def end_cache(model: HookedTransformer, batch: IOIBatch, names: tuple[str, ...]) -> ActivationCache:
+    """The clean run's activations whose names end with `names`, at END only (a pos axis of 1 kept),
+    plus the final residual and the final norm's scale there ('ln_final.hook_scale').
+
+    The run stops before the final norm and the unembedding: unembedding every position onto a 50k
+    vocabulary costs more than the whole body of TinyStories-8M, and only END's scale is needed.
+    """
+    end = end_position(batch)
+    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     with torch.no_grad():
-        _, cache = model.run_with_cache(batch.tokens.to(model.cfg.device), names_filter=lambda n: n.endswith(wanted))
-    return cache
+        resid, cache = model.run_with_cache(
+            batch.tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers,
+            names_filter=lambda name: name.endswith(names) or name == final,
+        )
+        at_end = {name: act[:, end : end + 1] for name, act in cache.items()}
+        if getattr(model, "ln_final", None) is not None and hasattr(model.ln_final, "hook_scale"):
+            scale = {}
+
+            def keep(act, hook):
+                scale["value"] = act
+
+            with model.hooks(fwd_hooks=[("ln_final.hook_scale", keep)]):
+                model.ln_final(resid[:, end : end + 1])
+            at_end["ln_final.hook_scale"] = scale["value"]
+    return ActivationCache(at_end, model)
 
 
 def point_labels(n_layers: int) -> list[tuple[str, float]]:
@@ -79,9 +99,7 @@ def point_labels(n_layers: int) -> list[tuple[str, float]]:
     return points
 
 
-def accumulated_logit_diff(
-    model: HookedTransformer, batch: IOIBatch, config: LogitLensConfig | None = None, cache: ActivationCache | None = None
-) -> torch.Tensor:
+def accumulated_logit_diff(model: HookedTransformer, batch: IOIBatch, config: LogitLensConfig | None = None) -> torch.Tensor:
     """[n_points, batch] logit difference read off the residual at END after each sublayer.
 
     Points: embeddings, then after attention 0, MLP 0, attention 1, ... MLP n-1 (see point_labels).
@@ -92,13 +110,12 @@ def accumulated_logit_diff(
         raise ValueError("logit lens points alternate attention and MLP sublayers; attn_only models are not supported")
     if config.ln not in ("frozen", "recomputed"):
         raise ValueError(f"LogitLensConfig.ln must be 'frozen' or 'recomputed', got {config.ln!r}")
-    cache = cache if cache is not None else _clean_cache(model, batch)
-    end = end_position(batch)
-    # resid_pre 0, resid_mid 0, resid_pre 1 (= resid_post 0), ..., final_post.
-    resid = cache.accumulated_resid(incl_mid=True, pos_slice=end, apply_ln=config.ln == "recomputed")
+    cache = end_cache(model, batch, ("hook_resid_pre", "hook_resid_mid"))
+    # resid_pre 0, resid_mid 0, resid_pre 1 (= resid_post 0), ..., final_post; at END.
+    resid = cache.accumulated_resid(incl_mid=True, apply_ln=config.ln == "recomputed")[:, :, 0]
     direction, constant = logit_diff_direction(model, batch)
     if config.ln == "frozen":
-        resid = cache.apply_ln_to_stack(resid, layer=model.cfg.n_layers, pos_slice=end)
+        resid = cache.apply_ln_to_stack(resid, layer=model.cfg.n_layers, pos_slice=0)
         values = (resid * direction).sum(-1)
     else:
         # LN_final was applied whole (weight and bias included): project on the raw unembedding.
