@@ -1,0 +1,86 @@
+"""The synthetic story corpus: seeded, in register, with the "to" contexts the planted features need."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from fixtures.corpus import read_corpus, story_corpus, write_corpus
+from fixtures.planted.vocab import BOUNDARY_TOKENS, PLANTED_GIVING_VERBS, PLANTED_NAMES
+from fixtures.tokenizer import gpt2_tokenizer
+
+N = 400  # stories: enough for rates to settle within a few percent
+
+
+@pytest.fixture(scope="module")
+def stories():
+    return story_corpus(N, seed=0)
+
+
+def test_deterministic_and_seeded(stories):
+    assert story_corpus(N, seed=0) == stories
+    assert story_corpus(50, seed=1) != stories[:50]
+    assert story_corpus(0) == []
+    with pytest.raises(ValueError):
+        story_corpus(-1)
+
+
+def test_write_read_round_trip(tmp_path, stories):
+    path = write_corpus(tmp_path / "sub" / "stories.txt", stories[:20])
+    assert read_corpus(path) == stories[:20]
+    with pytest.raises(FileNotFoundError, match="write_corpus"):
+        read_corpus(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="newline"):
+        write_corpus(tmp_path / "bad.txt", ["one\ntwo"])
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r'(?<=[.!?])"?\s+', text) if s]
+
+
+def test_rates_of_to_contexts(stories):
+    """Giving "to", infinitive "to" and "to" of direction all occur often, at the documented rates
+    (1.4 / 1.4 / 1.3 per story in expectation, giving without "to" 0.3; the bounds leave +-0.3 or
+    more for sampling over 400 stories, whose standard error is under 0.1)."""
+    giving, infinitive, direction, no_to_giving = 0, 0, 0, 0
+    verbs = "|".join(PLANTED_GIVING_VERBS)
+    for text in stories:
+        for s in _sentences(text):
+            if " to " not in s and not s.endswith(" to"):
+                no_to_giving += bool(re.search(rf"\b({verbs})\b", s))
+                continue
+            if re.search(rf"\b({verbs})\b [^.!?]* ?to \w+", s):
+                giving += 1
+            if re.search(r"\bto (play|run|jump|swim|dance|sing|draw|read|eat|help|find|build|see)\b", s):
+                infinitive += 1
+            if re.search(r"\b(went|ran|walked) to the\b", s):
+                direction += 1
+    per_story = {k: v / N for k, v in dict(giving=giving, infinitive=infinitive, direction=direction,
+                                           no_to_giving=no_to_giving).items()}
+    assert 1.0 <= per_story["giving"] <= 2.0, per_story
+    assert 1.0 <= per_story["infinitive"] <= 2.0, per_story
+    assert 0.8 <= per_story["direction"] <= 1.8, per_story
+    assert per_story["no_to_giving"] >= 0.2, per_story
+
+
+def test_vocabulary_is_the_planted_models(stories):
+    """Names are the planted names (single GPT-2 tokens); a giving verb is within 6 tokens before its
+    "to" with no sentence boundary between (what the planted giving-context head looks for)."""
+    tok = gpt2_tokenizer()
+    names = set(PLANTED_NAMES)
+    capitalized = {w for text in stories for w in re.findall(r"\b[A-Z][a-z]+\b", text)}
+    non_names = {"Once", "One", "Then", "When", "They", "She", "He", "The", "Can", "Thank"}
+    assert capitalized - names - non_names == set()
+    verb_ids = {tok.encode(" " + v)[0] for v in PLANTED_GIVING_VERBS}
+    to_id = tok.encode(" to")[0]
+    boundary_ids = {tok.encode(b)[0] for b in BOUNDARY_TOKENS}
+    for text in stories[:100]:
+        ids = tok.encode(text)
+        for i, t in enumerate(ids):
+            if t != to_id:
+                continue
+            back = ids[max(0, i - 6):i]
+            last_anchor = max((j for j, u in enumerate(back) if u in verb_ids | boundary_ids), default=None)
+            if last_anchor is not None and back[last_anchor] in verb_ids:
+                assert len(back) - last_anchor <= 5, tok.decode(back + [t])
