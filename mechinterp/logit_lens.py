@@ -43,6 +43,12 @@ def end_position(batch: IOIBatch) -> int:
     return last
 
 
+def unembed_difference(model: HookedTransformer, batch: IOIBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prompt, d = W_U[:, IO] - W_U[:, S] [batch, d_model] and b_U[IO] - b_U[S] [batch]."""
+    d = model.W_U[:, batch.io_token].T - model.W_U[:, batch.s_token].T
+    return d, model.b_U[batch.io_token] - model.b_U[batch.s_token]
+
+
 def logit_diff_direction(model: HookedTransformer, batch: IOIBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Per prompt, the direction in normalized-residual space and the constant of the logit difference.
 
@@ -50,12 +56,11 @@ def logit_diff_direction(model: HookedTransformer, batch: IOIBatch) -> tuple[tor
     logit_diff = centered(x) / scale . direction + constant (centered = x - mean for LayerNorm only).
     The direction includes the final norm's weight; the constant its bias and the unembedding bias.
     """
-    d = model.W_U[:, batch.io_token].T - model.W_U[:, batch.s_token].T  # [batch, d_model]
+    d, constant = unembed_difference(model, batch)
     ln_final = getattr(model, "ln_final", None)  # absent when normalization_type is None
     w = getattr(ln_final, "w", None)
     b = getattr(ln_final, "b", None)
     direction = d * w if w is not None else d
-    constant = model.b_U[batch.io_token] - model.b_U[batch.s_token]
     if b is not None:
         constant = constant + d @ b
     return direction, constant
@@ -113,15 +118,13 @@ def accumulated_logit_diff(model: HookedTransformer, batch: IOIBatch, config: Lo
     cache = end_cache(model, batch, ("hook_resid_pre", "hook_resid_mid"))
     # resid_pre 0, resid_mid 0, resid_pre 1 (= resid_post 0), ..., final_post; at END.
     resid = cache.accumulated_resid(incl_mid=True, apply_ln=config.ln == "recomputed")[:, :, 0]
-    direction, constant = logit_diff_direction(model, batch)
     if config.ln == "frozen":
+        direction, constant = logit_diff_direction(model, batch)
         resid = cache.apply_ln_to_stack(resid, layer=model.cfg.n_layers, pos_slice=0)
-        values = (resid * direction).sum(-1)
     else:
         # LN_final was applied whole (weight and bias included): project on the raw unembedding.
-        d = model.W_U[:, batch.io_token].T - model.W_U[:, batch.s_token].T
-        values = (resid * d).sum(-1)
-        constant = model.b_U[batch.io_token] - model.b_U[batch.s_token]
+        direction, constant = unembed_difference(model, batch)
+    values = (resid * direction).sum(-1)
     if config.include_bias:
         values = values + constant
     return values.detach()
