@@ -192,6 +192,65 @@ THRESHOLDS: list[Threshold] = [
     Threshold("E2.h611-secondary", "tiny-stories-8M", "H6.11_minus_H7.7_patching_effect", None, "<", 0.0, None,
               "Thesis s3.5.1 with fig 3.13: H6.11 is a weaker name mover than H7.7: patching its output on the thesis's "
               "pair (s3.4.2) restores less of the clean logit difference than patching H7.7's."),
+    # E2.resid-patch-s2 / E2.head-patch / E2.eap-edges: the thesis's patching pair (s3.4.2), corrupt -> clean
+    # (clean activations into the corrupted run, s2.5.6), effects normalized: corrupted 0, clean 1.
+    Threshold("E2.resid-patch-s2", "tiny-stories-8M", "S2_effect_first_half", None, ">=", 0.5, None,
+              "Fig 3.11 (s3.4.2): in the early and middle layers the residual-patching effect sits at S2. Mean effect at "
+              "S2 over layers 0-3 at least 0.5, i.e. most of the clean-corrupted gap (layer 0 is 1 by construction, "
+              "as only S2's token differs; the rest tests that S2 keeps it through the middle layers)."),
+    Threshold("E2.resid-patch-s2", "tiny-stories-8M", "END_effect_last_layer", None, ">=", 0.5, None,
+              "Fig 3.11 (s3.4.2): in the late layers the effect sits at END. Patching END before the last block "
+              "restores at least half the gap."),
+    Threshold("E2.resid-patch-s2", "tiny-stories-8M", "handover_layer", None, ">=", 4, None,
+              "s3.4.2: TS-8M uses 'information stored in the S2 position in one of the later layers' to get it into "
+              "END. The first layer where END's effect exceeds S2's lies in the second half (4-7 of 8 layers)."),
+    Threshold("E2.resid-patch-s2", "tiny-stories-8M", "handover_layer", None, "<=", 7, None,
+              "s3.4.2: the handover from S2 to END happens inside the model (8 means END never overtakes S2)."),
+    Threshold("E2.resid-patch-s2", "gpt2-small", "S2_effect_first_half", None, ">=", 0.5, None,
+              "Fig 3.12 (s3.4.2, 'just like in GPT2-small'): the effect sits at S2 in early/middle layers; mean over "
+              "layers 0-5 at least 0.5 of the gap, as for TS-8M."),
+    Threshold("E2.resid-patch-s2", "gpt2-small", "END_effect_last_layer", None, ">=", 0.5, None,
+              "Fig 3.12 (s3.4.2): in the late layers the effect sits at END; patching END before block 11 restores "
+              "at least half the gap."),
+    Threshold("E2.resid-patch-s2", "gpt2-small", "handover_layer", None, ">=", 6, None,
+              "Fig 3.12 (s3.4.2): as in TS-8M, in the later layers; GPT-2 small's S-inhibition heads (7.3, 7.9, 8.6, "
+              "8.10; Wang et al. 2022) move S2's information to END in layers 7-8, so the handover is in layers 6-11."),
+    Threshold("E2.resid-patch-s2", "gpt2-small", "handover_layer", None, "<=", 11, None,
+              "s3.4.2: the handover from S2 to END happens inside the model (12 means END never overtakes S2)."),
+    Threshold("E2.head-patch", "tiny-stories-8M", "H7.7_rank", None, "<=", 2, None,
+              "Fig 3.13 (s3.4.2): 'H7.7 matters quite a lot'; with H5.7 it is one of the two heads (of 128) with the "
+              "largest |head-output patching effect|. No tolerance: a rank."),
+    Threshold("E2.head-patch", "tiny-stories-8M", "H5.7_rank", None, "<=", 2, None,
+              "Fig 3.13 (s3.4.2): 'H5.7 is important' and 'also had a high head output patching score': one of the "
+              "top two heads by |effect|. No tolerance: a rank."),
+    Threshold("E2.head-patch", "tiny-stories-8M", "H5.7_over_H7.7_abs_dla", 0.0, "<=", 0.1, 0.1,
+              "s3.4.2: H5.7 'didn't have any direct contribution to the logit difference' (fig 3.9: only H7.7 is "
+              "noticeable). Tolerance: its |DLA| on the clean prompt at most 10% of H7.7's."),
+    Threshold("E2.head-patch", "tiny-stories-8M", "heads_above_0.1", None, "<=", 4, None,
+              "s3.4.2: compared with GPT-2 small 'there's a smaller amount of heads used to perform the task'; the "
+              "thesis's TS-8M circuit names four heads (H4.0, H5.7, H6.11, H7.7), so at most 4 heads move >= 10% of "
+              "the gap."),
+    Threshold("E2.head-patch", "gpt2-small", "heads_above_0.1", None, ">=", 5, None,
+              "s3.4.2, GPT-2 side of the same sentence (fig 3.14): more heads matter than TS-8M's bound of 4 (Wang et "
+              "al.'s circuit: name movers, S-inhibition, induction, duplicate and negative heads)."),
+    *[
+        Threshold("E2.eap-edges", "tiny-stories-8M", f"in_rank_{down}<-{up}", None, "<=", bound, None,
+                  f"s3.4.2 (list under fig 3.20): {text}. Among the in-edges of {down} (by |EAP score|) the edge from "
+                  f"{up} ranks {'first' if bound == 1 else 'in the top two (with its partner)'}.")
+        for up, down, bound, text in (
+            ("H5.7", "H7.7.q", 1, "H7.7's query matrix reads from the output of H5.7"),
+            ("H4.0", "H5.7.v", 1, "H5.7's value matrix reads from the output of H4.0"),
+            ("MLP0", "H7.7.v", 2, "H7.7's value matrix reads from the output of MLP0 and Embed"),
+            ("embed", "H7.7.v", 2, "H7.7's value matrix reads from the output of MLP0 and Embed"),
+        )
+    ],
+    *[
+        Threshold("E2.eap-edges", "tiny-stories-8M", f"rank_{down}<-{up}", None, "<=", 30, None,
+                  f"Fig 3.20 (s3.4.2): {up} -> {down} is drawn in the discovered circuit. Its size is not stated; a "
+                  "figure-readable circuit is taken as at most 30 edges, so the edge ranks in the top 30 of the whole "
+                  "graph (about 24,000 edges) by |EAP score|.")
+        for up, down in (("H5.7", "H7.7.q"), ("H4.0", "H5.7.v"), ("MLP0", "H7.7.v"), ("embed", "H7.7.v"))
+    ],
     # --- E3 ---
 ]
 

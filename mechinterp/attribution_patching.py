@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 from transformer_lens import HookedTransformer
-from transformer_lens.utils import get_act_name
+from transformer_lens.utilities import get_act_name
 
 from mechinterp.ioi import IOIBatch
 from mechinterp.patching import PatchingConfig, PerPromptMetric, check_pair, normalize, per_prompt_logit_diff

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
-from transformer_lens.utils import get_act_name
+from transformer_lens.utilities import get_act_name
 
 from mechinterp.ioi import IOIBatch, corrupt_s2_to_io, make_batch, patching_pair
 from mechinterp.metrics import logit_diff

@@ -1,0 +1,55 @@
+"""E2.eap-edges: edge attribution patching finds the thesis's compositions (thesis s3.4.2, fig 3.20).
+
+Thesis: H7.7's value input reads from MLP0 and the embedding; H7.7's query reads from H5.7; H5.7's
+value reads from H4.0. Measured on the thesis's patching pair (mechinterp.eap, Syed et al. 2023):
+each edge's rank by |score| among all edges of the graph, and its rank among the in-edges of its
+own downstream input ("reads from" = the strongest in-edges there). Thresholds:
+claims/thresholds.py, section E2.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from claims.framework import Measured, tokenizer_for
+from mechinterp.eap import EAPConfig, composition_by_head, edge_attribution, edge_rank
+from mechinterp.patching import patching_pair_batches
+from mechinterp.plots.patching import circuit_graph
+
+# (upstream, downstream input) edges the thesis reports (s3.4.2, list under fig 3.20)
+THESIS_EDGES = [("MLP0", "H7.7.v"), ("embed", "H7.7.v"), ("H5.7", "H7.7.q"), ("H4.0", "H5.7.v")]
+FIGURE_EDGES = 30  # edges drawn in the report's circuit figure
+
+
+def in_edge_rank(edges, upstream: str, downstream: str) -> int:
+    """1-based rank of the edge by |score| among the in-edges of `downstream` (table is sorted)."""
+    into = edges[edges["downstream"] == downstream].reset_index(drop=True)
+    return edge_rank(into, upstream, downstream)
+
+
+def measure_eap_edges(model) -> Measured:
+    clean, corrupt = patching_pair_batches(tokenizer_for(model))
+    edges = edge_attribution(model, clean, corrupt, cfg=EAPConfig(progress=False))
+    values = {}
+    for upstream, downstream in THESIS_EDGES:
+        try:
+            values[f"rank_{downstream}<-{upstream}"] = float(edge_rank(edges, upstream, downstream))
+            values[f"in_rank_{downstream}<-{upstream}"] = float(in_edge_rank(edges, upstream, downstream))
+        except KeyError:  # a model too small to have the node: the quantity is missing and its row fails
+            continue
+    compositions = composition_by_head(edges).head(8)
+    details = {
+        "top_edges": [f"{r.upstream} -> {r.downstream}: {r.score:.4g}" for r in edges.head(FIGURE_EDGES).itertuples()],
+        "strongest_in_edge_by_head": {
+            head: f"{row.composition} <- {row.strongest_upstream} ({row.strongest_score:.4g})" for head, row in compositions.iterrows()
+        },
+        "n_edges": len(edges),
+    }
+    figure = circuit_graph(edges, model.cfg.n_layers, model.cfg.n_heads, k=FIGURE_EDGES,
+                           title=f"{model.cfg.model_name}: EAP circuit")
+    return Measured(values, figure, details)
+
+
+@pytest.mark.claim("E2.eap-edges")
+def test_eap_edges(subject, check):
+    check(measure_eap_edges(subject.model))

@@ -1,0 +1,241 @@
+"""mechinterp/patching.py: exact properties on small random models, and agreement with
+transformer_lens.patching (one forward pass per patch) on small models and on the twins."""
+
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+import pytest
+import torch
+import transformer_lens.patching as tl_patching
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from fixtures.tokenizer import gpt2_tokenizer
+from mechinterp import patching
+from mechinterp.ioi import generate_dataset, protocol_prompts
+from mechinterp.metrics import logit_diff
+from mechinterp.patching import ALL, PatchingConfig, PatchingError
+
+RAW = PatchingConfig(normalize=False, progress=False)
+NORMALIZED = PatchingConfig(normalize=True, progress=False)
+
+# Small random models: with LayerNorm, without, and attention-only (tokens are GPT-2 ids, so d_vocab is GPT-2's).
+SMALL_KINDS = {
+    "ln": dict(normalization_type="LN"),
+    "no-ln": dict(normalization_type=None),
+    "attn-only": dict(normalization_type=None, attn_only=True),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def small_model(kind: str, n_layers: int = 3) -> HookedTransformer:
+    """A seeded random HookedTransformer; shared, so tests must leave it unchanged."""
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50257, n_ctx=32,
+        act_fn="gelu", seed=0, initializer_range=0.3, **SMALL_KINDS[kind],
+    )
+    return HookedTransformer(cfg).eval()
+
+
+@functools.lru_cache(maxsize=None)
+def protocol_pair():
+    """The first two protocol templates, both name orders (4 prompts: enough to average, cheap)."""
+    return patching.dataset_batches(gpt2_tokenizer(), protocol_prompts()[:4])
+
+
+@functools.lru_cache(maxsize=None)
+def thesis_pair():
+    return patching.patching_pair_batches(gpt2_tokenizer())
+
+
+def tl_metric(clean):
+    return lambda logits: logit_diff(logits, clean)
+
+
+def tl_clean_cache(model, clean):
+    return model.run_with_cache(clean.tokens)[1]
+
+
+def assert_no_hooks_left(model):
+    assert all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.hook_dict.values())
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def test_thesis_pair_is_the_thesis_sentences():
+    clean, corrupt = thesis_pair()
+    tok = gpt2_tokenizer()
+    assert tok.decode(clean.tokens[0, 1:]) == "When John and Mary went to the shops, John gave the bag to"
+    assert tok.decode(corrupt.tokens[0, 1:]) == "When John and Mary went to the shops, Mary gave the bag to"
+    assert (clean.tokens != corrupt.tokens).nonzero()[:, 1].tolist() == [clean.pos("S2").item()]
+
+
+def test_mismatched_batches_are_rejected():
+    model = small_model("ln")
+    clean, corrupt = protocol_pair()
+    with pytest.raises(PatchingError, match="token shapes differ"):
+        patching.patch_resid_pre_by_pos(model, clean, thesis_pair()[1], cfg=RAW)
+    swapped = patching.tile_batch(corrupt, 1)
+    swapped.io_token = corrupt.s_token
+    with pytest.raises(PatchingError, match="same answers"):
+        patching.patch_resid_pre_by_pos(model, clean, swapped, cfg=RAW)
+
+
+@pytest.mark.parametrize("sites, message", [
+    (pd.DataFrame({"layer": [3]}), "layers must lie"),
+    (pd.DataFrame({"layer": [0], "pos": [99]}), "pos out of range"),
+    (pd.DataFrame({"layer": [0], "head": [4]}), "head out of range"),
+    (pd.DataFrame({"pos": [0]}), "'layer' column"),
+])
+def test_bad_sites_are_rejected(sites, message):
+    clean, corrupt = protocol_pair()
+    with pytest.raises(PatchingError, match=message):
+        patching.patch_sites(small_model("ln"), clean, corrupt, "z", sites, cfg=RAW)
+
+
+def test_equal_clean_and_corrupt_cannot_be_normalized():
+    clean, _ = protocol_pair()
+    with pytest.raises(PatchingError, match="metrics are equal"):
+        patching.patch_head_out_all_pos(small_model("ln"), clean, clean, cfg=NORMALIZED)
+
+
+# --- exact properties ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", SMALL_KINDS)
+def test_patching_a_whole_layer_restores_the_clean_run(kind):
+    """Every position of resid_pre (or every head at every position) patched = the clean run: 1."""
+    model = small_model(kind)
+    clean, corrupt = protocol_pair()
+    whole_resid = pd.DataFrame({"layer": range(model.cfg.n_layers), "pos": ALL})
+    restored = patching.patch_sites(model, clean, corrupt, "resid_pre", whole_resid, cfg=NORMALIZED)
+    torch.testing.assert_close(restored, torch.ones(model.cfg.n_layers), atol=1e-5, rtol=0)
+    assert_no_hooks_left(model)
+
+
+@pytest.mark.parametrize("kind", SMALL_KINDS)
+def test_positions_the_corruption_cannot_reach_have_no_effect(kind):
+    """Clean and corrupted tokens agree before S2, and attention is causal: patching there is a no-op (0)."""
+    model = small_model(kind)
+    clean, corrupt = protocol_pair()
+    s2 = int(clean.pos("S2")[0])
+    assert (clean.pos("S2") == s2).all()
+    resid = patching.patch_resid_pre_by_pos(model, clean, corrupt, cfg=NORMALIZED)
+    heads = patching.patch_head_out_by_pos(model, clean, corrupt, cfg=NORMALIZED)
+    assert resid[:, :s2].abs().max() == 0
+    assert heads[:, :s2].abs().max() == 0
+    # Layer 0's residual at S2 is the only place the corruption enters: patching it restores everything.
+    assert resid[0, s2].item() == pytest.approx(1.0, abs=1e-5)
+    assert resid[0, s2 + 1 :].abs().max() == 0
+
+
+def test_patching_nothing_gives_the_corrupted_metric_raw():
+    """Unnormalized: a no-op patch returns the corrupted run's own metric."""
+    model = small_model("ln")
+    clean, corrupt = protocol_pair()
+    raw = patching.patch_resid_pre_by_pos(model, clean, corrupt, cfg=RAW)
+    assert raw[:, 0].tolist() == pytest.approx([patching.run_metric(model, corrupt)] * model.cfg.n_layers, abs=1e-5)
+
+
+def test_chunking_does_not_change_results():
+    model = small_model("ln")
+    clean, corrupt = protocol_pair()
+    one_site_per_pass = PatchingConfig(normalize=False, progress=False, max_rows_per_forward=1)
+    torch.testing.assert_close(
+        patching.patch_head_out_all_pos(model, clean, corrupt, cfg=one_site_per_pass),
+        patching.patch_head_out_all_pos(model, clean, corrupt, cfg=RAW),
+        atol=1e-5, rtol=0,
+    )
+
+
+def test_top_heads_orders_by_magnitude():
+    effects = torch.tensor([[0.1, -0.9], [0.5, 0.0]])
+    assert patching.top_heads(effects, k=2) == [(0, 1, pytest.approx(-0.9)), (1, 0, pytest.approx(0.5))]
+
+
+# --- agreement with transformer_lens.patching ---------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", SMALL_KINDS)
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (patching.patch_resid_pre_by_pos, tl_patching.get_act_patch_resid_pre),
+        (patching.patch_head_out_all_pos, tl_patching.get_act_patch_attn_head_out_all_pos),
+    ],
+    ids=["resid_pre", "head_out_all_pos"],
+)
+def test_matches_transformer_lens_on_small_models(kind, ours, theirs):
+    model = small_model(kind)
+    clean, corrupt = protocol_pair()
+    expected = theirs(model, corrupt.tokens, tl_clean_cache(model, clean), tl_metric(clean))
+    torch.testing.assert_close(ours(model, clean, corrupt, cfg=RAW), expected, atol=1e-5, rtol=1e-4)
+
+
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_any_head_position_sites_match_transformer_lens(data):
+    """Random (layer, pos, head) site lists, as transformer_lens's index_df."""
+    model = small_model("ln")
+    clean, corrupt = protocol_pair()
+    n_pos = clean.tokens.shape[1]
+    site = st.tuples(st.integers(0, model.cfg.n_layers - 1), st.integers(0, n_pos - 1), st.integers(0, model.cfg.n_heads - 1))
+    rows = data.draw(st.lists(site, min_size=1, max_size=6))
+    index_df = pd.DataFrame(rows, columns=["layer", "pos", "head_index"])
+    expected = tl_patching.get_act_patch_attn_head_out_by_pos(
+        model, corrupt.tokens, tl_clean_cache(model, clean), tl_metric(clean), index_axis_names=None, index_df=index_df
+    )
+    ours = patching.patch_sites(model, clean, corrupt, "z", index_df.rename(columns={"head_index": "head"}), cfg=RAW)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
+
+
+TWIN_TOLERANCE = 1e-4  # float32 batched vs single-row matmuls; the brief's agreement bound
+
+
+def tl_on_sites(theirs, model, corrupt, cache, metric, rows: list[tuple], columns: list[str]) -> tuple[pd.DataFrame, torch.Tensor]:
+    """transformer_lens's result on an explicit site list (one full forward pass per site)."""
+    index_df = pd.DataFrame(rows, columns=columns)
+    return index_df, theirs(model, corrupt.tokens, cache, metric, index_axis_names=None, index_df=index_df)
+
+
+@pytest.mark.parametrize("twin", ["tiny-stories-8M", "gpt2-small"])
+def test_matches_transformer_lens_on_twins(twin, twin_model):
+    """The twins run the real architectures (GPT-Neo local attention, GPT-2) through from_pretrained.
+    Ours computes every site; transformer_lens (one pass per site) checks the first, a middle and
+    the last layer, which keeps the test to a few hundred passes."""
+    model = twin_model(twin)
+    clean, corrupt = thesis_pair()
+    cache, metric = tl_clean_cache(model, clean), tl_metric(clean)
+    n_layers, n_heads, n_pos = model.cfg.n_layers, model.cfg.n_heads, clean.tokens.shape[1]
+    layers = [0, n_layers // 2, n_layers - 1]
+
+    ours = patching.patch_resid_pre_by_pos(model, clean, corrupt, cfg=RAW)
+    sites, expected = tl_on_sites(tl_patching.get_act_patch_resid_pre, model, corrupt, cache, metric,
+                                  [(l, p) for l in layers for p in range(n_pos)], ["layer", "pos"])
+    torch.testing.assert_close(ours[sites["layer"], sites["pos"]], expected, atol=TWIN_TOLERANCE, rtol=0)
+
+    ours = patching.patch_head_out_all_pos(model, clean, corrupt, cfg=RAW)
+    sites, expected = tl_on_sites(tl_patching.get_act_patch_attn_head_out_all_pos, model, corrupt, cache, metric,
+                                  [(l, h) for l in layers for h in range(n_heads)], ["layer", "head_index"])
+    torch.testing.assert_close(ours[sites["layer"], sites["head_index"]], expected, atol=TWIN_TOLERANCE, rtol=0)
+
+    ours = patching.patch_head_out_by_pos(model, clean, corrupt, cfg=RAW)
+    assert ours.shape == (n_layers, n_pos, n_heads)
+    positions = [int(clean.pos(p)[0]) for p in ("S2", "verb", "END")]
+    sites, expected = tl_on_sites(tl_patching.get_act_patch_attn_head_out_by_pos, model, corrupt, cache, metric,
+                                  [(l, p, h) for l in layers[1:] for p in positions for h in range(n_heads)],
+                                  ["layer", "pos", "head_index"])
+    torch.testing.assert_close(ours[sites["layer"], sites["pos"], sites["head_index"]], expected, atol=TWIN_TOLERANCE, rtol=0)
+    assert_no_hooks_left(model)
+
+
+def test_dataset_runs_and_is_normalized(twin_model):
+    """On a 24-prompt generated dataset the whole residual at layer 0 and S2 restores the clean run."""
+    model = twin_model("tiny-stories-8M")
+    clean, corrupt = patching.dataset_batches(gpt2_tokenizer(), generate_dataset(gpt2_tokenizer(), 24, seed=0))
+    resid = patching.patch_resid_pre_by_pos(model, clean, corrupt, cfg=NORMALIZED)
+    assert resid[0, int(clean.pos("S2")[0])].item() == pytest.approx(1.0, abs=1e-4)
