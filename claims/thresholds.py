@@ -252,6 +252,70 @@ THRESHOLDS: list[Threshold] = [
         for up, down in (("H5.7", "H7.7.q"), ("H4.0", "H5.7.v"), ("MLP0", "H7.7.v"), ("embed", "H7.7.v"))
     ],
     # --- E3 ---
+    # E3 (s3.5): each claim names its feature by role (mechinterp.features.ROLES); the thesis's index is the
+    # role's alias. Measured on the 8 protocol prompts; ablation = projecting the decoder direction out of the
+    # residual stream after the block, at every position. The thesis's attention numbers are one-decimal
+    # readings of figures, so ratios of them carry about +-0.1 of rounding.
+    Threshold("E3.L6-to-feature-collapse", "tiny-stories-8M", "p_io_ablated", 0.0025, "<=", 0.05, 0.0475,
+              "s3.5.2: ablating feature 1059 drops P(IO) from 77.3% to 0.25%. Bound 5%: 20x the thesis value, yet "
+              "under 1/15 of the clean 77.3%, so a pass still means P(IO) collapsed; the slack is for a retrained SAE "
+              "whose role feature carries the direction less purely than the thesis's."),
+    Threshold("E3.L6-to-feature-collapse", "tiny-stories-8M", "p_io_ablated_over_clean", 0.0032, "<=", 0.1, 0.097,
+              "s3.5.2: the same collapse relative to the model's own clean P(IO) (0.25 / 77.3 = 0.003): at most a "
+              "tenth of it remains."),
+    Threshold("E3.L6-to-feature-collapse", "tiny-stories-8M", "H7.7_END_to_names_after_over_before", None, "<=", 0.5, None,
+              "s3.5.2, figs 3.24-3.25: after the ablation H7.7 'no longer pays attention to the previous names'. "
+              "Operational: its END attention to IO + S1 + S2 at least halves."),
+    Threshold("E3.L5-to-feature", "tiny-stories-8M", "p_io_ablated", 0.048, "<=", 0.15, 0.102,
+              "s3.5.1: ablating feature 44 changes P(IO) from 77.3% to 4.8%. Bound 15%: about 3x the thesis value, "
+              "still under a fifth of the clean 77.3%."),
+    Threshold("E3.L5-to-feature", "tiny-stories-8M", "p_io_ablated_over_clean", 0.062, "<=", 0.2, 0.138,
+              "s3.5.1: relative to the clean P(IO), 4.8 / 77.3 = 0.062 remains; bound 0.2 (about 3x, as above)."),
+    Threshold("E3.L5-to-feature", "tiny-stories-8M", "H6.11_END_to_names_after_over_before", None, "<=", 0.5, None,
+              "s3.5.1, figs 3.21-3.22: after the ablation H6.11's 'to' no longer attends to previous names (attention "
+              "goes to ',' and BOS). Operational: its END attention to IO + S1 + S2 at least halves."),
+    Threshold("E3.L5-to-feature", "tiny-stories-8M", "H7.7_END_to_IO_after_over_before", 0.43, "<=", 0.7, 0.27,
+              "s3.5.1: H7.7's END->IO attention goes 0.7 -> 0.3 (ratio 0.43; 0.36-0.54 given one-decimal rounding). "
+              "Bound 0.7: a fall of at least 30%, the tolerance covering rounding and SAE differences."),
+    Threshold("E3.L5-gave-feature", "tiny-stories-8M", "verb_share", 1.0, ">=", 0.75, 0.25,
+              "s3.5.1: feature 2338 'activates on gave'. Its strongest activation (BOS excluded) is at the verb after S2 "
+              "on at least 6 of the 8 protocol prompts."),
+    Threshold("E3.L5-gave-feature", "tiny-stories-8M", "attribution_over_runner_up", 2.63, ">=", 1.5, 1.13,
+              "Table 3.3: 2338 has attribution 5.15, the next 1.96 (ratio 2.6, 'significantly higher than the others'). "
+              "Bound 1.5: the role feature leads the next by at least half again."),
+    Threshold("E3.L5-gave-feature", "tiny-stories-8M", "H7.7_END_to_IO_after_over_before", 0.43, "<=", 0.7, 0.27,
+              "s3.5.1: ablating 2338 changes H7.7's 'to'->IO attention from 0.7 to 0.3 (ratio 0.43, 0.36-0.54 with "
+              "rounding). Bound 0.7: a fall of at least 30%."),
+    Threshold("E3.L5-gave-feature", "tiny-stories-8M", "H6.11_END_to_names_after_over_before", None, ">=", 0.75, None,
+              "s3.5.1: 2338 'doesn't influence the attention pattern of H6.11 significantly': H6.11 keeps at least 75% "
+              "of its END attention to the names."),
+    Threshold("E3.L5-infinitive-to", "tiny-stories-8M", "to_attention_after_over_before", None, ">=", 2.0, None,
+              "s3.5.1, fig 3.23: ablating 1276 made 'every head in every subsequent layer pay strong attention to "
+              "previous instances of to'. Mean over all heads of layers 6-7 of END's attention to earlier ' to' "
+              "tokens: at least doubled."),
+    Threshold("E3.L5-infinitive-to", "tiny-stories-8M", "to_attention_after", None, ">=", 0.25, None,
+              "s3.5.1, fig 3.23: 'strong' attention: after the ablation that mean is at least 0.25, nearly 4x the "
+              "uniform share over END's 15 keys."),
+    Threshold("E3.L6-negative-names", "tiny-stories-8M", "attribution", -7.79, "<", 0.0, None,
+              "Table 3.8: the role's feature (2837) has the most negative attribution, -7.79; it must be negative."),
+    Threshold("E3.L6-negative-names", "tiny-stories-8M", "name_share_top_contexts", 1.0, ">=", 0.7, 0.3,
+              "Table 3.9: all 11 max-activating tokens of 2837 are names (Amy, Lily, Mary, Anna, Molly, Sarah). "
+              "Bound: at least 7 of the top 10 tokens over the text searched are names ('mostly names')."),
+    Threshold("E3.L7-logit-feature", "tiny-stories-8M", "attribution_over_runner_up", 58.6, ">=", 10.0, 48.6,
+              "s3.5.3: 1854 is 'the only feature that had any significant feature attribution' (4.1, next 0.07: 59x). "
+              "Bound 10x: one feature still far above every other."),
+    Threshold("E3.L7-logit-feature", "tiny-stories-8M", "name_share_top_unembed_tokens", 1.0, ">=", 0.7, 0.3,
+              "s3.5.3: W_dec[1854] @ W_U ranks 'Mary' and ' Mary' first, 'after which are a bunch of other names': at "
+              "least 7 of the top 10 tokens are names."),
+    Threshold("E3.L7-logit-feature", "tiny-stories-8M", "top_unembed_token_is_name", 1.0, ">=", 1.0, None,
+              "s3.5.3: the top token of W_dec[1854] @ W_U is a name ('Mary'); 1 = name, 0 = not."),
+    *[
+        Threshold("E3.random-control", "tiny-stories-8M", f"mean_abs_delta_p_io_L{block}", None, "<=", 0.02, None,
+                  f"s3.5.1: 'Ablating random features doesn't impact performance by any significant amount.' Mean "
+                  f"|change in P(IO)| over 30 random layer-{block} features (role features excluded) at most 2 points: "
+                  f"under 3% of the 72.5-point drop from ablating feature 44 (77.3% -> 4.8%).")
+        for block in (5, 6)
+    ],
 ]
 
 
