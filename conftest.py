@@ -34,6 +34,11 @@ def pytest_addoption(parser):
     )
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="where to write index.html and results.json (default: reports/<UTC timestamp>)")
+    # E3 (claims/test_e3_features.py): where the gated SAEs come from
+    group.addoption("--sae-dir", default=None, metavar="DIR",
+                    help="E3: directory of trained gated SAEs (sae_lens format, one per subdirectory, hooks blocks.5/6/7.hook_resid_post)")
+    group.addoption("--sae-config", default=None, metavar="FILE.json",
+                    help="E3: SAETrainingConfig fields as JSON; SAEs are trained with it (or reused from the cache)")
 
 
 def pytest_configure(config):

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mechinterp.attention import attention_from, attention_patterns
-from mechinterp.ioi import IOIBatch, single_token_id
+from mechinterp.ioi import NAMES, IOIBatch, single_token_id
 from mechinterp.metrics import logit_diff, p_io
 
 
@@ -277,6 +277,28 @@ def decoder_top_tokens(model, sae, feature: int, k: int = 10) -> pd.DataFrame:
     logits = unit_decoder(sae)[feature].to(model.W_U.dtype) @ model.W_U
     values, index = logits.topk(k)
     return pd.DataFrame({"token": [model.tokenizer.decode([i]) for i in index.tolist()], "token_id": index.tolist(), "logit": values.tolist()})
+
+
+# --- names ----------------------------------------------------------------------------------------
+
+# Names a token may be: the IOI names plus TinyStories' common ones (the thesis's max-activating
+# examples for feature 2837 are Amy, Lily, Mary, Anna, Molly, Sarah).
+STORY_NAMES = frozenset(NAMES) | {
+    "Mia", "Molly", "Sue", "Joe", "Leo", "Zoe", "Eva", "Bella", "Timmy", "Tommy", "Billy", "Sally",
+    "Susie", "Jenny", "Annie",
+}
+
+
+def is_name(token: str) -> bool:
+    """Whether a decoded token is a name (leading space and case of the first letter as written)."""
+    return token.strip() in STORY_NAMES
+
+
+def name_share(tokens: Sequence[str]) -> float:
+    """Fraction of `tokens` that are names."""
+    if not tokens:
+        raise ValueError("no tokens")
+    return sum(is_name(t) for t in tokens) / len(tokens)
 
 
 # --- roles ----------------------------------------------------------------------------------------

@@ -26,9 +26,10 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 RECORD_FILENAME = "training.json"  # our record beside sae_lens's cfg.json + sae_weights.safetensors
 CACHE_ENV = "MECHINTERP_SAE_CACHE"
@@ -57,6 +58,7 @@ class SAETrainingConfig:
     store_batch_size_prompts: int = 16  # LM batch (prompts) when generating activations
     n_batches_in_buffer: int = 64  # mixing buffer = n_batches_in_buffer x context_size tokens
     normalize_activations: str = "expected_average_only_in"  # makes l1_coefficient scale-free
+    exclude_special_tokens: bool = True  # BOS residuals are outliers, not text: not trained on
     n_batches_for_norm_estimate: int = 10
     seed: int = 0
     device: str = "cpu"
@@ -267,6 +269,7 @@ def _runner_config(model, config: SAETrainingConfig):
         output_path=None,
         verbose=False,
         model_from_pretrained_kwargs={},  # the model is given, never loaded by name
+        exclude_special_tokens=config.exclude_special_tokens,
     )
 
 
@@ -278,24 +281,74 @@ def _dataset(texts: list[str] | None, dataset_path: str, split: str):
     return datasets.load_dataset(dataset_path, split=split, streaming=True)
 
 
-def _fit(model, train_data, config: SAETrainingConfig):
-    """Train with sae_lens's activation store and trainer; returns (training SAE, seconds)."""
-    from sae_lens.saes.gated_sae import GatedTrainingSAE, GatedTrainingSAEConfig
+def _activation_store(model, runner_config, dataset):
     from sae_lens.training.activations_store import ActivationsStore
 
-    runner_config = _runner_config(model, config)
-    torch.manual_seed(config.seed)  # SAE init and sae_lens's mixing-buffer shuffles
-    sae = GatedTrainingSAE(GatedTrainingSAEConfig.from_sae_runner_config(runner_config))
     with warnings.catch_warnings():
         # "dataset is not tokenized" / "fewer samples than tokens": expected for a small text corpus
         warnings.simplefilter("ignore", UserWarning)
-        store = ActivationsStore.from_config(model, runner_config, override_dataset=train_data)
-        trainer = _token_rate_trainer_class()(
-            cfg=runner_config.to_sae_trainer_config(), sae=sae, data_provider=store, evaluator=None
+        return ActivationsStore.from_config(model, runner_config, override_dataset=dataset)
+
+
+@torch.no_grad()
+def corpus_activations(model, texts: list[str], config: SAETrainingConfig) -> torch.Tensor:
+    """[n_tokens, d_model] activations at `config.hook_name` over one pass of `texts`, packed into
+    `config.context_size` windows by sae_lens's ActivationsStore (its tokenization, BOS handling and
+    special-token filter). The last partial LM batch of the pass is dropped."""
+    store = _activation_store(model, _runner_config(model, config), _dataset(texts, config.dataset_path, "train"))
+    chunks = []
+    with tqdm(desc=f"activations at {config.hook_name}", unit="tok", unit_scale=True) as bar:
+        while True:
+            try:
+                chunk = store.get_filtered_llm_batch(raise_on_epoch_end=True)
+            except StopIteration:
+                break
+            chunks.append(chunk.to(config.device))
+            bar.update(chunk.shape[0])
+    if not chunks:
+        raise ValueError(
+            f"the corpus ({len(texts)} texts) does not fill one LM batch of {config.store_batch_size_prompts} x "
+            f"{config.context_size} tokens; give more text or lower store_batch_size_prompts/context_size"
         )
-        start = time.perf_counter()
-        sae = trainer.fit()
-    return sae, time.perf_counter() - start
+    return torch.cat(chunks)
+
+
+def shuffled_batches(activations: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless batches of `activations` rows, reshuffled every epoch with a seeded generator."""
+    if len(activations) < batch_size:
+        raise ValueError(f"{len(activations)} activations do not fill one training batch of {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        for index in torch.randperm(len(activations), generator=generator).split(batch_size):
+            if len(index) == batch_size:
+                yield activations[index.to(activations.device)]
+
+
+def fit_gated_sae(model, corpus_texts: list[str] | None, config: SAETrainingConfig):
+    """Train a gated SAE with sae_lens's trainer; returns (training SAE, seconds, tokens seen).
+
+    A finite text corpus is run through the model once and its activations are cycled in shuffled
+    epochs (sae_lens's ActivationsStore would rerun the model every epoch: on CPU that is most of the
+    cost). Without texts, sae_lens's ActivationsStore streams `config.dataset_path` as usual.
+    """
+    start = time.perf_counter()
+    if corpus_texts is None:
+        data = _activation_store(model, _runner_config(model, config), _dataset(None, config.dataset_path, "train"))
+    else:
+        data = shuffled_batches(corpus_activations(model, corpus_texts, config), config.train_batch_size_tokens, config.seed)
+    sae, tokens_seen = fit_on_activations(model, data, config)
+    return sae, time.perf_counter() - start, tokens_seen
+
+
+def fit_on_activations(model, data: Iterator[torch.Tensor], config: SAETrainingConfig):
+    """sae_lens's gated training SAE and trainer on batches of activations; (training SAE, tokens seen)."""
+    from sae_lens.saes.gated_sae import GatedTrainingSAE, GatedTrainingSAEConfig
+
+    runner_config = _runner_config(model, config)
+    torch.manual_seed(config.seed)  # SAE init (and sae_lens's mixing-buffer shuffles when streaming)
+    sae = GatedTrainingSAE(GatedTrainingSAEConfig.from_sae_runner_config(runner_config))
+    trainer = _token_rate_trainer_class()(cfg=runner_config.to_sae_trainer_config(), sae=sae, data_provider=data, evaluator=None)
+    return trainer.fit(), trainer.n_training_samples
 
 
 @torch.no_grad()
@@ -362,7 +415,7 @@ def train_sae(model, corpus_texts: list[str] | None, config: SAETrainingConfig, 
         train_texts, heldout_texts = None, None
     else:
         train_texts, heldout_texts = _split_heldout(list(corpus_texts), config.heldout_fraction)
-    training_sae, seconds = _fit(model, _dataset(train_texts, config.dataset_path, "train"), config)
+    training_sae, seconds, tokens_seen = fit_gated_sae(model, train_texts, config)
     training_sae.fold_W_dec_norm()  # unit decoder rows: activations are lengths along a unit direction
 
     # Write to a temporary sibling and rename, so an interrupted run never leaves a half entry.
@@ -377,7 +430,7 @@ def train_sae(model, corpus_texts: list[str] | None, config: SAETrainingConfig, 
         **expected,
         "quality": quality,
         "train_seconds": seconds,
-        "tokens_per_second": config.training_tokens / seconds,
+        "tokens_per_second": tokens_seen / seconds,
         "sae_lens_version": _sae_lens_version(),
     }
     (staging / RECORD_FILENAME).write_text(json.dumps(record, indent=2, sort_keys=True))
