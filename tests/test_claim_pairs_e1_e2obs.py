@@ -19,6 +19,7 @@ import torch
 import claims.test_e1_head_scores as e1
 import claims.test_e2_attention as attention_claims
 import claims.test_e2_dla as dla_claims
+import claims.test_e2_logit_diff as logit_diff_claims
 import claims.test_e2_logit_lens as lens_claims
 from claims.thresholds import lookup_all
 from fixtures import planted
@@ -31,6 +32,7 @@ MEASURES = {
     "E1.prev-weaker": e1.measure_prev_weaker,
     "E1.no-induction": e1.measure_no_induction,
     "E1.dup-weak": e1.measure_dup_weak,
+    "E2.logit-diff": logit_diff_claims.measure_logit_diff,
     "E2.lens-monotone": lens_claims.measure_lens_monotone,
     "E2.lens-jump": lens_claims.measure_lens_jump,
     "E2.dla-single": dla_claims.measure_dla_single,
