@@ -190,7 +190,7 @@ def _quiet_deprecation():
 
 def _load_known(name: str, device: str, dtype: torch.dtype, processing: ProcessingConfig) -> HookedTransformer:
     if not weights_available(name) and not hub_reachable():
-        raise WeightsUnavailable(name, reason="not cached and the hub is unreachable or HF_HUB_OFFLINE=1") from None
+        raise WeightsUnavailable(name, reason="not cached, and HF_HUB_OFFLINE=1 or the hub is unreachable")
     try:
         with _quiet_deprecation():
             return HookedTransformer.from_pretrained(
@@ -205,7 +205,8 @@ def _load_known(name: str, device: str, dtype: torch.dtype, processing: Processi
     except OSError as err:  # transformers / huggingface_hub report missing files and network failures as OSError
         if weights_available(name):
             raise
-        raise WeightsUnavailable(name, reason=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+        first_line = (str(err).splitlines() or [""])[0]
+        raise WeightsUnavailable(name, reason=f"{type(err).__name__}: {first_line}") from None
 
 
 def _local_tokenizer(directory: Path, vocab_size: int):
