@@ -36,6 +36,13 @@ def _ranked(values) -> list[tuple[str, float]]:
     return [(f"{i // n_heads}.{i % n_heads}", values.flatten()[i].item()) for i in order]
 
 
+def _top_over_second_positive(heads) -> float:
+    top, second = heads.flatten().sort(descending=True).values[:2].tolist()
+    if top <= 0:
+        return float("nan")  # no head helps the answer at all: no spread to speak of
+    return top / second if second > 0 else float("inf")
+
+
 def measure_dla_single(model) -> Measured:
     _, heads = protocol_dla(model)
     magnitude = heads.abs().flatten().sort(descending=True).values
@@ -45,8 +52,10 @@ def measure_dla_single(model) -> Measured:
     values = {
         # H7.7's DLA over the largest |DLA| of any other head: below 1 if another head is bigger or H7.7 is negative
         "H7.7_over_next_head": heads[layer, h].item() / others.max().item(),
-        # the top head's |DLA| over the second's, whoever they are: large = one head dominates, small = spread
+        # the top head's |DLA| over the second's, whoever they are (shown, no row)
         "top_over_second_head": (magnitude[0] / magnitude[1]).item(),
+        # the largest positive DLA over the second largest: large = one head writes the answer, small = shared
+        "top_over_second_positive_head": _top_over_second_positive(heads),
     }
     details = {"top_heads_by_abs_dla": _ranked(heads)}
     return Measured(values, dla_figure(heads, f"{model.cfg.model_name}: per-head DLA", [NAME_MOVER_TS8M]), details)

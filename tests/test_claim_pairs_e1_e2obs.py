@@ -1,4 +1,5 @@
-"""Ground truth for experiment 1 and the observational half of experiment 2, on the planted twins.
+"""Ground truth for experiment 1 and the observational half of experiment 2 (and E2.logit-diff's
+claim pairs), on the planted twins.
 
 1. The analyses find the heads that were planted (fixtures.planted, `model.planted.head_roles`):
    head scores, DLA and attention on planted:tinystories-8m and planted:gpt2-small.
