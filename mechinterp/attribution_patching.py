@@ -57,7 +57,8 @@ def attribute(
     metric: PerPromptMetric = per_prompt_logit_diff,
     cfg: PatchingConfig | None = None,
 ) -> torch.Tensor:
-    """Estimated patching effect of `activation`, summed over every axis not in `keep_dims`.
+    """Estimated patched metric for `activation`, the estimate summed over every axis not in
+    `keep_dims`, normalized like patching.py (corrupted 0, clean 1) unless cfg.normalize is off.
 
     `keep_dims` names the kept axes among l (layer), p (pos), h (head), e.g. "lp" for resid_pre
     by position, "lh" for a head's output over all positions, "lph" for heads by position.
@@ -69,7 +70,9 @@ def attribute(
     if set(keep_dims) - set(axes):
         raise ValueError(f"cannot keep {keep_dims!r} for activation {activation!r} with axes {axes!r}")
     effect = torch.einsum(f"{axes},{axes}->{keep_dims}", deltas, grads)
-    return normalize(effect.float().cpu(), clean_value, corrupt_value, cfg)
+    # the estimated patched metric, so that raw and normalized values mean what patching.py's do
+    estimated_metric = corrupt_value + effect.double().cpu()
+    return normalize(estimated_metric, clean_value, corrupt_value, cfg).float()
 
 
 def attribute_resid_pre_by_pos(model, clean, corrupt, metric=per_prompt_logit_diff, cfg=None) -> torch.Tensor:

@@ -12,7 +12,9 @@ unpatched corrupted run scores 0 and a patch that fully restores the clean behav
 
 Speed. transformer_lens.patching runs one full forward pass per patch. Here every patch is one
 slice of a big batch (patch x prompt rows), each batch starts at the patched layer from the
-corrupted run's cached residual stream (`start_at_layer`), and only END is unembedded.
+corrupted run's cached residual stream (`start_at_layer`), runs only the positions from the first
+one the corruption changes (the prefix's keys and values come from the corrupted run), and only
+END is unembedded.
 
 One generic routine (`patch_sites`) takes a DataFrame of sites (layer, pos, head); the named
 variants build the sites and reshape the result, like transformer_lens.patching.
@@ -27,6 +29,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 from transformer_lens.utilities import get_act_name
 
 from mechinterp.ioi import IOIBatch, corrupt_s2_to_io, make_batch, patching_pair
@@ -157,6 +161,29 @@ def _site_masks(sites: pd.DataFrame, n_pos: int, n_heads: int) -> tuple[torch.Te
     return one_hot("pos", n_pos), one_hot("head", n_heads)
 
 
+def first_difference(clean_cache, corrupt_cache, names: list[str]) -> int:
+    """The first position at which any of the named activations differs between the two runs."""
+    first = None
+    for name in names:
+        differs = (clean_cache[name] != corrupt_cache[name]).flatten(2).any(-1).any(0)  # [pos]
+        hits = differs.nonzero()
+        if len(hits):
+            first = int(hits[0]) if first is None else min(first, int(hits[0]))
+    return clean_cache[names[0]].shape[1] if first is None else first
+
+
+def _prefix_kv_cache(corrupt_cache, n_layers: int, from_layer: int, first: int, copies: int) -> TransformerLensKeyValueCache:
+    """A frozen key/value cache holding the corrupted run's keys and values before `first`,
+    repeated for `copies` patch slices; layers before `from_layer` are never run and stay empty."""
+    entries = [None] * n_layers
+    for layer in range(from_layer, n_layers):
+        keys = corrupt_cache[get_act_name("k", layer)][:, :first].repeat(copies, 1, 1, 1)
+        values = corrupt_cache[get_act_name("v", layer)][:, :first].repeat(copies, 1, 1, 1)
+        entries[layer] = TransformerLensKeyValueCacheEntry(keys, values, frozen=True)
+    mask = torch.ones(keys.shape[0], first, dtype=torch.int, device=keys.device)
+    return TransformerLensKeyValueCache(entries=entries, previous_attention_mask=mask, frozen=True)
+
+
 def patch_sites(
     model: HookedTransformer,
     clean: IOIBatch,
@@ -171,6 +198,12 @@ def patch_sites(
     `activation` is a per-block transformer_lens name ("resid_pre", "z", "attn_out", "mlp_out",
     ...) shaped [batch, pos, d] or [batch, pos, head, d]. Returns [len(sites)]: the mean metric of
     each patched run, normalized per `cfg`.
+
+    Shared prefix: before the first position where the clean and corrupted activations differ
+    (S2 for the thesis's corruption), patching changes nothing, and by causal attention nothing
+    there depends on later patches. Sites entirely in that prefix are no-ops (the corrupted
+    metric); the others run only the positions from there on, reading the prefix's keys and
+    values from the corrupted run.
     """
     cfg = cfg or PatchingConfig()
     check_pair(model, clean, corrupt)
@@ -183,31 +216,35 @@ def patch_sites(
     n_prompts, n_pos = clean.tokens.shape
     names = sorted({get_act_name(activation, int(l)) for l in layers.unique()})
     resid_names = [get_act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
+    kv_names = [get_act_name(kv, l) for l in range(model.cfg.n_layers) for kv in ("k", "v")]
+    compared = resid_names + names
 
     with torch.no_grad():
-        clean_logits, clean_cache = model.run_with_cache(clean.tokens.to(device), names_filter=names)
-        corrupt_logits, corrupt_cache = model.run_with_cache(corrupt.tokens.to(device), names_filter=resid_names)
+        clean_logits, clean_cache = model.run_with_cache(clean.tokens.to(device), names_filter=compared)
+        corrupt_logits, corrupt_cache = model.run_with_cache(corrupt.tokens.to(device), names_filter=compared + kv_names)
     clean_value = float(metric(clean_logits, clean).mean())
     corrupt_value = float(metric(corrupt_logits, corrupt).mean())
     for name in names:
         if clean_cache[name].shape[:2] != (n_prompts, n_pos):
             raise PatchingError(f"activation {name} is not shaped [batch, pos, ...]: {tuple(clean_cache[name].shape)}")
 
+    first = first_difference(clean_cache, corrupt_cache, compared)
     pos_mask, head_mask = _site_masks(sites, n_pos, model.cfg.n_heads)
+    results = torch.full((len(sites),), corrupt_value)
+    live = pos_mask[:, first:].any(1)  # sites touching a position where the runs differ
     per_forward = max(1, cfg.max_rows_per_forward // n_prompts)
     chunks = [
         idx[i : i + per_forward]
-        for layer in layers.unique().tolist()
-        for idx in [(layers == layer).nonzero()[:, 0]]
+        for layer in layers[live].unique().tolist()
+        for idx in [((layers == layer) & live).nonzero()[:, 0]]
         for i in range(0, len(idx), per_forward)
     ]
-    results = torch.empty(len(sites))
     for chunk in tqdm(chunks, desc=f"patching {activation}", disable=not cfg.progress):
         layer = int(layers[chunk[0]])
         name = get_act_name(activation, layer)
-        source = clean_cache[name]  # [prompts, pos, ...]
+        source = clean_cache[name][:, first:]  # [prompts, pos from `first`, ...]
         # mask [sites, 1, pos] for [.., d] activations; [sites, 1, pos, head] for per-head ones
-        mask = pos_mask[chunk][:, None, :]
+        mask = pos_mask[chunk][:, None, first:]
         if source.ndim == 4:
             mask = mask[..., None] & head_mask[chunk][:, None, None, :]
         mask = mask[..., None].to(device)
@@ -216,10 +253,12 @@ def patch_sites(
             act = act.view(mask.shape[0], n_prompts, *act.shape[1:])
             return torch.where(mask, source[None], act).flatten(0, 1)
 
-        start = corrupt_cache[get_act_name("resid_pre", layer)].repeat(len(chunk), 1, 1)
+        start = corrupt_cache[get_act_name("resid_pre", layer)][:, first:].repeat(len(chunk), 1, 1)
+        prefix = _prefix_kv_cache(corrupt_cache, model.cfg.n_layers, layer, first, len(chunk)) if first else None
         rows = tile_batch(corrupt, len(chunk))
+        rows.positions = {**rows.positions, "END": rows.pos("END") - first}
         with torch.no_grad(), model.hooks(fwd_hooks=[(name, paste_clean)]):
-            final_resid = model(start, start_at_layer=layer, stop_at_layer=model.cfg.n_layers)
+            final_resid = model(start, start_at_layer=layer, stop_at_layer=model.cfg.n_layers, past_kv_cache=prefix)
             values = metric(unembed_at_end(model, final_resid, rows), rows)
         results[chunk] = values.view(len(chunk), n_prompts).mean(1).float().cpu()
     return normalize(results, clean_value, corrupt_value, cfg)
