@@ -224,6 +224,13 @@ def head_in_edge_strength(edges: pd.DataFrame) -> pd.Series:
     return heads["score"].abs().groupby(heads["receiver"]).sum().sort_values(ascending=False)
 
 
+def head_input_effect(edges: pd.DataFrame) -> pd.Series:
+    """Per receiving head: |sum of its q, k and v in-edge scores|, the first-order effect of
+    corrupting everything the head reads (in-edges of opposite sign cancel), largest first."""
+    heads = edges[edges["composition"].isin(QKV)]
+    return heads["score"].groupby(heads["receiver"]).sum().abs().sort_values(ascending=False)
+
+
 def composition_by_head(edges: pd.DataFrame) -> pd.DataFrame:
     """Per receiving head: summed |score| of its q, k and v in-edges, the composition carrying its
     strongest in-edge, and that edge's upstream node and score. Sorted by strongest in-edge."""

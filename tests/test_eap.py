@@ -147,6 +147,7 @@ def test_table_readers():
     assert eap.top_edges(edges, 2)["upstream"].tolist() == ["H0.1", "embed"]
     strength = eap.head_in_edge_strength(edges)
     assert strength.to_dict() == pytest.approx({"H1.0": 11.5, "H1.1": 0.2})
+    assert eap.head_input_effect(edges).to_dict() == pytest.approx({"H1.0": 1.5, "H1.1": 0.2})
     by_head = eap.composition_by_head(edges)
     assert by_head.index.tolist() == ["H1.0", "H1.1"]
     assert by_head.loc["H1.0", ["q", "k", "v"]].tolist() == pytest.approx([5.0, 1.0, 5.5])

@@ -1,0 +1,196 @@
+"""Ground truth for the causal half of experiment 2 (patching, attribution patching, EAP) on the
+planted twins, and the claim pairs of E2.resid-patch-s2, E2.head-patch and E2.eap-edges.
+
+1. The analyses find what was planted (`model.planted.head_roles`): the heads that matter under
+   patching, the S2 -> END handover after the S-inhibition layer, EAP's compositions
+   (H7.7.q <- H5.7, H5.7.v <- H4.0, H7.7.v <- embed/MLP0), and attribution patching tracks patching.
+2. Claim pairs: each claim passes on its twin and fails on every mutant that
+   fixtures.planted.MUTANTS lists as breaking it.
+
+All on the thesis's patching pair; each planted model is built once per module.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+import claims.test_e2_eap as eap_claims
+import claims.test_e2_patching as patching_claims
+from claims.thresholds import lookup_all
+from fixtures import planted
+from fixtures.tokenizer import gpt2_tokenizer
+from mechinterp import attribution_patching, eap, patching
+
+MEASURES = {
+    "E2.resid-patch-s2": patching_claims.measure_resid_patch_s2,
+    "E2.head-patch": patching_claims.measure_head_patch,
+    "E2.eap-edges": eap_claims.measure_eap_edges,
+}
+TWINS = ("tinystories-8m", "gpt2-small")
+QUIET = patching.PatchingConfig(progress=False)
+HEADS_THAT_MATTER = 0.1  # |normalized effect|: the claims' "noticeable" level
+
+# The planted TinyStories twin's duplicate head H4.0 writes the duplicated name's code at S2 with
+# full strength; patching its clean output into the corrupted run makes H5.7 inhibit John while
+# Mary sits at both IO and S2, so the logit difference overshoots to ~1.9 x the clean one, above
+# H5.7 (~1.05) and H7.7 (~1.0). The thesis (fig 3.13, s3.4.2) names H7.7 and H5.7 as the heads that
+# matter most, so the fixture, not the analysis, disagrees with the thesis here.
+H40_OVERSHOOT = pytest.mark.xfail(
+    strict=True,
+    reason="planted:tinystories-8m's H4.0 has the largest head-patching effect (~1.9 vs H5.7 ~1.05, H7.7 ~1.0); "
+    "the fixture must make H4.0's causal effect smaller than H5.7's and H7.7's to match fig 3.13",
+)
+
+
+@functools.lru_cache(maxsize=None)
+def twin(name: str):
+    return planted.build(name)
+
+
+@functools.lru_cache(maxsize=None)
+def pair():
+    return patching.patching_pair_batches(gpt2_tokenizer())
+
+
+@functools.lru_cache(maxsize=None)
+def head_effects(name: str) -> torch.Tensor:
+    return patching.patch_head_out_all_pos(twin(name), *pair(), cfg=QUIET)
+
+
+@functools.lru_cache(maxsize=None)
+def edges(name: str):
+    return eap.edge_attribution(twin(name), *pair(), cfg=eap.EAPConfig(progress=False))
+
+
+def heads_with_role(model, role: str) -> set[str]:
+    return {f"H{l}.{h}" for (l, h), r in model.planted.head_roles.items() if r == role}
+
+
+def top_heads(effects: torch.Tensor, k: int) -> set[str]:
+    return {f"H{l}.{h}" for l, h, _ in patching.top_heads(effects, k)}
+
+
+# --- 1. the analyses find what was planted ------------------------------------------------------
+
+
+@H40_OVERSHOOT
+def test_tinystories_twin_top_two_patching_heads():
+    model = twin("tinystories-8m")
+    expected = heads_with_role(model, "name-mover") | heads_with_role(model, "s-inhibition")
+    assert expected == {"H7.7", "H5.7"}
+    assert top_heads(head_effects("tinystories-8m"), 2) == expected
+
+
+def test_tinystories_twin_heads_that_matter_are_the_circuit():
+    """Exactly the three circuit heads move >= 10% of the gap. H6.11 lifts IO and S alike, so it
+    has no effect on the logit difference; everything else rests on position 0."""
+    model = twin("tinystories-8m")
+    effects = head_effects("tinystories-8m")
+    circuit = heads_with_role(model, "duplicate-token") | heads_with_role(model, "s-inhibition") | heads_with_role(model, "name-mover")
+    assert circuit == {"H4.0", "H5.7", "H7.7"}
+    n_heads = effects.shape[1]
+    matter = {f"H{i // n_heads}.{i % n_heads}" for i in (effects.abs().flatten() >= HEADS_THAT_MATTER).nonzero()[:, 0].tolist()}
+    assert matter == circuit
+    assert effects[7, 7].item() == pytest.approx(1.0, abs=0.05)  # the name mover alone restores the answer
+
+
+def test_tinystories_twin_residual_handover_follows_s_inhibition():
+    """S2 holds the effect up to the S-inhibition head's layer; from the next layer on, END does
+    (the claim's handover layer, recomputed here from the effects)."""
+    model = twin("tinystories-8m")
+    clean, corrupt = pair()
+    effects = patching.patch_resid_pre_by_pos(model, clean, corrupt, cfg=QUIET)
+    s2, end = int(clean.pos("S2")[0]), int(clean.pos("END")[0])
+    (inhibition_layer, _), = [head for head, role in model.planted.head_roles.items() if role == "s-inhibition"]
+    handover = inhibition_layer + 1
+    assert effects[:handover, s2].tolist() == pytest.approx([1.0] * handover, abs=0.01)
+    assert (effects[:handover, end].abs() <= 0.01).all()
+    assert (effects[handover:, end] > effects[handover:, s2]).all()
+    assert effects[handover:, end].min() >= 0.9
+    others = [p for p in range(effects.shape[1]) if p not in (s2, end)]
+    assert effects[:, others].abs().max() <= 0.01
+
+
+def test_tinystories_twin_eap_compositions():
+    table = edges("tinystories-8m")
+    by_head = eap.composition_by_head(table)
+    assert (by_head.loc["H7.7", "composition"], by_head.loc["H7.7", "strongest_upstream"]) == ("q", "H5.7")
+    assert (by_head.loc["H5.7", "composition"], by_head.loc["H5.7", "strongest_upstream"]) == ("v", "H4.0")
+    into_value = table[table["downstream"] == "H7.7.v"]
+    assert set(into_value["upstream"].head(2)) == {"embed", "MLP0"}  # MLP0 copies the name code
+
+
+@pytest.mark.parametrize("name, within", [("tinystories-8m", 3), ("gpt2-small", 5)])
+def test_eap_head_input_effects_agree_with_patching(name, within):
+    """The 3 heads whose inputs carry the largest net EAP score are among the top `within` heads by
+    patching: exactly the top 3 on the TinyStories twin. On the GPT-2 twin the duplicate heads H0.5
+    and H3.0 top the patching ranking but not EAP's: corrupting S2 switches their query from S1 to
+    IO, a saturated softmax whose gradient is near zero, the known blind spot of first-order
+    attribution (Syed et al. 2023); EAP's top 3 (H9.9, H8.6, H9.6) are patching's next three."""
+    from_eap = set(eap.head_input_effect(edges(name)).head(3).index)
+    assert from_eap <= top_heads(head_effects(name), within)
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_attribution_patching_tracks_patching(name):
+    """Thesis s2.5.7: attribution patching works best on small components such as heads. Pearson
+    correlation with exact head-output patching >= 0.9 on the twins (measured: TS-8M 0.99)."""
+    estimate = attribution_patching.attribute_head_out_all_pos(twin(name), *pair(), cfg=QUIET)
+    correlation = attribution_patching.correlation(estimate, head_effects(name))
+    print(f"{name}: head-output attribution vs patching correlation {correlation:.3f}")
+    assert correlation >= 0.9
+
+
+# --- 2. claims pass on the twin, fail on the mutant lacking the finding -------------------------
+
+
+def failing_quantities(claim: str, spec: str, model) -> dict[str, str]:
+    """quantity -> why it fails, for every threshold row of `claim` on `spec` that `model` fails."""
+    rows = lookup_all(claim, spec)
+    assert rows, f"no threshold row for {claim} on {spec}"
+    values = MEASURES[claim](model).values
+    return {r.quantity: f"{values.get(r.quantity)} vs '{r.describe()}'" for r in rows
+            if r.quantity not in values or not r.passes(values[r.quantity])}
+
+
+@functools.lru_cache(maxsize=None)
+def twin_failures(claim: str, name: str) -> frozenset[str]:
+    return frozenset(failing_quantities(claim, f"planted:{name}", twin(name)))
+
+
+def twin_cases():
+    cases = []
+    for claim in MEASURES:
+        for name in TWINS:
+            if lookup_all(claim, f"planted:{name}"):
+                marks = [H40_OVERSHOOT] if (claim, name) == ("E2.head-patch", "tinystories-8m") else []
+                cases.append(pytest.param(claim, name, id=f"{claim}-{name}", marks=marks))
+    return cases
+
+
+@pytest.mark.parametrize("claim, name", twin_cases())
+def test_claim_passes_on_twin(claim, name):
+    assert failing_quantities(claim, f"planted:{name}", twin(name)) == {}
+
+
+def mutant_cases():
+    cases = []
+    for claim in MEASURES:
+        mutants = [m for m, (_, broken) in planted.MUTANTS.items() if claim in broken]
+        if not mutants:
+            cases.append(pytest.param(claim, None, id=f"{claim}-no-mutant",
+                                      marks=pytest.mark.skip(reason=f"fixtures.planted.MUTANTS has no mutant breaking {claim}")))
+        cases += [pytest.param(claim, m, id=f"{claim}-{m}") for m in mutants]
+    return cases
+
+
+@pytest.mark.parametrize("claim, mutant", mutant_cases())
+def test_claim_fails_on_mutant(claim, mutant):
+    """The mutant fails a row that its twin passes (so a twin that already fails cannot make this pass)."""
+    description, _ = planted.MUTANTS[mutant]
+    failures = failing_quantities(claim, f"planted:{mutant}", planted.build(mutant))
+    new_failures = set(failures) - twin_failures(claim, mutant.split("/")[0])
+    assert new_failures, f"{claim} fails no row on mutant {mutant} ({description}) beyond its twin's: {failures}"
