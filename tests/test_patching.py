@@ -3,6 +3,7 @@ transformer_lens.patching (one forward pass per patch) on small models and on th
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pandas as pd
@@ -22,19 +23,21 @@ from mechinterp.patching import ALL, PatchingConfig, PatchingError
 RAW = PatchingConfig(normalize=False, progress=False)
 NORMALIZED = PatchingConfig(normalize=True, progress=False)
 
-# Small random models: with LayerNorm, without, and attention-only (tokens are GPT-2 ids, so d_vocab is GPT-2's).
+# Small random models: with LayerNorm, without, and attention-only. They read the protocol prompts
+# with the GPT-2 ids renumbered into a small vocabulary, so the unembedding does not dominate.
 SMALL_KINDS = {
     "ln": dict(normalization_type="LN"),
     "no-ln": dict(normalization_type=None),
     "attn-only": dict(normalization_type=None, attn_only=True),
 }
+SMALL_VOCAB = 64
 
 
 @functools.lru_cache(maxsize=None)
 def small_model(kind: str, n_layers: int = 3) -> HookedTransformer:
     """A seeded random HookedTransformer; shared, so tests must leave it unchanged."""
     cfg = HookedTransformerConfig(
-        n_layers=n_layers, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50257, n_ctx=32,
+        n_layers=n_layers, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=SMALL_VOCAB, n_ctx=32,
         act_fn="gelu", seed=0, initializer_range=0.3, **SMALL_KINDS[kind],
     )
     return HookedTransformer(cfg).eval()
@@ -42,8 +45,18 @@ def small_model(kind: str, n_layers: int = 3) -> HookedTransformer:
 
 @functools.lru_cache(maxsize=None)
 def protocol_pair():
-    """The first two protocol templates, both name orders (4 prompts: enough to average, cheap)."""
-    return patching.dataset_batches(gpt2_tokenizer(), protocol_prompts()[:4])
+    """The first two protocol templates, both name orders (4 prompts), S2 -> IO corrupted, with
+    token ids renumbered 0..K-1 in order of first use (same ids in both batches)."""
+    clean, corrupt = patching.dataset_batches(gpt2_tokenizer(), protocol_prompts()[:4])
+    used = torch.cat([clean.tokens.flatten(), corrupt.tokens.flatten()]).unique()
+    assert len(used) <= SMALL_VOCAB
+    lookup = torch.full((int(used.max()) + 1,), -1, dtype=torch.long)
+    lookup[used] = torch.arange(len(used))
+
+    def renumber(batch):
+        return dataclasses.replace(batch, tokens=lookup[batch.tokens], io_token=lookup[batch.io_token], s_token=lookup[batch.s_token])
+
+    return renumber(clean), renumber(corrupt)
 
 
 @functools.lru_cache(maxsize=None)
