@@ -38,7 +38,7 @@ from mechinterp.metrics import logit_diff
 
 ALL = -1  # a site's pos or head of ALL patches every position / every head
 
-# metric(logits at END [rows, vocab], batch of `rows` prompts) -> [rows]
+# metric(logits [rows, vocab] at END, or [rows, seq, vocab]; batch of `rows` prompts) -> [rows]
 PerPromptMetric = Callable[[torch.Tensor, IOIBatch], torch.Tensor]
 
 

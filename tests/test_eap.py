@@ -9,6 +9,7 @@ import torch
 
 from mechinterp import eap, patching
 from mechinterp.patching import per_prompt_logit_diff
+from mechinterp.plots.patching import circuit_graph
 from tests.test_patching import RAW, assert_no_hooks_left, protocol_pair, small_model, thesis_pair
 
 QUIET = eap.EAPConfig(progress=False)
@@ -153,3 +154,14 @@ def test_table_readers():
     assert by_head.loc["H1.0", ["q", "k", "v"]].tolist() == pytest.approx([5.0, 1.0, 5.5])
     assert by_head.loc["H1.0", "composition"] == "q" and by_head.loc["H1.0", "strongest_upstream"] == "H0.1"
     assert by_head.loc["H1.1", "composition"] == "k"
+
+
+def test_circuit_graph_draws_the_top_edges():
+    edges = toy_edges()
+    figure = circuit_graph(edges, n_layers=2, n_heads=2, k=3)
+    axes = figure.axes[0]
+    assert len(axes.patches) == 3  # one arrow per edge
+    labels = {t.get_text() for t in axes.texts}
+    assert {"H0.1", "H1.0", "embed", "MLP0"} <= labels and {"q", "v"} <= labels
+    with pytest.raises(ValueError, match="no edges"):
+        circuit_graph(edges.iloc[:0], n_layers=2, n_heads=2)

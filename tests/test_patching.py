@@ -19,6 +19,7 @@ from mechinterp import patching
 from mechinterp.ioi import generate_dataset, protocol_prompts
 from mechinterp.metrics import logit_diff
 from mechinterp.patching import ALL, PatchingConfig, PatchingError
+from mechinterp.plots.patching import head_heatmap, layer_position_heatmap
 
 RAW = PatchingConfig(normalize=False, progress=False)
 NORMALIZED = PatchingConfig(normalize=True, progress=False)
@@ -263,3 +264,14 @@ def test_dataset_runs_and_is_normalized(twin_model):
     clean, corrupt = patching.dataset_batches(gpt2_tokenizer(), generate_dataset(gpt2_tokenizer(), 24, seed=0))
     resid = patching.patch_resid_pre_by_pos(model, clean, corrupt, cfg=NORMALIZED)
     assert resid[0, int(clean.pos("S2")[0])].item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_heatmaps():
+    effects = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.2, 0.9]])
+    figure = layer_position_heatmap(effects, ["a", "b", "c"], "title")
+    assert len(figure.axes) == 2  # heatmap and colorbar
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["a (0)", "b (1)", "c (2)"]
+    with pytest.raises(ValueError, match="one label per position"):
+        layer_position_heatmap(effects, ["a"], "title")
+    figure = head_heatmap(effects, "heads", annotate_top=2)
+    assert sorted(t.get_text() for t in figure.axes[0].texts) == ["0.1", "1.2"]
