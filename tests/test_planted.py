@@ -146,8 +146,9 @@ def test_tinystories_planted_heads(batch):
     assert attention(pat, (5, 7), batch, "verb", "S2") >= 0.95
     assert attention(pat, (5, 7), batch, "and", batch.pos("and") - 1) >= 0.9  # the name before "and": 6 vs 3
     assert abs(attention(pat, (4, 0), batch, "S2", "S1") - 1 / 3) < 0.01  # BOS, S1, S2 share
-    for key in ("IO", "S1", "S2"):
-        assert abs(attention(pat, (6, 11), batch, "END", key) - 1 / 3) < 0.02
+    for key in ("IO", "S1"):  # first occurrences: 9 each; S2 9 - 6 (dup); position 0 5
+        assert attention(pat, (6, 11), batch, "END", key) >= 0.45
+    assert attention(pat, (6, 11), batch, "END", "S2") <= 0.01
     for head in ((2, 3), (6, 3)):
         assert attention(pat, head, batch, "END", "verb") >= 0.99
     roles = model(TS).planted.head_roles
@@ -193,7 +194,9 @@ def test_tinystories_direct_effects_and_lens(batch):
     others[7, 7] = 0
     assert others.abs().max().item() <= 0.01 * total
     steps = lens.diff()
-    assert steps.min().item() >= -1e-3  # monotone: no sublayer lowers the logit difference
+    # Monotone: no sublayer lowers the logit difference by more than H6.11's designed leak onto S2
+    # (score 9 - 6 vs 9 on IO and S1: ~e^-6 of its attention, ~0.005 logits).
+    assert steps.min().item() >= -0.01
     assert steps.argmax().item() == 14  # the step into resid_mid of layer 7: attention layer 7
 
 
@@ -415,7 +418,7 @@ def test_eap_in_edges_tinystories():
     q77 = list(in_edges("blocks.7.hook_q_input", 7, 7).items())
     assert q77[0][0] == "H5.7" and abs(q77[0][1]) > 10 * abs(q77[1][1])
     v57 = list(in_edges("blocks.5.hook_v_input", 5, 7).items())
-    assert v57[0][0] == "H4.0" and abs(v57[0][1]) > 2 * abs(v57[1][1])
+    assert v57[0][0] == "H4.0" and abs(v57[0][1]) > 1.9 * abs(v57[1][1])  # design: 0.5 dup_id vs 0.25 + 0.25
     v77 = list(in_edges("blocks.7.hook_v_input", 7, 7).items())
     assert {v77[0][0], v77[1][0]} == {"embed", "MLP0"} and abs(v77[0][1] - v77[1][1]) < 1e-3
     assert abs(v77[1][1]) > 0.2 and abs(v77[2][1]) < 1e-3
