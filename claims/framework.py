@@ -128,15 +128,17 @@ def make_subject(claim: str, spec: str, source: ModelSource) -> Subject:
     return Subject(spec, real_counterpart(spec), is_planted(spec), model, tokenizer_for(model), lookup_all(claim, spec))
 
 
+def _row_result(row: Threshold, value: float | None = None, passed: bool | None = None) -> report.QuantityResult:
+    return report.QuantityResult(row.quantity, value, row.thesis_value, row.op, row.threshold, row.tolerance,
+                                 row.describe(), row.why, passed)
+
+
 def evaluate(measured: Measured, rows: list[Threshold]) -> list[report.QuantityResult]:
     """Every row against its measured value (a missing quantity fails), then values with no row (info)."""
     results = []
     for row in rows:
         value = measured.values.get(row.quantity)
-        results.append(report.QuantityResult(
-            row.quantity, value, row.thesis_value, row.op, row.threshold, row.tolerance, row.describe(), row.why,
-            passed=value is not None and row.passes(value),
-        ))
+        results.append(_row_result(row, value, passed=value is not None and row.passes(value)))
     with_rows = {row.quantity for row in rows}
     results += [report.QuantityResult(q, v) for q, v in measured.values.items() if q not in with_rows]
     return results
@@ -144,8 +146,7 @@ def evaluate(measured: Measured, rows: list[Threshold]) -> list[report.QuantityR
 
 def unevaluated(rows: list[Threshold]) -> list[report.QuantityResult]:
     """The rows with no measurement, so a skipped or errored claim still shows what it would check."""
-    return [report.QuantityResult(r.quantity, None, r.thesis_value, r.op, r.threshold, r.tolerance, r.describe(), r.why)
-            for r in rows]
+    return [_row_result(row) for row in rows]
 
 
 def failure_message(claim: str, spec: str, results: list[report.QuantityResult]) -> str:
