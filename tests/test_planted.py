@@ -436,7 +436,7 @@ def check_mutant(name: str, m, batch) -> None:
         head = (5, 7) if name.startswith(TS) else (8, 6)
         assert attention(pat, head, batch, "END", "S2") < 0.01 and ld < 0
     elif name.endswith("/induction-head"):
-        assert head_scores(m, 50)["induction"][5, 1].item() > 0.9
+        assert head_scores(m, 20)["induction"][5, 1].item() > 0.9
     elif name.endswith("/negative-name-mover"):
         eff = _direct_effects(m, batch)
         assert eff["heads"][6, 4].item() < -1 and eff["lens"].diff()[12].item() < -1  # attention layer 6 dips
@@ -473,11 +473,11 @@ def check_mutant(name: str, m, batch) -> None:
     elif name.endswith("/no-mlp0-copy"):
         assert m.blocks[0].mlp.W_out.abs().max() == 0 and abs(ld - 9.4) < 0.15
     elif name.endswith("/weak-previous-token"):
-        assert head_scores(m, 50)["prev"][4, 11].item() < 0.4
+        assert head_scores(m, 20)["prev"][4, 11].item() < 0.4
     elif name.endswith("/no-induction"):
-        assert head_scores(m, 50)["induction"].max().item() < 0.05
+        assert head_scores(m, 20)["induction"].max().item() < 0.05
     elif name.endswith("/weak-duplicates"):
-        s = head_scores(m, 50)["dup"]
+        s = head_scores(m, 20)["dup"]
         assert s[3, 0].item() < 0.4 and s[0, 5].item() < 0.4
     elif name.endswith("/no-negative-name-movers"):
         steps = _direct_effects(m, batch)["lens"].diff()
