@@ -125,6 +125,10 @@ def _edge_scores_one_pass(model, clean: IOIBatch, corrupt: IOIBatch, metric: Per
         grads = torch.autograd.grad(total, [saved[n] for n in down_names], allow_unused=True)
     clean_up = _upstream_outputs(model, {n: t.detach() for n, t in saved.items() if n in up_names})
     delta = _upstream_outputs(model, dict(corrupt_cache.items())) - clean_up  # [b, p, up, d]
+    # positions where no upstream output changed (before S2 for the S2 corruption) add exact zeros
+    changed = delta.flatten(2).ne(0).any(-1).any(0).nonzero()
+    first = int(changed[0]) if len(changed) else delta.shape[1]
+    delta = delta[:, first:]
 
     columns = []
     for name, grad in zip(down_names, grads):
@@ -132,7 +136,7 @@ def _edge_scores_one_pass(model, clean: IOIBatch, corrupt: IOIBatch, metric: Per
             grad = torch.zeros_like(saved[name])
         if grad.ndim == 3:  # one node (MLP input, logits): [b, p, d] -> [b, p, 1, d]
             grad = grad[:, :, None]
-        columns.append(torch.einsum("bpud,bpnd->un", delta, grad.detach()))
+        columns.append(torch.einsum("bpud,bpnd->un", delta, grad[:, first:].detach()))
     # down_names lists q, k, v inputs of a layer as three [.., head, ..] blocks, matching downstream_nodes
     return torch.cat(columns, dim=1)
 
