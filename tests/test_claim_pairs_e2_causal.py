@@ -124,7 +124,8 @@ def test_eap_head_input_effects_agree_with_patching(name, within):
 @pytest.mark.parametrize("name", TWINS)
 def test_attribution_patching_tracks_patching(name):
     """Thesis s2.5.7: attribution patching works best on small components such as heads. Pearson
-    correlation with exact head-output patching >= 0.9 on the twins (measured: TS-8M 0.99)."""
+    correlation with exact head-output patching >= 0.9 on the twins (measured: 0.98 on both;
+    residual stream, for contrast: TS-8M 0.86, GPT-2 0.93)."""
     estimate = attribution_patching.attribute_head_out_all_pos(twin(name), *pair(), cfg=QUIET)
     correlation = attribution_patching.correlation(estimate, head_effects(name))
     print(f"{name}: head-output attribution vs patching correlation {correlation:.3f}")
