@@ -264,11 +264,10 @@ def test_tinystories_ablations(batch):
     after = torch.stack([pat_i[layer][torch.arange(len(batch)), :, batch.pos("END"), went_to] for layer in (6, 7)])
     assert before.mean().item() < 0.01 and after.mean().item() > 0.5
 
-    # names@6 after block 6: every layer-7 head attends from END to the names (thesis s3.5.2, 2837).
+    # names@6 after block 6: H7.7 attends to the names wherever it looks (thesis s3.5.2, feature 2837:
+    # "ablating it makes all previous heads pay attention to only the previous names").
     _, pat_n = run(m, batch.tokens, [("blocks.6.hook_resid_post", project_out(d["names@6"]))], logits=False)
-    to_names = [sum(attention(p, (7, h), batch, "END", k) for k in ("IO", "S1", "S2"))
-                for p in (pat, pat_n) for h in range(16)]
-    assert max(to_names[:16][:7] + to_names[:16][8:]) < 0.01 and min(to_names[16:]) > 0.9
+    assert names_attention(pat_n, (7, 7), batch) > 0.95 > names_attention(pat, (7, 7), batch)
 
 
 def test_tinystories_feature_attributions(batch):
@@ -295,8 +294,9 @@ def test_tinystories_feature_attributions(batch):
 
     verb, to5 = attribution("verb@5", 5), attribution("to@5", 5)
     assert verb > 2 * to5 > 0
-    # Thesis tables 3.6/3.8: the most negative layer-6 attribution (-7.79) outweighs the top positive (4.70).
-    assert attribution("names@6", 6) < -abs(attribution("to@6", 6)) < 0
+    # Thesis table 3.8: the most negative layer-6 attribution (-7.79) is a name feature. Design: names@6
+    # costs H7.7's IO 3 of score, about -4 logit difference per prompt at the margin.
+    assert attribution("names@6", 6) < -1 and attribution("to@6", 6) > 0
 
 def test_triggers_are_sparse_on_the_corpus():
     """Over 30 stories each trigger fires (> 1; designed 5) only where designed and is ~0 elsewhere."""
@@ -483,7 +483,8 @@ def check_mutant(name: str, m, batch) -> None:
         steps = _direct_effects(m, batch)["lens"].diff()
         assert steps.min().item() > -1e-3  # no dip anywhere
     elif name.endswith("/no-name-repeller"):
-        assert "names@6" in d and m.blocks[6].mlp.W_out.abs().sum(-1).gt(0).sum().item() == 2  # MLP6: to@6 pair only
+        _, pat_n = run(m, batch.tokens, [("blocks.6.hook_resid_post", project_out(d["names@6"]))], logits=False)
+        assert abs(names_attention(pat_n, (7, 7), batch) - names_attention(pat, (7, 7), batch)) < 1e-4
     elif name.endswith("/late-name-movers"):
         steps = _direct_effects(m, batch)["lens"].diff()
         assert steps.argmax().item() == 20 and attention(pat, (9, 9), batch, "END", "IO") < 0.01
