@@ -14,6 +14,7 @@ import hypothesis
 import pytest
 
 from claims import framework
+from mechinterp import report
 
 # Deterministic property tests, project-wide: examples derived from each test, no example database.
 hypothesis.settings.register_profile("deterministic", derandomize=True, database=None)
@@ -34,6 +35,9 @@ def pytest_addoption(parser):
     )
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="where to write index.html and results.json (default: reports/<UTC timestamp>)")
+    group.addoption("--baseline", default=None, metavar="RESULTS",
+                    help="regression mode: a results.json (or its run directory) to compare this run with; "
+                    "the report lists every claim whose status, measured values or role feature changed")
     # E3 (claims/test_e3_features.py): where the gated SAEs come from
     group.addoption("--sae-dir", default=None, metavar="DIR",
                     help="E3: directory of trained gated SAEs (sae_lens format, one per subdirectory, hooks blocks.5/6/7.hook_resid_post)")
@@ -44,6 +48,12 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "claim(id): a thesis claim test, e.g. claim('E2.logit-diff'); see claims/thresholds.py")
     config.stash[RECORDER] = framework.Recorder(framework.selected_models(config.getoption("model")))
+    baseline = config.getoption("baseline")
+    if baseline is not None:
+        try:
+            report.load_results(baseline)
+        except (FileNotFoundError, ValueError) as err:
+            raise pytest.UsageError(f"--baseline {baseline}: {err}") from err
 
 
 def pytest_generate_tests(metafunc):
@@ -100,9 +110,17 @@ def pytest_sessionfinish(session):
     recorder = session.config.stash[RECORDER]
     if recorder.has_claims:
         directory = session.config.getoption("report_dir") or framework.default_report_dir(session.config.rootpath)
-        session.config.stash[REPORT_PATH] = recorder.write(Path(directory), framework.command_line(session.config))
+        baseline = session.config.getoption("baseline")
+        session.config.stash[REPORT_PATH] = recorder.write(Path(directory), framework.command_line(session.config),
+                                                           Path(baseline) if baseline else None)
 
 
 def pytest_terminal_summary(terminalreporter, config):
     if REPORT_PATH in config.stash:
-        terminalreporter.write_line(f"claims report: {config.stash[REPORT_PATH]}")
+        path = config.stash[REPORT_PATH]
+        baseline = config.getoption("baseline")
+        if baseline:
+            terminalreporter.section("changes since baseline")
+            for line in report.comparison_summary(report.compare_results(path.parent, baseline)):
+                terminalreporter.write_line(line)
+        terminalreporter.write_line(f"claims report: {path}")

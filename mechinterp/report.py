@@ -4,7 +4,7 @@ One ClaimResult per (claim, model): its status and, per quantity, the measured v
 thesis value and the threshold row. Figures are embedded as base64 PNG so the page needs nothing
 else (no CDN, no side files). When a planted model is among the subjects, the page says loudly that
 those rows check the suite, not the real models. `compare_results` diffs two results.json files
-(regression mode).
+(regression mode: `pytest claims --baseline OLD/results.json` adds the diff to the page).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-STATUSES = ("passed", "failed", "skipped", "error", "not run")
+STATUSES = ("passed", "failed", "known gap", "skipped", "error", "not run")
 VERSIONED_PACKAGES = ("torch", "transformer_lens", "sae_lens", "transformers")
 PLANTED_WARNING = (
     "Synthetic models with planted circuits: these rows are a check of the suite itself "
@@ -137,7 +137,7 @@ th,td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;font-size:14px}
 th{background:#f0f0f0;text-align:left}
 .num{text-align:right;font-family:monospace}
 .passed{background:#dff0d8}.failed{background:#f2dede}.error{background:#f7c6a3}
-.skipped,.not-run{background:#eee}
+.skipped,.not-run{background:#eee}.known-gap{background:#fcf8e3}
 .banner{background:#fff3cd;border:3px solid #d39e00;padding:1em;font-size:18px;font-weight:bold;margin:1em 0}
 .tag{background:#d39e00;color:white;border-radius:3px;padding:1px 5px;font-size:12px;font-weight:bold}
 .why{font-size:12px;color:#444;max-width:30em}
@@ -197,10 +197,10 @@ def _overview(by_claim: dict[str, list[ClaimResult]], models: list[str]) -> str:
     return f"<table>{head}{''.join(lines)}</table>"
 
 
-_SEVERITY = ("passed", "skipped", "not run", "failed", "error")
+_SEVERITY = ("passed", "skipped", "not run", "known gap", "failed", "error")
 
 
-def render_html(run: RunInfo, results: list[ClaimResult]) -> str:
+def render_html(run: RunInfo, results: list[ClaimResult], comparison: str = "") -> str:
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}
     planted = sorted({r.spec for r in results if r.planted})
     banner = ""
@@ -222,6 +222,8 @@ def render_html(run: RunInfo, results: list[ClaimResult]) -> str:
     thead = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
     models = list(dict.fromkeys([*run.models, *(r.spec for r in results)]))
     sections.append("<h2>Overview</h2>" + _overview(by_claim, models))
+    if comparison:
+        sections.append(comparison)
     for claim, claim_results in by_claim.items():
         body = "\n".join(_result_rows(r) for r in claim_results)
         sections.append(f'<h2 id="{html.escape(claim)}">{html.escape(claim)}</h2>\n<table>{thead}\n{body}</table>')
@@ -232,26 +234,42 @@ def render_html(run: RunInfo, results: list[ClaimResult]) -> str:
     )
 
 
-def write_report(run: RunInfo, results: list[ClaimResult], directory) -> Path:
-    """Write index.html and results.json into `directory` (created); returns the index.html path."""
+def write_report(run: RunInfo, results: list[ClaimResult], directory, baseline=None) -> Path:
+    """Write index.html and results.json into `directory` (created); returns the index.html path.
+
+    With `baseline` (a results.json or its run directory: regression mode), the page gets a section
+    listing what changed since then, also written as comparison.csv."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "results.json").write_text(json.dumps(results_to_dict(run, results), indent=1, default=_jsonable))
+    current = json.loads(json.dumps(results_to_dict(run, results), default=_jsonable))
+    (directory / "results.json").write_text(json.dumps(current, indent=1))
+    comparison = ""
+    if baseline is not None:
+        changes = compare_results(current, baseline)
+        changes.to_csv(directory / "comparison.csv", index=False)
+        comparison = render_comparison(changes, str(baseline))
     index = directory / "index.html"
-    index.write_text(render_html(run, results), encoding="utf-8")
+    index.write_text(render_html(run, results, comparison), encoding="utf-8")
     return index
 
 
 # --- regression: compare two runs ---
 
-COMPARE_COLUMNS = ["claim", "spec", "quantity", "change", "status_baseline", "status_current", "measured_baseline", "measured_current"]
+COMPARE_COLUMNS = [
+    "claim", "spec", "test", "role", "quantity", "change", "status_baseline", "status_current", "measured_baseline", "measured_current",
+]
 
 
-def _flatten(results: dict) -> dict[tuple[str, str, str], tuple[str, float | None]]:
+def _flatten(results: dict) -> dict[tuple[str, str, str, str], tuple[str, float | None, str]]:
+    """(claim, spec, test, quantity) -> (status, measured, role). A claim may have several tests (the
+    test function's name tells them apart); role is what an E3 claim's details name."""
     flat = {}
     for r in results["results"]:
+        details = r.get("details")
+        role = details.get("role", "") if isinstance(details, dict) else ""
+        test = (r.get("nodeid") or "").split("::")[-1].split("[")[0]
         for q in r["quantities"] or [{"quantity": "", "measured": None}]:
-            flat[(r["claim"], r["spec"], q["quantity"])] = (r["status"], q["measured"])
+            flat[(r["claim"], r["spec"], test, q["quantity"])] = (r["status"], q["measured"], role)
     return flat
 
 
@@ -264,7 +282,7 @@ def _values_differ(a: float | None, b: float | None, atol: float, rtol: float) -
 
 
 def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0) -> pd.DataFrame:
-    """Rows (claim, model, quantity) whose status or measured value changed from `baseline` to `current`.
+    """Rows (claim, model, test, quantity) whose status or measured value changed from `baseline` to `current`.
 
     `current` and `baseline` are results.json paths, run directories or loaded dicts. `change` is one
     of 'status', 'value', 'new' (only in current), 'gone' (only in baseline). Empty when nothing changed.
@@ -272,7 +290,8 @@ def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0) ->
     now, before = _flatten(load_results(current)), _flatten(load_results(baseline))
     rows = []
     for key in sorted(now.keys() | before.keys()):
-        (status_now, value_now), (status_before, value_before) = now.get(key, (None, None)), before.get(key, (None, None))
+        status_now, value_now, role_now = now.get(key, (None, None, ""))
+        status_before, value_before, role_before = before.get(key, (None, None, ""))
         if key not in before:
             change = "new"
         elif key not in now:
@@ -283,5 +302,49 @@ def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0) ->
             change = "value"
         else:
             continue
-        rows.append([*key, change, status_before, status_now, value_before, value_now])
+        claim, spec, test, quantity = key
+        rows.append([claim, spec, test, role_now or role_before, quantity, change, status_before, status_now, value_before, value_now])
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def comparison_summary(changes: pd.DataFrame) -> list[str]:
+    """One line per (claim, model, test): the role's feature index and status change, and how many values moved."""
+    if changes.empty:
+        return ["no claim changed status or measured value"]
+    lines = []
+    tests_per_claim = changes.groupby("claim")["test"].nunique()
+    for (claim, spec, test), rows in changes.groupby(["claim", "spec", "test"], sort=True):
+        parts = []
+        feature = rows[rows["quantity"] == "feature_index"]
+        if len(feature):
+            parts.append(f"feature {_index(feature['measured_baseline'].iloc[0])} -> {_index(feature['measured_current'].iloc[0])}")
+        before, after = _first(rows["status_baseline"]), _first(rows["status_current"])
+        if before != after:
+            parts.append(f"status {before} -> {after}")
+        values = rows[rows["quantity"] != "feature_index"]
+        moved = sum(_values_differ(_number(a), _number(b), 0.0, 0.0) for a, b in zip(values["measured_current"], values["measured_baseline"]))
+        parts.append(f"{moved} value(s) changed")
+        role = rows["role"].iloc[0]
+        which = f" {test}" if tests_per_claim[claim] > 1 else ""
+        lines.append(f"{claim} [{spec}]{which}{' role ' + role if role else ''}: " + "; ".join(parts))
+    return lines
+
+
+def _first(statuses: pd.Series) -> str:
+    present = statuses.dropna()
+    return str(present.iloc[0]) if len(present) else "absent"
+
+
+def _number(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _index(value) -> str:
+    return "none" if value is None or pd.isna(value) else str(int(value))
+
+
+def render_comparison(changes: pd.DataFrame, baseline_label: str) -> str:
+    """The regression section of index.html: summary lines, then every changed row."""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in comparison_summary(changes))
+    table = changes.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4g}", border=0) if not changes.empty else ""
+    return f"<h2>Changes since baseline</h2><p>Baseline: <code>{html.escape(baseline_label)}</code></p><ul>{items}</ul>{table}"

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import pandas as pd
 from matplotlib.figure import Figure
 
 from claims.thresholds import THRESHOLDS, Threshold, lookup_all
@@ -138,7 +139,7 @@ def test_results_json_holds_the_table(tmp_path):
     write_report(run_info(), sample_results(), tmp_path)
     data = load_results(tmp_path)
     assert data["planted_in_run"] is True
-    assert data["counts"] == {"passed": 1, "failed": 1, "skipped": 1, "error": 1, "not run": 0}
+    assert data["counts"] == {"passed": 1, "failed": 1, "known gap": 0, "skipped": 1, "error": 1, "not run": 0}
     first = data["results"][0]
     assert first["has_figure"] is True and first["details"] == {"per_prompt": [9.0, 9.82]}
     assert first["quantities"][0] == {"quantity": "logit_diff", "measured": 9.41, "thesis_value": 9.4, "op": "within",
@@ -178,6 +179,7 @@ def test_compare_results_needs_an_existing_file(tmp_path):
 
 FAKE_CLAIMS = '''
 import pytest
+import pandas as pd
 from matplotlib.figure import Figure
 from claims.framework import Measured, ModelSource
 from mechinterp.models import WeightsUnavailable
@@ -284,3 +286,36 @@ def test_unknown_model_is_a_usage_error(claims_pytester):
     result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M,gpt-5", "--report-dir", "out")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--model: unknown model 'gpt-5'; known: tiny-stories-1M*"])
+
+
+def test_plugin_records_an_expected_failure_as_a_known_gap(claims_pytester):
+    claims_pytester.path.joinpath("claims", "test_fake_claims.py").write_text(FAKE_CLAIMS.split("@pytest.mark.claim")[0] + '''
+@pytest.mark.claim("E2.logit-diff")
+def test_documented_gap(subject, check):
+    try:
+        check(Measured({"logit_diff": 1.0}))
+    except AssertionError:
+        pytest.xfail("this fake model lacks the finding")
+''')
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out")
+    result.assert_outcomes(xfailed=1)
+    (gap,) = load_results(claims_pytester.path / "out")["results"]
+    assert gap["status"] == "known gap" and gap["message"] == "this fake model lacks the finding"
+    assert gap["quantities"] and all(q["measured"] == 1.0 and q["passed"] is False for q in gap["quantities"])  # recorded, not hidden
+
+
+def test_baseline_option_adds_the_changes_to_the_report(claims_pytester):
+    claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "base")
+    fake = claims_pytester.path / "claims" / "test_fake_claims.py"
+    fake.write_text(fake.read_text().replace('Measured({"logit_diff": 9.4}', 'Measured({"logit_diff": 2.0, "feature_index": 7}'))
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "new", "--baseline", "base")
+    result.stdout.fnmatch_lines(["*changes since baseline*", "E2.logit-diff [[]tiny-stories-8M[]]: feature none -> 7; status passed -> failed; 1 value(s) changed"])
+    changes = pd.read_csv(claims_pytester.path / "new" / "comparison.csv")
+    assert set(zip(changes.quantity, changes.change)) == {("logit_diff", "status"), ("feature_index", "new")}
+    assert "Changes since baseline" in (claims_pytester.path / "new" / "index.html").read_text()
+
+
+def test_missing_baseline_is_a_usage_error(claims_pytester):
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out", "--baseline", "nowhere")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--baseline nowhere: no results.json at nowhere"])
