@@ -9,7 +9,8 @@ data, and returns tensors or DataFrames:
   `random_feature_control`: project the residual stream at the SAE's hook onto the orthogonal
   complement of decoder directions, at every position, and measure P(IO), logit difference and the
   attention of named heads (figs 3.21-3.25);
-- `max_activating_contexts` (tables 3.4, 3.7, 3.9) and `decoder_top_tokens` (W_dec[f] @ W_U);
+- `max_activating_contexts` (tables 3.4, 3.7, 3.9), `firing_rates` (which features are live) and
+  `decoder_top_tokens` (W_dec[f] @ W_U);
 - roles: a thesis feature is named by what it does (`ROLES`), and `find_role` returns the feature
   that fills the role in any SAE; the thesis's index is only the role's alias.
 """
@@ -194,10 +195,17 @@ def ablate_feature(model, sae, feature: int, batch: IOIBatch, heads: Sequence[tu
 
 
 def random_feature_control(
-    model, sae, batch: IOIBatch, n_features: int = 50, seed: int = 0, exclude: Sequence[int] = ()
+    model, sae, batch: IOIBatch, n_features: int = 50, seed: int = 0, exclude: Sequence[int] = (),
+    live: torch.Tensor | None = None,
 ) -> pd.DataFrame:
-    """Ablate `n_features` random features one at a time: feature, p_io_clean, p_io_ablated, delta_p_io."""
-    pool = sorted(set(range(sae.cfg.d_sae)) - set(exclude))
+    """Ablate `n_features` random features one at a time: feature, p_io_clean, p_io_ablated, delta_p_io.
+
+    `live` ([d_sae] bool, e.g. `firing_rates(...) > 0`) restricts the draw to features that fire on
+    some text: a dead feature's decoder row was never trained, so projecting it out ablates nothing
+    the SAE found, only an arbitrary direction.
+    """
+    candidates = range(sae.cfg.d_sae) if live is None else live.nonzero().flatten().tolist()
+    pool = sorted(set(candidates) - set(exclude))
     if n_features > len(pool):
         raise ValueError(f"asked for {n_features} random features, only {len(pool)} are available")
     chosen = random.Random(seed).sample(pool, n_features)
@@ -231,7 +239,40 @@ def attention_to_token(
 # --- contexts and unembedding ---------------------------------------------------------------------
 
 
+def _encode_texts(tokenizer, texts: Sequence[str], context_size: int) -> list[list[int]]:
+    """BOS + each text's tokens, truncated to `context_size` in all."""
+    bos = tokenizer.bos_token_id
+    return [[bos] + tokenizer.encode(t, add_special_tokens=False)[: context_size - 1] for t in texts]
+
+
 @torch.no_grad()
+def _acts_over_texts(model, sae, encoded: list[list[int]], feature: int | None, batch_size: int, desc: str):
+    """Yield (first text index, acts [batch, width(, d_sae)], valid [batch, width]) over `encoded`.
+
+    Right padding cannot change earlier positions of a causal model; padded positions and BOS (not
+    a token of the text) are marked invalid."""
+    bos = model.tokenizer.bos_token_id
+    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(ids) for ids in chunk)
+        tokens = torch.tensor([ids + [bos] * (width - len(ids)) for ids in chunk])
+        acts = feature_acts(model, sae, tokens)
+        acts = (acts if feature is None else acts[..., feature]).cpu()
+        valid = torch.arange(width)[None, :] < torch.tensor([len(ids) for ids in chunk])[:, None]
+        valid[:, 0] = False
+        yield start, acts, valid
+
+
+def firing_rates(model, sae, texts: Sequence[str], context_size: int = 128, batch_size: int = 16) -> torch.Tensor:
+    """[d_sae] fraction of the text's tokens (BOS excluded) on which each feature is active."""
+    encoded = _encode_texts(model.tokenizer, texts, context_size)
+    counts, n_tokens = torch.zeros(sae.cfg.d_sae, dtype=torch.float64), 0
+    for _, acts, valid in _acts_over_texts(model, sae, encoded, None, batch_size, "feature firing rates"):
+        counts += ((acts > 0) & valid[..., None]).sum((0, 1)).double()
+        n_tokens += int(valid.sum())
+    return counts / max(n_tokens, 1)
+
+
 def max_activating_contexts(
     model,
     sae,
@@ -245,18 +286,11 @@ def max_activating_contexts(
     """The k strongest activations of `feature` over `texts` (each truncated to `context_size`
     tokens after BOS): activation, token, context (the token marked «»), text index, position."""
     tokenizer = model.tokenizer
-    bos = tokenizer.bos_token_id
+    encoded = _encode_texts(tokenizer, texts, context_size)
     best: list[tuple[float, int, int]] = []  # (activation, text index, position)
-    encoded = [[bos] + tokenizer.encode(t, add_special_tokens=False)[: context_size - 1] for t in texts]
-    for start in tqdm(range(0, len(encoded), batch_size), desc=f"contexts of feature {feature}", leave=False):
-        chunk = encoded[start : start + batch_size]
-        width = max(len(ids) for ids in chunk)
-        # right padding cannot change earlier positions of a causal model; padded positions are masked
-        tokens = torch.tensor([ids + [bos] * (width - len(ids)) for ids in chunk])
-        acts = feature_acts(model, sae, tokens)[..., feature].cpu()
-        lengths = torch.tensor([len(ids) for ids in chunk])
-        acts[torch.arange(width)[None, :] >= lengths[:, None]] = float("-inf")
-        acts[:, 0] = float("-inf")  # BOS is not a token of the text
+    for start, acts, valid in _acts_over_texts(model, sae, encoded, feature, batch_size, f"contexts of feature {feature}"):
+        width = acts.shape[1]
+        acts[~valid] = float("-inf")
         values, flat = acts.flatten().topk(min(k, acts.numel()))
         best += [(v, start + i // width, i % width) for v, i in zip(values.tolist(), flat.tolist()) if v > float("-inf")]
         best = sorted(best, reverse=True)[:k]

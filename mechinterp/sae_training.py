@@ -342,13 +342,18 @@ def fit_gated_sae(model, corpus_texts: list[str] | None, config: SAETrainingConf
 
 def fit_on_activations(model, data: Iterator[torch.Tensor], config: SAETrainingConfig):
     """sae_lens's gated training SAE and trainer on batches of activations; (training SAE, tokens seen)."""
+    trainer = gated_sae_trainer(model, data, config)
+    return trainer.fit(), trainer.n_training_samples
+
+
+def gated_sae_trainer(model, data: Iterator[torch.Tensor], config: SAETrainingConfig):
+    """A fresh, seeded sae_lens gated training SAE inside sae_lens's SAETrainer (bar in tokens/s)."""
     from sae_lens.saes.gated_sae import GatedTrainingSAE, GatedTrainingSAEConfig
 
     runner_config = _runner_config(model, config)
     torch.manual_seed(config.seed)  # SAE init (and sae_lens's mixing-buffer shuffles when streaming)
     sae = GatedTrainingSAE(GatedTrainingSAEConfig.from_sae_runner_config(runner_config))
-    trainer = _token_rate_trainer_class()(cfg=runner_config.to_sae_trainer_config(), sae=sae, data_provider=data, evaluator=None)
-    return trainer.fit(), trainer.n_training_samples
+    return _token_rate_trainer_class()(cfg=runner_config.to_sae_trainer_config(), sae=sae, data_provider=data, evaluator=None)
 
 
 @torch.no_grad()

@@ -160,6 +160,30 @@ def test_random_feature_control_is_reproducible_and_excludes():
         features.random_feature_control(model, sae, batch, n_features=sae.cfg.d_sae, exclude=[0])
 
 
+def test_firing_rates_count_text_tokens_one_text_at_a_time():
+    model, sae = small_model(), random_sae()
+    texts = ["Lily gave the ball to Tom.", "Once upon a time there was a dog.", "Tom wanted to play."]
+    rates = features.firing_rates(model, sae, texts, batch_size=2)  # padded batches of 2
+    active, n_tokens = torch.zeros(sae.cfg.d_sae, dtype=torch.float64), 0
+    for text in texts:
+        ids = [model.tokenizer.bos_token_id] + model.tokenizer.encode(text, add_special_tokens=False)
+        acts = features.feature_acts(model, sae, torch.tensor([ids]))[0, 1:]  # BOS is not text
+        active += (acts > 0).sum(0).double()
+        n_tokens += acts.shape[0]
+    torch.testing.assert_close(rates, active / n_tokens, rtol=0, atol=1e-12)
+    assert 0 < int((rates > 0).sum()) < sae.cfg.d_sae  # some live, some dead: the test can tell them apart
+
+
+def test_random_feature_control_draws_only_live_features():
+    model, sae, batch = small_model(), random_sae(), protocol_batch()
+    live = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    live[[3, 5, 8, 13, 21]] = True
+    control = features.random_feature_control(model, sae, batch, n_features=4, seed=0, exclude=[5], live=live)
+    assert set(control.feature) == {3, 8, 13, 21}
+    with pytest.raises(ValueError, match="only 4 are available"):
+        features.random_feature_control(model, sae, batch, n_features=5, exclude=[5], live=live)
+
+
 def test_max_activating_contexts_point_at_the_activation():
     model, sae = small_model(), random_sae()
     texts = ["Lily gave the ball to Tom.", "Once upon a time there was a dog.", "Tom wanted to play."]

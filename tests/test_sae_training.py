@@ -1,0 +1,212 @@
+"""mechinterp/sae_training.py: config checks, the keyed cache (reuse, corrupt and mismatched entries),
+and ground truth: on planted:tinystories-8m with its story corpus, the gated SAE trained here recovers
+the planted trigger directions, the role finder picks those features, and ablating them does what the
+planted mechanism dictates.
+
+The planted SAEs are the claims' own (claims.test_e3_features.PLANTED_SAE_CONFIG, disk-cached), so
+training happens once whether this file or the claims run first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+import claims.test_e3_features as e3
+from fixtures import planted
+from fixtures.tokenizer import gpt2_tokenizer
+from mechinterp import features, sae_training
+from mechinterp.ioi import make_batch, protocol_prompts
+from mechinterp.sae_training import SAECacheError, SAETrainingConfig
+
+TINY = SAETrainingConfig(
+    block=1, width=64, training_tokens=2048, train_batch_size_tokens=256, context_size=32, store_batch_size_prompts=4,
+    n_batches_in_buffer=8, n_batches_for_norm_estimate=2, n_eval_batches=1, heldout_fraction=0.2,
+)
+TEXTS = [f"Once upon a time, {name} gave the ball to {other}. They went to the park to play."
+         for name, other in [("Tom", "Lily"), ("Mia", "Ben"), ("Sam", "Sue"), ("Max", "Amy")] * 6]
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model(seed: int = 0) -> HookedTransformer:
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50257, n_ctx=64,
+                                  act_fn="gelu", seed=seed, normalization_type="LN", model_name=f"tiny-{seed}")
+    return HookedTransformer(cfg, tokenizer=gpt2_tokenizer()).eval()
+
+
+# --- config --------------------------------------------------------------------------------------
+
+
+def test_config_rejects_bad_settings_with_clear_errors():
+    with pytest.raises(ValueError, match="n_batches_in_buffer >= 32"):
+        SAETrainingConfig(context_size=128, train_batch_size_tokens=4096, n_batches_in_buffer=4)
+    with pytest.raises(ValueError, match="less than one batch"):
+        SAETrainingConfig(training_tokens=100, train_batch_size_tokens=4096)
+    with pytest.raises(ValueError, match="unknown SAETrainingConfig field"):
+        SAETrainingConfig.from_dict({"l1": 3})
+    assert SAETrainingConfig().d_sae(256) == 4096  # thesis width: 16 x d_model
+    assert SAETrainingConfig(width=100).d_sae(256) == 100
+    assert SAETrainingConfig(block=5).hook_name == "blocks.5.hook_resid_post"
+    with pytest.raises(ValueError, match="outside the model's 2 blocks"):
+        sae_training.train_sae(tiny_model(), TEXTS, dataclasses.replace(TINY, block=2), cache_dir="unused")
+
+
+def test_cache_key_changes_with_config_weights_and_corpus():
+    model = tiny_model()
+    mid, cid = sae_training.model_identity(model), sae_training.corpus_identity(TEXTS, TINY.dataset_path)
+    key = sae_training.cache_key(TINY, mid, cid)
+    assert key == sae_training.cache_key(TINY, sae_training.model_identity(tiny_model()), cid)
+    assert key != sae_training.cache_key(dataclasses.replace(TINY, l1_coefficient=4.0), mid, cid)
+    assert key != sae_training.cache_key(TINY, sae_training.model_identity(tiny_model(seed=1)), cid)
+    assert key != sae_training.cache_key(TINY, mid, sae_training.corpus_identity(TEXTS[:-1], TINY.dataset_path))
+    assert sae_training.corpus_identity(None, "roneneldan/TinyStories")["source"] == "huggingface"
+
+
+# --- training and the cache ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_trained(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("sae-cache")
+    sae = sae_training.train_sae(tiny_model(), TEXTS, TINY, cache_dir=cache)
+    return sae, cache
+
+
+def test_train_sae_saves_weights_record_and_quality(tiny_trained):
+    sae, cache = tiny_trained
+    assert type(sae).__name__ == "GatedSAE" and sae.cfg.d_sae == 64
+    assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64), atol=1e-5, rtol=0)  # folded decoder norms
+    record = sae.cfg.metadata.training_record
+    assert record["config"] == TINY.to_dict() and record["model"]["model_name"] == "tiny-0"
+    assert set(record["quality"]) >= {"explained_variance", "l0", "ce_loss_clean", "ce_loss_with_sae"}
+    assert record["tokens_per_second"] > 0
+    (entry,) = [p for p in cache.iterdir()]
+    assert {p.name for p in entry.iterdir()} >= {"cfg.json", "sae_weights.safetensors", "training.json"}
+
+
+def test_cached_sae_is_reused_not_retrained(tiny_trained, monkeypatch):
+    sae, cache = tiny_trained
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained although a cache entry exists")
+
+    monkeypatch.setattr(sae_training, "fit_gated_sae", no_training)
+    again = sae_training.train_sae(tiny_model(), TEXTS, TINY, cache_dir=cache)
+    assert torch.equal(again.W_dec, sae.W_dec) and torch.equal(again.W_enc, sae.W_enc)
+
+
+def _copy_entry(tiny_trained, tmp_path):
+    import shutil
+
+    _, cache = tiny_trained
+    (entry,) = list(cache.iterdir())
+    target = tmp_path / entry.name
+    shutil.copytree(entry, target)
+    return target
+
+
+def test_corrupt_or_mismatched_entries_raise_instead_of_retraining(tiny_trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(sae_training, "fit_gated_sae", lambda *a, **k: pytest.fail("retrained over a bad entry"))
+    entry = _copy_entry(tiny_trained, tmp_path)
+    (entry / "sae_weights.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(SAECacheError, match="cannot load SAE weights.*delete it to retrain"):
+        sae_training.train_sae(tiny_model(), TEXTS, TINY, cache_dir=tmp_path)
+
+    entry = _copy_entry(tiny_trained, tmp_path / "b")
+    (entry / "training.json").write_text("{ truncated")
+    with pytest.raises(SAECacheError, match="corrupt"):
+        sae_training.train_sae(tiny_model(), TEXTS, TINY, cache_dir=tmp_path / "b")
+
+    entry = _copy_entry(tiny_trained, tmp_path / "c")
+    record = json.loads((entry / "training.json").read_text())
+    record["corpus"]["n_texts"] += 1  # an entry whose record does not match its key
+    (entry / "training.json").write_text(json.dumps(record))
+    with pytest.raises(SAECacheError, match="different corpus"):
+        sae_training.train_sae(tiny_model(), TEXTS, TINY, cache_dir=tmp_path / "c")
+
+    entry = _copy_entry(tiny_trained, tmp_path / "d")
+    (entry / "training.json").unlink()
+    with pytest.raises(SAECacheError, match="no training.json"):
+        sae_training.train_sae(tiny_model(), TEXTS, TINY, cache_dir=tmp_path / "d")
+
+
+def test_training_is_deterministic(tiny_trained, tmp_path):
+    sae, _ = tiny_trained
+    again = sae_training.train_sae(tiny_model(), TEXTS, TINY, cache_dir=tmp_path)
+    torch.testing.assert_close(again.W_dec, sae.W_dec, rtol=0, atol=0)
+
+
+def test_shuffled_batches_cycle_every_row_each_epoch():
+    acts = torch.arange(10.0)[:, None]
+    batches = sae_training.shuffled_batches(acts, batch_size=5, seed=0)
+    epoch = torch.cat([next(batches), next(batches)])
+    assert sorted(epoch[:, 0].tolist()) == list(range(10))
+    with pytest.raises(ValueError, match="do not fill one training batch"):
+        next(sae_training.shuffled_batches(acts, batch_size=11, seed=0))
+
+
+# --- ground truth on the planted twin ------------------------------------------------------------
+
+# (block, role, planted direction): the role finder must pick the feature that carries the direction
+PLANTED_ROLES = [
+    (5, "L5-to", "to@5"), (5, "L5-infinitive-to", "infinitive-to@5"), (6, "L6-to", "to@6"),
+    pytest.param(5, "L5-gave", "verb@5", marks=pytest.mark.xfail(strict=True, reason=e3.PLANTED_TWIN_GAPS["E3.L5-gave-feature"])),
+    pytest.param(6, "L6-negative-names", "names@6", marks=pytest.mark.xfail(strict=True, reason=e3.PLANTED_TWIN_GAPS["E3.L6-negative-names"])),
+]
+RECOVERY_COSINE = 0.9  # brief: some decoder direction within cos 0.9 of each planted trigger direction
+
+
+@functools.lru_cache(maxsize=None)
+def planted_twin():
+    return planted.build("tinystories-8m")
+
+
+@functools.lru_cache(maxsize=None)
+def planted_saes():
+    model = planted_twin()
+    return e3.SAESet("planted:tinystories-8m", model, config=e3.PLANTED_SAE_CONFIG)
+
+
+@functools.lru_cache(maxsize=None)
+def protocol_batch():
+    return make_batch(gpt2_tokenizer(), protocol_prompts())
+
+
+@pytest.mark.parametrize("block, role, direction", PLANTED_ROLES)
+def test_planted_sae_recovers_trigger_direction_and_role(block, role, direction):
+    model, sae = planted_twin(), planted_saes()[block]
+    assert direction in model.planted.directions, f"the twin plants no {direction} (role {role})"
+    decoder = features.unit_decoder(sae)
+    cosines = decoder @ model.planted.directions[direction].to(decoder.dtype)
+    assert cosines.max() >= RECOVERY_COSINE, f"{direction}: best decoder cosine {cosines.max():.3f}"
+    match = features.find_role(model, sae, role, protocol_batch())
+    assert cosines[match.feature] >= RECOVERY_COSINE, (
+        f"role {role} picked feature {match.feature} (cos {cosines[match.feature]:.3f} with {direction}); "
+        f"feature {int(cosines.argmax())} has cos {cosines.max():.3f}")
+
+
+@pytest.mark.parametrize("block", [5, 6])
+def test_planted_sae_quality_is_recorded(block):
+    quality = planted_saes()[block].cfg.metadata.training_record["quality"]  # reported, not thresholded: see PLANTED_SAE_CONFIG
+    assert 0 < quality["explained_variance"] <= 1 and quality["l0"] > 0, quality
+    assert quality["ce_loss_clean"] <= quality["ce_loss_with_sae"] + 1e-3 <= quality["ce_loss_zero_ablation"] + 1e-3, quality
+
+
+def test_ablating_the_found_l6_feature_collapses_p_io_as_planted():
+    """Projecting out to@6 turns H7.7's query off: the logit difference (H7.7's alone) goes to ~0 and
+    P(IO) to ~P(S), both ~e^2.4 / (2 e^2.4 + 50255) ~ 2e-4 (H6.11 lifts both names by 2.4)."""
+    model, sae, batch = planted_twin(), planted_saes()[6], protocol_batch()
+    match = features.find_role(model, sae, "L6-to", batch)
+    by_feature = features.ablate_feature(model, sae, match.feature, batch, heads=[(7, 7)])
+    by_direction = features.ablate_directions(model, "blocks.6.hook_resid_post", model.planted.directions["to@6"], batch)
+    assert by_feature.p_io[0] > 0.7
+    assert by_direction.p_io[1] < 1e-3
+    assert by_feature.p_io[1] < 0.01
+    assert abs(by_feature.logit_diff[1]) < 0.5
+    assert by_feature.attention_after_over_before("7.7", "IO") < 0.05
