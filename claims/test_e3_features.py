@@ -66,16 +66,16 @@ PLANTED_SAE_CONFIG = SAETrainingConfig(
 PLANTED_CORPUS_STORIES = 600  # fixtures.corpus.story_corpus(600, seed=0): ~37k tokens, ~850 giving "to"s
 TINYSTORIES_CONTEXT_STORIES = 2000  # real models: validation stories searched for max-activating contexts
 
-# Which planted direction realises each role in the planted twins; a role with none is not planted,
-# so its claim cannot be checked on a planted model (skipped, saying so).
-PLANTED_DIRECTION_OF_ROLE = {"L6-to": "to@6", "L5-to": "to@5", "L5-gave": "verb@5", "L5-infinitive-to": "infinitive-to@5",
-                             "L6-negative-names": "names@6"}
 # Findings the planted TinyStories twin does not reproduce through a trained SAE, each with its measured
 # cause (a gap in the fixture, not in the claim). The claim still runs on the twin and records its
 # values; the report shows it as a "known gap" (pytest: xfail), and strictly: once it passes, the test
 # fails until the entry is removed.
 PLANTED_TWIN = "planted:tinystories-8m"
 PLANTED_TWIN_GAPS = {
+    "E3.L7-logit-feature": (
+        "the twin plants no layer-7 feature: H7.7 writes each name's own unembedding direction, so the block-7 SAE "
+        "has one feature per name and the top attribution barely leads the next (0.28 vs 0.27, ratio 1.04); the "
+        "top feature's W_U tokens are names (' John' first), as the thesis found"),
     "E3.L5-gave-feature": (
         "the top-attribution layer-5 feature is a name feature (' Tom', 3.03) ahead of the verb feature (2.64, cos 0.99 "
         "with verb@5): scaling a name's code helps both as IO (moved by H7.7) and as S (inhibited more), and verb@5 is "
@@ -206,14 +206,6 @@ def e3_sae_sets(request):
         return sets[subject.spec]
 
     return get
-
-
-def require_planted_role(model, role: str) -> None:
-    """Skip on a planted model that plants no feature for `role` (its claim would test nothing)."""
-    planted = getattr(model, "planted", None)
-    if planted is not None and PLANTED_DIRECTION_OF_ROLE.get(role) not in planted.directions:
-        pytest.skip(f"{planted.name} plants no feature for the role {role} ({features.ROLES[role].description}); "
-                    "the claim is checked on SAEs of the real model only")
 
 
 # --- shared measurement pieces ----------------------------------------------------------------------
@@ -383,9 +375,12 @@ def measure_random_control(model, saes: Mapping[int, object], corpus: list[str],
 
 
 def check_claim(request, subject, check, measured: Measured) -> None:
-    """check(measured), except on the planted twin for a claim in PLANTED_TWIN_GAPS: an expected failure."""
+    """check(measured), except on the planted twin with its default SAEs for a claim in PLANTED_TWIN_GAPS:
+    an expected failure. The gaps were measured with PLANTED_SAE_CONFIG; SAEs from --sae-config or
+    --sae-dir (regression runs) are checked plainly, whatever they show."""
     claim = claim_of(request.node)
-    gap = PLANTED_TWIN_GAPS.get(claim) if subject.spec == PLANTED_TWIN else None
+    default_saes = request.config.getoption("sae_dir", None) is None and request.config.getoption("sae_config", None) is None
+    gap = PLANTED_TWIN_GAPS.get(claim) if subject.spec == PLANTED_TWIN and default_saes else None
     if gap is None:
         check(measured)
         return
@@ -398,38 +393,32 @@ def check_claim(request, subject, check, measured: Measured) -> None:
 
 @pytest.mark.claim("E3.L6-to-feature-collapse")
 def test_l6_to_feature_collapse(request, subject, check, e3_sae_sets):
-    require_planted_role(subject.model, "L6-to")
     check_claim(request, subject, check, measure_l6_to_feature_collapse(subject.model, e3_sae_sets(subject)))
 
 
 @pytest.mark.claim("E3.L5-to-feature")
 def test_l5_to_feature(request, subject, check, e3_sae_sets):
-    require_planted_role(subject.model, "L5-to")
     check_claim(request, subject, check, measure_l5_to_feature(subject.model, e3_sae_sets(subject)))
 
 
 @pytest.mark.claim("E3.L5-gave-feature")
 def test_l5_gave_feature(request, subject, check, e3_sae_sets):
-    require_planted_role(subject.model, "L5-gave")
     check_claim(request, subject, check, measure_l5_gave_feature(subject.model, e3_sae_sets(subject)))
 
 
 @pytest.mark.claim("E3.L5-infinitive-to")
 def test_l5_infinitive_to(request, subject, check, e3_sae_sets):
-    require_planted_role(subject.model, "L5-infinitive-to")
     check_claim(request, subject, check, measure_l5_infinitive_to(subject.model, e3_sae_sets(subject)))
 
 
 @pytest.mark.claim("E3.L6-negative-names")
 def test_l6_negative_names(request, subject, check, e3_sae_sets):
-    require_planted_role(subject.model, "L6-negative-names")
     saes = e3_sae_sets(subject)
     check_claim(request, subject, check, measure_l6_negative_names(subject.model, saes, context_corpus(subject.spec)))
 
 
 @pytest.mark.claim("E3.L7-logit-feature")
 def test_l7_logit_feature(request, subject, check, e3_sae_sets):
-    require_planted_role(subject.model, "L7-logit")
     check_claim(request, subject, check, measure_l7_logit_feature(subject.model, e3_sae_sets(subject)))
 
 
