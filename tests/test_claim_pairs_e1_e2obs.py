@@ -23,6 +23,7 @@ import claims.test_e2_dla as dla_claims
 import claims.test_e2_logit_diff as logit_diff_claims
 import claims.test_e2_logit_lens as lens_claims
 from claims.thresholds import lookup_all
+from claim_pairs import mutant_params
 from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp.attention import attention_between
@@ -123,18 +124,7 @@ def test_claim_passes_on_twin(claim, name):
     assert failing_rows(claim, f"planted:{name}", twin(name)) == []
 
 
-def mutant_cases():
-    cases = []
-    for claim in MEASURES:
-        mutants = [m for m, (_, broken) in planted.MUTANTS.items() if claim in broken]
-        if not mutants:
-            cases.append(pytest.param(claim, None, id=f"{claim}-no-mutant",
-                                      marks=pytest.mark.skip(reason=f"fixtures.planted.MUTANTS has no mutant breaking {claim}")))
-        cases += [pytest.param(claim, m, id=f"{claim}-{m}") for m in mutants]
-    return cases
-
-
-@pytest.mark.parametrize("claim, mutant", mutant_cases())
+@pytest.mark.parametrize("claim, mutant", mutant_params(MEASURES))
 def test_claim_fails_on_mutant(claim, mutant):
     description, _ = planted.MUTANTS[mutant]
     failures = failing_rows(claim, f"planted:{mutant}", planted.build(mutant))

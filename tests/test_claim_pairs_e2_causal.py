@@ -20,6 +20,7 @@ import torch
 import claims.test_e2_eap as eap_claims
 import claims.test_e2_patching as patching_claims
 from claims.thresholds import lookup_all
+from claim_pairs import mutant_params
 from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp import attribution_patching, eap, patching
@@ -163,18 +164,7 @@ def test_claim_passes_on_twin(claim, name):
     assert failing_quantities(claim, f"planted:{name}", twin(name)) == {}
 
 
-def mutant_cases():
-    cases = []
-    for claim in MEASURES:
-        mutants = [m for m, (_, broken) in planted.MUTANTS.items() if claim in broken]
-        if not mutants:
-            cases.append(pytest.param(claim, None, id=f"{claim}-no-mutant",
-                                      marks=pytest.mark.skip(reason=f"fixtures.planted.MUTANTS has no mutant breaking {claim}")))
-        cases += [pytest.param(claim, m, id=f"{claim}-{m}") for m in mutants]
-    return cases
-
-
-@pytest.mark.parametrize("claim, mutant", mutant_cases())
+@pytest.mark.parametrize("claim, mutant", mutant_params(MEASURES))
 def test_claim_fails_on_mutant(claim, mutant):
     """The mutant fails a row that its twin passes (so a twin that already fails cannot make this pass)."""
     description, _ = planted.MUTANTS[mutant]

@@ -18,6 +18,7 @@ import pytest
 
 import claims.test_e3_features as e3
 from claims.thresholds import lookup_all
+from claim_pairs import mutant_params, mutants_breaking
 from fixtures import planted
 
 TWIN = "tinystories-8m"
@@ -64,19 +65,8 @@ def test_claim_passes_on_twin(claim):
     assert failing_rows(claim, TWIN, twin()) == []
 
 
-def mutant_cases():
-    """(claim, mutant) for every claim the twin reproduces; a gap claim gets its pairs back once it passes on the twin."""
-    cases = []
-    for claim in sorted(set(MEASURES) - set(e3.PLANTED_TWIN_GAPS) - WITHOUT_MUTANT):
-        mutants = [m for m, (_, broken) in planted.MUTANTS.items() if claim in broken]
-        if not mutants:
-            cases.append(pytest.param(claim, None, id=f"{claim}-no-mutant",
-                                      marks=pytest.mark.skip(reason=f"fixtures.planted.MUTANTS has no mutant breaking {claim}")))
-        cases += [pytest.param(claim, m, id=f"{claim}-{m}") for m in mutants]
-    return cases
-
-
-@pytest.mark.parametrize("claim, mutant", mutant_cases())
+# a gap claim gets its pairs back once it passes on the twin
+@pytest.mark.parametrize("claim, mutant", mutant_params(sorted(set(MEASURES) - set(e3.PLANTED_TWIN_GAPS) - WITHOUT_MUTANT)))
 def test_claim_fails_on_mutant(claim, mutant):
     description, _ = planted.MUTANTS[mutant]
     failures = failing_rows(claim, mutant, planted.build(mutant))
@@ -85,4 +75,4 @@ def test_claim_fails_on_mutant(claim, mutant):
 
 @pytest.mark.parametrize("claim", sorted(set(e3.PLANTED_TWIN_GAPS) - WITHOUT_MUTANT))
 def test_gap_claims_still_have_a_mutant(claim):
-    assert [m for m, (_, broken) in planted.MUTANTS.items() if claim in broken], f"no mutant breaks {claim}"
+    assert mutants_breaking(claim), f"no mutant breaks {claim}"
