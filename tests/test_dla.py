@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from fixtures.tokenizer import gpt2_tokenizer
+from random_models import with_random_biases
 from mechinterp.dla import CONSTANT_LABEL, component_dla, dla_table, head_dla
 from mechinterp.ioi import generate_dataset, make_batch, protocol_prompts
 from mechinterp.logit_lens import logit_diff_direction
@@ -20,13 +21,7 @@ def random_model(norm, n_layers=2, n_heads=3, positional="standard", seed=0, dty
     cfg = HookedTransformerConfig(n_layers=n_layers, d_model=16, n_heads=n_heads, d_head=4, d_mlp=32, n_ctx=64,
                                   d_vocab=50257, act_fn="gelu", normalization_type=norm, dtype=dtype, seed=seed,
                                   positional_embedding_type=positional, rotary_dim=4 if positional == "rotary" else None)
-    model = HookedTransformer(cfg)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # non-trivial biases and gains everywhere, so every component matters
-        for name, param in model.named_parameters():
-            if name.split(".")[-1] in ("w", "b", "b_O", "b_U", "b_in", "b_out", "b_Q", "b_K", "b_V"):
-                param.add_(0.5 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
-    return model
+    return with_random_biases(HookedTransformer(cfg), seed)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from fixtures.tokenizer import gpt2_tokenizer
+from random_models import with_random_biases
 from mechinterp.dla import dla_table
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.logit_lens import (
@@ -32,13 +33,7 @@ def toy_model(normalization_type, seed=0, dtype=torch.float64) -> HookedTransfor
     norm's weight and bias and the unembedding bias all matter. Cached: tests must not mutate it."""
     cfg = HookedTransformerConfig(n_layers=3, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=64, d_vocab=50257,
                                   act_fn="gelu", normalization_type=normalization_type, dtype=dtype, seed=seed)
-    model = HookedTransformer(cfg)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.split(".")[-1] in ("w", "b", "b_O", "b_U", "b_in", "b_out", "b_Q", "b_K", "b_V"):
-                param.add_(0.5 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
-    return model
+    return with_random_biases(HookedTransformer(cfg), seed)
 
 
 @pytest.fixture(scope="module")
