@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Mapping
 
 import pytest
-import torch
 
 from claims.framework import Measured, claim_of, tokenizer_for
 from mechinterp import features
@@ -330,7 +329,7 @@ def measure_l6_negative_names(model, saes: Mapping[int, object], corpus: list[st
     contexts = features.max_activating_contexts(model, sae, match.feature, corpus, k=10)
     values = {**role_values(match), "attribution": match.score, "name_share_top_contexts": features.name_share(contexts["token"].tolist())}
     bottom = features.top_attributed_features(features.feature_attribution(model, sae, batch), k=5, most_negative=True)
-    figure = tables_figure({f"most negative attribution, layer 6 (table 3.8)": bottom,
+    figure = tables_figure({"most negative attribution, layer 6 (table 3.8)": bottom,
                             f"max-activating contexts of feature {match.feature} (table 3.9)": contexts[["activation", "token", "context"]]},
                            "Role L6-negative-names (thesis 2837)")
     return Measured(values, figure, {**role_details(match, sae), "contexts": contexts.to_dict("records")})
