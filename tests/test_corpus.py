@@ -84,3 +84,11 @@ def test_vocabulary_is_the_planted_models(stories):
             last_anchor = max((j for j, u in enumerate(back) if u in verb_ids | boundary_ids), default=None)
             if last_anchor is not None and back[last_anchor] in verb_ids:
                 assert len(back) - last_anchor <= 5, tok.decode(back + [t])
+
+
+def test_gave_is_the_common_giving_verb(stories):
+    """"gave" carries most giving (as in TinyStories), so a trained SAE finds one verb feature that fires on
+    it rather than one per verb token (designed share 0.85 x 0.9 + hugs ~ 0.8; bound 0.7 for sampling)."""
+    verbs = re.findall(rf"\b({'|'.join(PLANTED_GIVING_VERBS)})\b", " ".join(stories))
+    assert verbs.count("gave") / len(verbs) >= 0.7, {v: verbs.count(v) for v in set(verbs)}
+    assert len(set(verbs)) >= 3  # the other giving verbs still occur
