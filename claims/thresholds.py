@@ -300,6 +300,9 @@ THRESHOLDS: list[Threshold] = [
               "uniform share over END's 15 keys."),
     Threshold("E3.L6-negative-names", "tiny-stories-8M", "attribution", -7.79, "<", 0.0, None,
               "Table 3.8: the role's feature (2837) has the most negative attribution, -7.79; it must be negative."),
+    Threshold("E3.L6-negative-names", "tiny-stories-8M", "attribution_over_runner_up", 1.98, ">=", 1.5, 0.48,
+              "s3.5.2, table 3.8: 2837 has 'by far the largest negative attribution', -7.79 against the next -3.93 "
+              "(ratio 1.98). Bound 1.5, as for the L5 verb feature: the role feature leads the next by at least half again."),
     Threshold("E3.L6-negative-names", "tiny-stories-8M", "name_share_top_contexts", 1.0, ">=", 0.7, 0.3,
               "Table 3.9: all 11 max-activating tokens of 2837 are names (Amy, Lily, Mary, Anna, Molly, Sarah). "
               "Bound: at least 7 of the top 10 tokens over the text searched are names ('mostly names')."),
@@ -314,7 +317,7 @@ THRESHOLDS: list[Threshold] = [
     *[
         Threshold("E3.random-control", "tiny-stories-8M", f"mean_abs_delta_p_io_L{block}", None, "<=", 0.02, None,
                   f"s3.5.1: 'Ablating random features doesn't impact performance by any significant amount.' Mean "
-                  f"|change in P(IO)| over 30 random live layer-{block} features (role features excluded; live = fires on text) at most 2 points: "
+                  f"|change in P(IO)| over 30 random live layer-{block} features (live = fires on text; role features and their copies, decoder cos >= 0.9, excluded) at most 2 points: "
                   f"under 3% of the 72.5-point drop from ablating feature 44 (77.3% -> 4.8%).")
         for block in (5, 6)
     ],

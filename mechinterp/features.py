@@ -90,10 +90,13 @@ def feature_attribution(
     model, sae, batch: IOIBatch, metric: Callable[[torch.Tensor, IOIBatch], torch.Tensor] = logit_diff
 ) -> torch.Tensor:
     """[d_sae] gradient x activation: each feature's activation times the directional derivative of
-    `metric` (default mean logit difference) along its decoder direction, summed over positions.
+    `metric` (default mean logit difference) along its decoder direction, summed over the text's
+    positions (BOS excluded).
 
     Equals the first-order change of the metric if the feature were removed from the residual
-    stream at every position (thesis 2.5.11). The model itself is left unchanged (no SAE splice).
+    stream at every text position (thesis 2.5.11). The model itself is left unchanged (no SAE
+    splice). BOS is left out because the SAEs are trained without it (`exclude_special_tokens`):
+    its residual is an outlier the SAE never saw, so "features" there are artefacts of encoding it.
     """
     hook_name = _hook_name(sae)
     kept: dict[str, torch.Tensor] = {}
@@ -109,7 +112,8 @@ def feature_attribution(
         resid = kept["resid"].detach()
         acts = sae.encode(resid.to(sae.W_dec.dtype)).double()
         slope = grad.double() @ sae.W_dec.detach().double().T  # [batch, seq, d_sae]: grad . W_dec[f]
-        return (acts * slope).sum((0, 1)).cpu()
+        start = 1 if bool((batch.tokens[:, 0] == model.tokenizer.bos_token_id).all()) else 0  # skip a prepended BOS
+        return (acts * slope)[:, start:].sum((0, 1)).cpu()
 
 
 def top_attributed_features(attribution: torch.Tensor, k: int = 5, most_negative: bool = False) -> pd.DataFrame:
@@ -192,6 +196,17 @@ def ablate_feature(model, sae, feature: int, batch: IOIBatch, heads: Sequence[tu
     if not 0 <= feature < sae.cfg.d_sae:
         raise ValueError(f"feature {feature} out of range for an SAE of width {sae.cfg.d_sae}")
     return ablate_directions(model, _hook_name(sae), sae.W_dec[feature], batch, heads, **kwargs)
+
+
+def near_duplicates(sae, features: Sequence[int], min_cosine: float = 0.9) -> list[int]:
+    """Features whose unit decoder direction has cosine >= `min_cosine` with one of `features`'
+    (those included): an SAE often splits one direction over several copies, and projecting out a
+    copy removes nearly the same direction as the original."""
+    if not features:
+        return []
+    decoder = unit_decoder(sae).double()
+    cosines = decoder @ decoder[list(features)].T  # [d_sae, len(features)]
+    return sorted(set((cosines >= min_cosine).any(-1).nonzero().flatten().tolist()) | set(features))
 
 
 def random_feature_control(

@@ -101,10 +101,11 @@ def test_ablation_changes_behaviour_when_the_direction_is_present():
 
 
 def test_feature_attribution_matches_finite_differences():
-    """attribution[f] = d/de metric(resid + e * a_f * W_dec[f]) at e = 0, summed over positions."""
+    """attribution[f] = d/de metric(resid + e * a_f * W_dec[f]) at e = 0, summed over text positions (not BOS)."""
     model, sae, batch = small_model(), random_sae(), protocol_batch()
     attribution = features.feature_attribution(model, sae, batch)
     acts = features.feature_acts(model, sae, batch.tokens)  # [batch, seq, d_sae]
+    acts[:, 0] = 0  # BOS: left out of the attribution
     firing = [int(f) for f in acts.sum((0, 1)).topk(5).indices]
     assert acts.sum((0, 1))[firing].min() > 0, "the random SAE must have firing features to test"
     eps = 1e-5
@@ -228,3 +229,15 @@ def test_roles_and_rules():
     tokens, positions = features.infinitive_to_batch(gpt2_tokenizer())
     to_id = gpt2_tokenizer().encode(" to", add_special_tokens=False)[0]
     assert all(tokens[i, p] == to_id for i, p in enumerate(positions.tolist()))
+
+
+def test_near_duplicates_are_features_with_nearly_the_same_decoder_direction():
+    from sae_lens.saes.gated_sae import GatedSAE, GatedSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    sae = GatedSAE(GatedSAEConfig(d_in=4, d_sae=4, dtype="float64", metadata=SAEMetadata(hook_name=HOOK)))
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.tensor([[1.0, 0, 0, 0], [0.95, 0.31, 0, 0], [0.5, 0.87, 0, 0], [0, 0, 3.0, 0]], dtype=torch.float64))
+    assert features.near_duplicates(sae, [0]) == [0, 1]  # cos 0.95 is a copy, cos 0.5 is not
+    assert features.near_duplicates(sae, [3], min_cosine=0.9) == [3]  # the norm plays no part
+    assert features.near_duplicates(sae, []) == []

@@ -155,8 +155,7 @@ def test_shuffled_batches_cycle_every_row_each_epoch():
 
 # (block, role, planted direction): the role finder must pick the feature that carries the direction
 PLANTED_ROLES = [
-    (5, "L5-to", "to@5"), (5, "L5-infinitive-to", "infinitive-to@5"), (6, "L6-to", "to@6"),
-    pytest.param(5, "L5-gave", "verb@5", marks=pytest.mark.xfail(strict=True, reason=e3.PLANTED_TWIN_GAPS["E3.L5-gave-feature"])),
+    (5, "L5-to", "to@5"), (5, "L5-gave", "verb@5"), (5, "L5-infinitive-to", "infinitive-to@5"), (6, "L6-to", "to@6"),
     pytest.param(6, "L6-negative-names", "names@6", marks=pytest.mark.xfail(strict=True, reason=e3.PLANTED_TWIN_GAPS["E3.L6-negative-names"])),
 ]
 RECOVERY_COSINE = 0.9  # brief: some decoder direction within cos 0.9 of each planted trigger direction
