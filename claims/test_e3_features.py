@@ -76,19 +76,20 @@ PLANTED_TWIN_GAPS = {
         "has one feature per name and the top attribution barely leads the next (0.28 vs 0.27, ratio 1.04); the "
         "top feature's W_U tokens are names (' John' first), as the thesis found"),
     "E3.L5-infinitive-to": (
-        "the twin's 'to' attractor keys on its rotating position code (to_pos), which the trained SAE absorbs into "
-        "the infinitive feature (decoder cos 0.92 with infinitive-to@5 plus a to_pos part); projecting the feature "
-        "out removes that position code too, so no attraction is released (projecting the exact infinitive-to@5 "
-        "direction gives 0.90 mean attention to the earlier 'to')"),
+        "the SAE's infinitive feature carries is-to and the twin's ' to' position code in the same ratio as inf@5, so "
+        "projecting it out removes the later heads' attraction to earlier ' to' together with what cancels it: END's "
+        "attention to earlier ' to' stays ~1e-6 after the ablation (projecting the exact infinitive-to@5 direction "
+        "instead gives 0.90)"),
     "E3.L6-negative-names": (
         "names@6 always comes with a name's own code, so the SAE folds it into one feature per name (31 features with "
         "cos > 0.5 with names@6, best 0.87) whose attribution mixes the repeller (negative) with the code (positive); "
         "the most negative layer-6 attribution is a name feature, but not by far: -0.14 against -0.12 (ratio 1.13)"),
     "E3.random-control": (
-        "live SAE features that carry a flag every name shares (is-name, dup, names@6) next to a name's code: "
-        "projecting one out strips the flag from all names and weakens S-inhibition or H7.7 (e.g. repeated-name "
-        "features, dP(IO) -0.3 to -0.7); mean |dP(IO)| over 30 random live features 0.11 after block 5 and 0.14 "
-        "after block 6 (role copies excluded: 90 at block 5, 3 at block 6)"),
+        "the twin's P(IO) is steep in anything H7.7 reads at IO: calibrated to the thesis's 77% / 9.4, one unit of "
+        "H7.7's score on IO moves P(IO) by ~0.44, and it reads is-name at 15.6 per unit, so removing 0.3% of is-name "
+        "at IO costs 0.02. Live SAE features carry is-name, inhibition or verb content next to their tokens' codes: "
+        "mean |dP(IO)| over 30 random live features 0.11 after block 5, 0.14 after block 6 (role copies excluded); "
+        "even random unit directions give 0.044 / 0.059"),
 }
 RANDOM_CONTROL_BLOCKS = (5, 6)  # thesis s3.5.1 states the control for layer 5; 6 holds the strongest feature
 RANDOM_CONTROL_FEATURES = 30

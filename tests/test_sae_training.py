@@ -153,12 +153,30 @@ def test_shuffled_batches_cycle_every_row_each_epoch():
 
 # --- ground truth on the planted twin ------------------------------------------------------------
 
-# (block, role, planted direction): the role finder must pick the feature that carries the direction
-PLANTED_ROLES = [
-    (5, "L5-to", "to@5"), (5, "L5-gave", "verb@5"), (5, "L5-infinitive-to", "infinitive-to@5"), (6, "L6-to", "to@6"),
-    pytest.param(6, "L6-negative-names", "names@6", marks=pytest.mark.xfail(strict=True, reason=e3.PLANTED_TWIN_GAPS["E3.L6-negative-names"])),
-]
 RECOVERY_COSINE = 0.9  # brief: some decoder direction within cos 0.9 of each planted trigger direction
+
+# Measured causes of the twin's two recovery gaps (strict xfails: they fail the test until fixed).
+NAMES6_NOT_RECOVERED = (
+    "names@6 (norm 1) is written on every name next to the name's own code; the SAE folds it into per-name "
+    "features: best live decoder cosine 0.30")
+L6_ROLE_IS_A_MIXTURE = (
+    "the twin's residual at a giving ' to' after block 6 is to@6 (norm 5) plus ~3.2 of other content (the token, "
+    "is-to, its position code, the names H6.11 moved): cosine 0.84 with to@6. The SAE's feature for that token, the "
+    "top one at END, mirrors it (cos 0.84-0.89 over SAE seeds 0-4); live features at cos >= 0.9 exist (0.92) but "
+    "fire less at END")
+
+# (block, planted direction): a LIVE decoder direction (one that fires on the story corpus) recovers it;
+# a dead feature's decoder row was never trained, so its cosine would prove nothing.
+PLANTED_DIRECTIONS = [
+    (5, "to@5"), (5, "verb@5"), (5, "infinitive-to@5"), (6, "to@6"),
+    pytest.param(6, "names@6", marks=pytest.mark.xfail(strict=True, reason=NAMES6_NOT_RECOVERED)),
+]
+# (block, role, planted direction): the role finder picks a feature that recovers the direction
+PLANTED_ROLES = [
+    (5, "L5-to", "to@5"), (5, "L5-gave", "verb@5"), (5, "L5-infinitive-to", "infinitive-to@5"),
+    pytest.param(6, "L6-to", "to@6", marks=pytest.mark.xfail(strict=True, reason=L6_ROLE_IS_A_MIXTURE)),
+    pytest.param(6, "L6-negative-names", "names@6", marks=pytest.mark.xfail(strict=True, reason=NAMES6_NOT_RECOVERED)),
+]
 
 
 @functools.lru_cache(maxsize=None)
@@ -177,14 +195,30 @@ def protocol_batch():
     return make_batch(gpt2_tokenizer(), protocol_prompts())
 
 
+@functools.lru_cache(maxsize=None)
+def decoder_cosines(block: int, direction: str) -> torch.Tensor:
+    """[d_sae] cosine of each unit decoder row with the planted direction."""
+    decoder = features.unit_decoder(planted_saes()[block])
+    return decoder @ planted_twin().planted.directions[direction].to(decoder.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def live(block: int) -> torch.Tensor:
+    texts = e3.planted_corpus()[: e3.RANDOM_CONTROL_LIVE_TEXTS]
+    return features.firing_rates(planted_twin(), planted_saes()[block], texts) > 0
+
+
+@pytest.mark.parametrize("block, direction", PLANTED_DIRECTIONS)
+def test_planted_sae_recovers_trigger_direction(block, direction):
+    cosines = decoder_cosines(block, direction)
+    best_live = cosines.masked_fill(~live(block), float("-inf")).max()
+    assert best_live >= RECOVERY_COSINE, f"{direction}: best live decoder cosine {best_live:.3f} (any feature: {cosines.max():.3f})"
+
+
 @pytest.mark.parametrize("block, role, direction", PLANTED_ROLES)
-def test_planted_sae_recovers_trigger_direction_and_role(block, role, direction):
-    model, sae = planted_twin(), planted_saes()[block]
-    assert direction in model.planted.directions, f"the twin plants no {direction} (role {role})"
-    decoder = features.unit_decoder(sae)
-    cosines = decoder @ model.planted.directions[direction].to(decoder.dtype)
-    assert cosines.max() >= RECOVERY_COSINE, f"{direction}: best decoder cosine {cosines.max():.3f}"
-    match = features.find_role(model, sae, role, protocol_batch())
+def test_role_finder_picks_the_recovering_feature(block, role, direction):
+    cosines = decoder_cosines(block, direction)
+    match = features.find_role(planted_twin(), planted_saes()[block], role, protocol_batch())
     assert cosines[match.feature] >= RECOVERY_COSINE, (
         f"role {role} picked feature {match.feature} (cos {cosines[match.feature]:.3f} with {direction}); "
         f"feature {int(cosines.argmax())} has cos {cosines.max():.3f}")
