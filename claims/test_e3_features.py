@@ -302,7 +302,7 @@ def measure_l5_gave_feature(model, saes: Mapping[int, object]) -> Measured:
               **head_values(result, H77, ("IO",), "IO"), **head_values(result, H611, ("IO", "S1", "S2"), "names")}
     figure = ablation_figure(model, sae, match.feature, batch, H77,
                              f"H7.7 before / after ablating layer-5 feature {match.feature} (role L5-gave, thesis 2338)")
-    top = features.top_attributed_features(features.feature_attribution(model, sae, batch), k=5)
+    top = features.top_attributed_features(match.values, k=5)  # the role's rule is the attribution
     details = {**role_details(match, sae), "top_attribution": top.to_dict("records"), "attention": result.attention.to_dict("records")}
     return Measured(values, figure, details)
 
@@ -330,7 +330,7 @@ def measure_l6_negative_names(model, saes: Mapping[int, object], corpus: list[st
     values = {**role_values(match), "attribution": match.score,
               "attribution_over_runner_up": match.score / match.runner_up if match.runner_up < 0 else float("inf"),
               "name_share_top_contexts": features.name_share(contexts["token"].tolist())}
-    bottom = features.top_attributed_features(features.feature_attribution(model, sae, batch), k=5, most_negative=True)
+    bottom = features.top_attributed_features(match.values, k=5, most_negative=True)  # the role's rule is the attribution
     figure = tables_figure({"most negative attribution, layer 6 (table 3.8)": bottom,
                             f"max-activating contexts of feature {match.feature} (table 3.9)": contexts[["activation", "token", "context"]]},
                            "Role L6-negative-names (thesis 2837)")
@@ -344,7 +344,7 @@ def measure_l7_logit_feature(model, saes: Mapping[int, object]) -> Measured:
     values = {**role_values(match), "attribution_over_runner_up": match.score / max(match.runner_up, 1e-9),
               "name_share_top_unembed_tokens": features.name_share(unembed["token"].tolist()),
               "top_unembed_token_is_name": float(features.is_name(unembed["token"].iloc[0]))}
-    top = features.top_attributed_features(features.feature_attribution(model, sae, batch), k=5)
+    top = features.top_attributed_features(match.values, k=5)  # the role's rule is the attribution
     figure = tables_figure({"top attribution, layer 7 (s3.5.3)": top, f"W_dec[{match.feature}] @ W_U, top tokens": unembed},
                            "Role L7-logit (thesis 1854)")
     return Measured(values, figure, {**role_details(match, sae), "unembed_top_tokens": unembed.to_dict("records")})
@@ -358,7 +358,8 @@ def measure_random_control(model, saes: Mapping[int, object], corpus: list[str],
     for block in blocks:
         sae = saes[block]
         roles = [r for r in features.ROLES.values() if r.block == block]
-        role_features = sorted({features.find_role(model, sae, r, batch).feature for r in roles})
+        matches = [features.find_role(model, sae, r, batch) for r in roles]
+        role_features = sorted({m.feature for m in matches})
         excluded = features.near_duplicates(sae, role_features, ROLE_COPY_COSINE)
         live = features.firing_rates(model, sae, corpus[:RANDOM_CONTROL_LIVE_TEXTS]) > 0
         control = features.random_feature_control(model, sae, batch, RANDOM_CONTROL_FEATURES, seed=block,
@@ -368,7 +369,7 @@ def measure_random_control(model, saes: Mapping[int, object], corpus: list[str],
         values[f"live_features_L{block}"] = int(live.sum())
         values[f"excluded_role_copies_L{block}"] = len(excluded) - len(role_features)
         deltas += control["delta_p_io"].tolist()
-        top = features.find_role(model, sae, features.FeatureRole("top", block, "top-activation-at-END", -1, ""), batch).feature
+        (top,) = [m.feature for m, r in zip(matches, roles) if r.rule == "top-activation-at-END"]
         marked[f"top feature at END, L{block} ({top})"] = features.ablate_feature(model, sae, top, batch).delta_p_io
         details[f"L{block}"] = {"role_features": role_features, "excluded": excluded, "ablations": control.to_dict("records")}
     figure = control_histogram(deltas, marked, f"Random live feature ablations, layers {', '.join(map(str, blocks))} (s3.5.1)")

@@ -404,6 +404,7 @@ class RoleMatch:
     score: float  # the rule's value for that feature (activation or attribution)
     runner_up: float  # the rule's value for the next feature
     alias: int  # the thesis's index for the role
+    values: torch.Tensor = field(default=None, repr=False, compare=False)  # [d_sae] the rule's quantity for every feature, own sign
 
 
 def infinitive_to_batch(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -443,4 +444,5 @@ def find_role(model, sae, role: FeatureRole | str, batch: IOIBatch) -> RoleMatch
     scores = role_scores(model, sae, role, batch)
     top = scores.topk(2)
     sign = -1.0 if role.rule == "bottom-attribution" else 1.0  # report attribution with its own sign
-    return RoleMatch(role.name, int(top.indices[0]), sign * float(top.values[0]), sign * float(top.values[1]), role.alias)
+    return RoleMatch(role.name, int(top.indices[0]), sign * float(top.values[0]), sign * float(top.values[1]), role.alias,
+                     sign * scores)
