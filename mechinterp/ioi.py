@@ -8,8 +8,11 @@ per prompt.
 
 from __future__ import annotations
 
+import operator
 import random
 import re
+import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -46,7 +49,7 @@ POSITION_NAMES = ("IO", "S1", "S2", "END", "and", "verb")
 
 
 class IOIDataError(ValueError):
-    """Bad IOI input: a multi-token name, a template without slots, an unlocatable name, ..."""
+    """Bad IOI input: a multi-token or empty name, a malformed template, an unlocatable name, ..."""
 
 
 @dataclass(frozen=True)
@@ -106,15 +109,59 @@ def patching_pair() -> tuple[IOIPrompt, IOIPrompt]:
     return clean, corrupt
 
 
+NAME_SLOTS = ("A", "B", "C")
+TEMPLATE_SLOTS = NAME_SLOTS + ("PLACE", "OBJECT")
+
+
 def _check_template(template: str) -> None:
-    missing = [slot for slot in ("{A}", "{B}", "{C}") if slot not in template]
+    """Reject a template that `str.format` would crash on or that would put the names out of order."""
+    if not isinstance(template, str):
+        raise IOIDataError(f"template {template!r} is a {type(template).__name__}, not a str")
+    try:
+        fields = [f for f in string.Formatter().parse(template) if f[1] is not None]
+    except ValueError as err:  # unbalanced braces
+        raise IOIDataError(f"template {template!r} is malformed ({err}); write a literal brace as {{{{ or }}}}") from None
+    for _, name, spec, conversion in fields:
+        if name not in TEMPLATE_SLOTS or spec or conversion:
+            raw = "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
+            raise IOIDataError(
+                f"template {template!r} has the unknown slot {raw}; slots are {{A}}, {{B}}, {{C}}, {{PLACE}}, {{OBJECT}} "
+                "(write a literal brace as {{ or }})"
+            )
+    used = [name for _, name, _, _ in fields if name in NAME_SLOTS]
+    missing = [f"{{{slot}}}" for slot in NAME_SLOTS if slot not in used]
     if missing:
         raise IOIDataError(f"template {template!r} lacks the slot(s) {missing}; it needs {{A}}, {{B}} and {{C}} (S2)")
+    # S1 and S2 are found as the first and second occurrence of S: a repeated or early name slot
+    # would silently shift them.
+    if used != list(NAME_SLOTS):
+        order = " ".join("{" + name + "}" for name in used)
+        raise IOIDataError(
+            f"template {template!r} has the names as {order}; {{A}}, {{B}} and {{C}} (S2) must each appear once, in that order"
+        )
+
+
+def _check_name(name) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise IOIDataError(f"name {name!r} is not a name; names are non-empty strings such as 'Mary'")
+    if any(ch.isspace() for ch in name):
+        raise IOIDataError(f"name {name!r} contains whitespace; give names without spaces (the leading one is added), e.g. 'Mary'")
+
+
+def _as_list(items, what: str) -> list:
+    """`items` materialised once (lists, tuples, generators); a bare str or a non-iterable is an error."""
+    if isinstance(items, str) or not isinstance(items, Iterable):
+        raise IOIDataError(f"{what} must be a list, got the {type(items).__name__} {items!r}")
+    return list(items)
 
 
 def fill_template(template: str, io: str, s: str, io_first: bool, place: str = "park", obj: str = "ball") -> IOIPrompt:
     """One prompt from a template; names without leading space, e.g. fill_template(t, 'Mary', 'John', True)."""
     _check_template(template)
+    _check_name(io)
+    _check_name(s)
+    if io == s:
+        raise IOIDataError(f"IO and S are the same name {io!r}; they must differ")
     a, b = (io, s) if io_first else (s, io)
     text = template.format(A=a, B=b, C=s, PLACE=place, OBJECT=obj)
     return IOIPrompt(text, io=" " + io, s=" " + s, template=template)
@@ -128,16 +175,32 @@ def generate_dataset(
     names: list[str] | None = None,
 ) -> list[IOIPrompt]:
     """`n` IOI prompts in the style of Wang et al.: random template, names, place and object,
-    alternating name order (ABBA / BABA). Only names that are one token under `tokenizer` are used."""
-    if n < 0:
-        raise IOIDataError(f"n must be >= 0, got {n}")
-    templates = TEMPLATES if templates is None else templates
+    alternating name order (ABBA / BABA). Only names that are one token under `tokenizer` are used,
+    each once however often it is listed."""
+    try:
+        n = operator.index(n)  # ints only: 2.5 prompts is a mistake, not 2
+    except TypeError:
+        raise IOIDataError(f"n must be a whole number of prompts, got {n!r}") from None
+    if n < 1:
+        raise IOIDataError(f"n must be >= 1, got {n}; ask for at least one prompt")
+    templates = TEMPLATES if templates is None else _as_list(templates, "templates")
+    if not templates:
+        raise IOIDataError("templates is empty; pass at least one template, or None for the default TEMPLATES")
     for t in templates:
         _check_template(t)
-    candidates = NAMES if names is None else names
+    candidates = NAMES if names is None else _as_list(names, "names")
+    for name in candidates:
+        _check_name(name)
+    # A pool, not a weighting: repeats are dropped, so ["Mary", "Mary"] is one name (an error below),
+    # never prompts with IO == S.
+    candidates = list(dict.fromkeys(candidates))
     usable = [name for name in candidates if len(tokenizer.encode(" " + name, add_special_tokens=False)) == 1]
     if len(usable) < 2:
-        raise IOIDataError(f"need at least 2 single-token names, got {usable} from {candidates}")
+        dropped = [name for name in candidates if name not in usable]
+        raise IOIDataError(
+            f"need at least 2 distinct single-token names, got {usable}"
+            + (f" ({dropped} are several tokens each)" if dropped else "")
+        )
     rng = random.Random(seed)
     prompts = []
     for i in range(n):
@@ -170,10 +233,21 @@ def locate_positions(tokens: list[int], io_id: int, s_id: int, tokenizer, text: 
     return {"IO": io_at[0], "S1": s_at[0], "S2": s2, "END": len(tokens) - 1, "and": and_at[0], "verb": s2 + 1}
 
 
-def make_batch(tokenizer, prompts: list[IOIPrompt], prepend_bos: bool = True) -> IOIBatch:
+def make_batch(tokenizer, prompts: Iterable[IOIPrompt], prepend_bos: bool = True) -> IOIBatch:
     """Tokenize equal-length prompts and locate their positions; unequal lengths are an error."""
+    if isinstance(prompts, IOIPrompt):
+        raise IOIDataError("make_batch takes a list of prompts; wrap a single one as [prompt]")
+    # Any iterable, read once: a researcher passes a generator expression as readily as a list, and
+    # reading it twice (once for the tokens, once for batch.prompts) would leave prompts empty.
+    prompts = _as_list(prompts, "prompts")
     if not prompts:
         raise IOIDataError("no prompts")
+    not_prompts = [i for i, p in enumerate(prompts) if not isinstance(p, IOIPrompt)]
+    if not_prompts:
+        i = not_prompts[0]
+        raise IOIDataError(f"prompt {i} is the {type(prompts[i]).__name__} {prompts[i]!r}, not an IOIPrompt")
+    if prepend_bos and tokenizer.bos_token_id is None:
+        raise IOIDataError("the tokenizer has no BOS token; pass prepend_bos=False")
     rows, io_ids, s_ids, found = [], [], [], []
     for p in prompts:
         ids = tokenizer.encode(p.text, add_special_tokens=False)
@@ -193,7 +267,7 @@ def make_batch(tokenizer, prompts: list[IOIPrompt], prepend_bos: bool = True) ->
             f"prompts have unequal token lengths {sorted(lengths)} (e.g. {by_len}); positions would misalign in one batch"
         )
     positions = {k: torch.tensor([f[k] for f in found]) for k in POSITION_NAMES}
-    return IOIBatch(list(prompts), torch.tensor(rows), torch.tensor(io_ids), torch.tensor(s_ids), positions)
+    return IOIBatch(prompts, torch.tensor(rows), torch.tensor(io_ids), torch.tensor(s_ids), positions)
 
 
 def _with_s2_replaced(batch: IOIBatch, new_ids: torch.Tensor) -> IOIBatch:
@@ -211,7 +285,10 @@ def corrupt_s2_to_io(batch: IOIBatch) -> IOIBatch:
 def corrupt_three_names(batch: IOIBatch, tokenizer, seed: int = 0, names: list[str] | None = None) -> IOIBatch:
     """The ABC distribution: S2 becomes a third name, distinct from IO and S."""
     rng = random.Random(seed)
-    pool = [single_token_id(tokenizer, " " + n) for n in (NAMES if names is None else names)]
+    names = NAMES if names is None else _as_list(names, "names")
+    for name in names:
+        _check_name(name)
+    pool = [single_token_id(tokenizer, " " + n) for n in names]
     third = []
     for io, s in zip(batch.io_token.tolist(), batch.s_token.tolist()):
         choices = [t for t in pool if t not in (io, s)]

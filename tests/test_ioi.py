@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp.ioi import (
     NAMES,
     PROTOCOL_TEMPLATES,
+    TEMPLATES,
     IOIDataError,
     IOIPrompt,
     corrupt_s2_to_io,
     corrupt_three_names,
+    fill_template,
     generate_dataset,
     make_batch,
     patching_pair,
@@ -107,9 +113,16 @@ def test_generator_uses_single_token_names_only(tok):
     assert all(len(tok.encode(" " + n)) == 1 for n in NAMES)
 
 
-def test_generator_rejects_negative_n(tok):
-    with pytest.raises(IOIDataError, match="n must be >= 0"):
-        generate_dataset(tok, -1)
+@pytest.mark.parametrize("n", [-1, 0])
+def test_generator_rejects_no_prompts(tok, n):
+    with pytest.raises(IOIDataError, match=f"n must be >= 1, got {n}"):
+        generate_dataset(tok, n)
+
+
+@pytest.mark.parametrize("n", [2.5, "3", None])
+def test_generator_rejects_a_count_that_is_not_an_int(tok, n):
+    with pytest.raises(IOIDataError, match="n must be a whole number of prompts"):
+        generate_dataset(tok, n)
 
 
 # --- corruptions ---
@@ -168,3 +181,189 @@ def test_unequal_lengths_in_one_batch_are_rejected(tok):
 def test_empty_batch_is_rejected(tok):
     with pytest.raises(IOIDataError, match="no prompts"):
         make_batch(tok, [])
+
+
+def test_tokenizer_without_bos_needs_prepend_bos_false(tok):
+    class NoBos:
+        bos_token_id = None
+
+    with pytest.raises(IOIDataError, match="no BOS token; pass prepend_bos=False"):
+        make_batch(NoBos(), protocol_prompts())
+    without_bos = make_batch(tok, protocol_prompts(), prepend_bos=False)
+    assert torch.equal(without_bos.tokens, make_batch(tok, protocol_prompts()).tokens[:, 1:])
+
+
+# --- bad input: templates ---
+
+
+def test_empty_template_list_is_rejected(tok):
+    with pytest.raises(IOIDataError, match="templates is empty; pass at least one template, or None"):
+        generate_dataset(tok, 2, templates=[])
+
+
+@pytest.mark.parametrize(
+    "template, slot",
+    [
+        ("When {A} and {B} met {X}, {C} gave a ball to", "{X}"),
+        ("When {A} and {B} went out, {} gave a ball to", "{}"),
+        ("When {A} and {B} went out, {C!r} gave a ball to", "{C!r}"),
+        ("When {A} and {B} went out, {C:>9} gave a ball to", "{C:>9}"),
+        ("When {A.upper} and {B} went out, {C} gave a ball to", "{A.upper}"),
+    ],
+)
+def test_unknown_template_slot_is_rejected(tok, template, slot):
+    with pytest.raises(IOIDataError, match=re.escape(f"unknown slot {slot}; slots are {{A}}, {{B}}, {{C}}")):
+        generate_dataset(tok, 2, templates=[template])
+
+
+@pytest.mark.parametrize(
+    "template, why",
+    [
+        ("When {A and {B} went out, {C} gave a ball to", "unexpected '{' in field name"),
+        ("When {A} and {B}} went out, {C} gave it to", "Single '}' encountered"),
+        ("When {A} and {B} went out, {C", "expected '}' before end of string"),
+    ],
+)
+def test_unbalanced_braces_are_rejected(tok, template, why):
+    with pytest.raises(IOIDataError, match=re.escape(f"is malformed ({why}") + r".*; write a literal brace as \{\{ or \}\}"):
+        generate_dataset(tok, 2, templates=[template])
+
+
+@pytest.mark.parametrize(
+    "template, order",
+    [
+        ("{C} saw {A} and {B} at the park, then gave a ball to", "{C} {A} {B}"),
+        ("When {B} and {A} went out, {C} gave a ball to", "{B} {A} {C}"),
+        ("When {A} and {B} went out, {C} gave {A} a ball and", "{A} {B} {C} {A}"),
+    ],
+)
+def test_name_slots_out_of_order_or_repeated_are_rejected(tok, template, order):
+    # S1/S2 are the first/second S token: any other order would shift them without an error
+    with pytest.raises(IOIDataError, match=f"has the names as {re.escape(order)}; .* must each appear once, in that order"):
+        generate_dataset(tok, 2, templates=[template])
+
+
+def test_escaped_braces_are_literal_text(tok):
+    (prompt,) = generate_dataset(tok, 1, templates=["When {A} and {B} went to the {PLACE} {{at noon}}, {C} gave a {OBJECT} to"])
+    assert "{at noon}," in prompt.text
+
+
+@pytest.mark.parametrize("bad", ["When {A} and {B} went out, {C} gave a ball to", 5])
+def test_templates_must_be_a_list(tok, bad):
+    with pytest.raises(IOIDataError, match="templates must be a list"):
+        generate_dataset(tok, 2, templates=bad)
+
+
+def test_template_that_is_not_a_str_is_rejected(tok):
+    with pytest.raises(IOIDataError, match="template None is a NoneType, not a str"):
+        generate_dataset(tok, 2, templates=[TEMPLATES[0], None])
+
+
+def test_templates_from_a_generator_are_read_once(tok):
+    assert generate_dataset(tok, 20, templates=(t for t in TEMPLATES)) == generate_dataset(tok, 20)
+
+
+# --- bad input: names ---
+
+
+def test_repeated_names_are_one_name(tok):
+    with pytest.raises(IOIDataError, match=r"need at least 2 distinct single-token names, got \['Mary'\]"):
+        generate_dataset(tok, 4, names=["Mary", "Mary"])
+    prompts = generate_dataset(tok, 20, names=["Mary", "John", "Mary", "Mary"])
+    assert prompts == generate_dataset(tok, 20, names=["Mary", "John"])
+    assert all(p.io != p.s for p in prompts)
+
+
+def test_too_few_single_token_names_says_which_were_dropped(tok):
+    with pytest.raises(IOIDataError, match=r"got \['Mary'\] \(\['Zebediah'\] are several tokens each\)"):
+        generate_dataset(tok, 4, names=["Zebediah", "Mary"])
+
+
+@pytest.mark.parametrize("name, problem", [("", "is not a name"), ("   ", "is not a name"), (None, "is not a name"),
+                                           (" Mary", "contains whitespace"), ("Mary Ann", "contains whitespace")])
+def test_empty_blank_or_spaced_names_are_rejected(tok, name, problem):
+    with pytest.raises(IOIDataError, match=f"name {re.escape(repr(name))} {problem}"):
+        generate_dataset(tok, 4, names=["John", "Tom", name])
+    with pytest.raises(IOIDataError, match=problem):
+        fill_template(TEMPLATES[0], name, "John", io_first=True)
+    with pytest.raises(IOIDataError, match=problem):
+        corrupt_three_names(make_batch(tok, protocol_prompts()), tok, names=["Alice", name])
+
+
+def test_names_must_be_a_list(tok):
+    with pytest.raises(IOIDataError, match="names must be a list, got the str 'Mary'"):
+        generate_dataset(tok, 4, names="Mary")
+
+
+def test_fill_template_rejects_io_equal_to_s():
+    with pytest.raises(IOIDataError, match="IO and S are the same name 'Mary'"):
+        fill_template(TEMPLATES[0], "Mary", "Mary", io_first=True)
+
+
+# --- bad input: make_batch ---
+
+
+def test_make_batch_reads_a_generator_once(tok):
+    from_generator = make_batch(tok, (p for p in protocol_prompts()))
+    assert from_generator.prompts == protocol_prompts()
+    assert torch.equal(from_generator.tokens, make_batch(tok, protocol_prompts()).tokens)
+
+
+def test_make_batch_wants_a_list_of_prompts(tok):
+    prompt = protocol_prompts()[0]
+    with pytest.raises(IOIDataError, match=r"wrap a single one as \[prompt\]"):
+        make_batch(tok, prompt)
+    with pytest.raises(IOIDataError, match="prompt 1 is the str 'When John.*', not an IOIPrompt"):
+        make_batch(tok, [prompt, prompt.text])
+
+
+# --- properties: any input is a clear IOIDataError or a well-formed batch ---
+
+TEMPLATE_PIECES = ["When", " {A}", " and", " {B}", " went to the", " {PLACE}", ",", " {C}", " gave a", " {OBJECT}", " to"]
+STRAY_PIECES = ["{X}", "{}", "{", "}", "{{", "}}", " {A}", " {C}", " and"]
+
+
+@st.composite
+def edited_templates(draw):
+    """A good template after up to 3 random edits: drop a piece, swap two neighbours, insert a stray one."""
+    pieces = list(TEMPLATE_PIECES)
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(pieces) - 1))
+        edit = draw(st.sampled_from(["drop", "swap", "insert"]))
+        if edit == "drop":
+            del pieces[i]
+        elif edit == "swap" and i + 1 < len(pieces):
+            pieces[i], pieces[i + 1] = pieces[i + 1], pieces[i]
+        else:
+            pieces.insert(i, draw(st.sampled_from(STRAY_PIECES)))
+    return "".join(pieces)
+
+
+@settings(max_examples=150, deadline=None)
+@given(template=edited_templates())
+def test_any_template_gives_an_ioi_error_or_correct_positions(tok, template):
+    try:
+        batch = make_batch(tok, generate_dataset(tok, 4, seed=0, templates=[template]))
+    except IOIDataError:
+        return
+    for i, prompt in enumerate(batch.prompts):
+        assert token_at(tok, batch, i, "IO") == prompt.io and token_at(tok, batch, i, "S2") == prompt.s
+        assert token_at(tok, batch, i, "S1") == prompt.s and token_at(tok, batch, i, "and") == " and"
+    assert (batch.pos("IO") < batch.pos("S2")).all() and (batch.pos("S1") < batch.pos("S2")).all()
+
+
+NAME_POOL = ["Mary", "John", "Tom", "Zebediah", "", " ", " Amy"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(names=st.lists(st.sampled_from(NAME_POOL), max_size=6))
+def test_generator_rejects_exactly_the_unusable_name_lists(tok, names):
+    malformed = {"", " ", " Amy"} & set(names)
+    distinct_single_token = set(names) & {"Mary", "John", "Tom"}
+    if malformed or len(distinct_single_token) < 2:
+        with pytest.raises(IOIDataError):
+            generate_dataset(tok, 6, names=names)
+        return
+    prompts = generate_dataset(tok, 6, names=names)
+    assert all(p.io != p.s for p in prompts)
+    assert {p.io.strip() for p in prompts} | {p.s.strip() for p in prompts} <= distinct_single_token
