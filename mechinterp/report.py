@@ -1,131 +1,57 @@
-"""The claims report: a self-contained index.html and a machine-readable results.json.
+"""The claims report: a self-contained index.html beside results.json, written atomically.
 
-One ClaimResult per (claim, model): its status and, per quantity, the measured value beside the
-thesis value and the threshold row. Figures are embedded as base64 PNG so the page needs nothing
-else (no CDN, no side files). When a planted model is among the subjects, the page says loudly that
-those rows check the suite, not the real models. `compare_results` diffs two results.json files
-(regression mode: `pytest claims --baseline OLD/results.json` adds the diff to the page).
+The page shows one row per (claim, model) quantity: the measured value beside the thesis value and
+the threshold row. Figures are embedded as base64 PNG so the page needs nothing else (no CDN, no side
+files). When a planted model is among the subjects, the page says loudly that those rows check the
+suite, not the real models. The results model and results.json live in mechinterp/results.py, the
+regression comparison in mechinterp/compare.py.
+
+`write_report` stages every file in a temporary sibling directory and renames it into place, so a
+report directory always holds one run's files, never a new results.json beside an old index.html.
+
+`python -m mechinterp.report merge --out DIR RUN...` merges several runs (e.g. reports/tox-*) into
+one page: claims x models, and the circuit cards side by side.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
-import io
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
+import os
+import secrets
+import shutil
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 
-STATUSES = ("passed", "failed", "known gap", "skipped", "error", "not run")
-VERSIONED_PACKAGES = ("torch", "transformer_lens", "sae_lens", "transformers")
+from mechinterp.compare import compare_results, comparison_summary, render_comparison  # noqa: F401 (re-exported)
+from mechinterp.results import (  # noqa: F401 (re-exported: callers that know them as report.X)
+    RESULTS_FILE, STATUSES, ClaimResult, QuantityResult, ResultsFileError, RunInfo, figure_to_png, load_results,
+    package_versions, results_file, results_json, results_to_dict, to_jsonable, utc_now,
+)
+
 PLANTED_WARNING = (
     "Synthetic models with planted circuits: these rows are a check of the suite itself "
     "(it finds circuits that were put there by hand), not evidence about the real models."
 )
+REPORT_FILES = ("index.html", RESULTS_FILE, "comparison.csv")
+CIRCUIT_CARD = "circuit-card"  # the claim id whose details["card"] the matrix pages show side by side
+# Fault injection for tests: write_report writes the staged directory's path into this file, then waits
+# (so a test can kill the run between staging and renaming).
+PAUSE_AFTER_STAGING_ENV = "MECHINTERP_TEST_PAUSE_AFTER_STAGING"
 
 
-@dataclass
-class QuantityResult:
-    """One threshold row evaluated (or, with op None, a measured value that has no row)."""
-
-    quantity: str
-    measured: float | None  # None: not measured (skipped, errored, or missing from Measured)
-    thesis_value: float | None = None
-    op: str | None = None
-    threshold: float | None = None
-    tolerance: float | None = None
-    rule: str = ""  # Threshold.describe()
-    why: str = ""
-    passed: bool | None = None  # None: not evaluated
+class ReportDirError(ValueError):
+    """A --report-dir that cannot take a report (one line, raised at the start of a run)."""
 
 
-@dataclass
-class ClaimResult:
-    claim: str
-    spec: str  # the --model value, e.g. "planted:tinystories-8m"
-    real_model: str  # whose threshold rows apply, e.g. "tiny-stories-8M"
-    planted: bool
-    status: str  # one of STATUSES
-    message: str = ""  # skip reason, failure or error message
-    quantities: list[QuantityResult] = field(default_factory=list)
-    details: dict = field(default_factory=dict)
-    figure_png: bytes | None = None
-    nodeid: str = ""
-
-
-@dataclass
-class RunInfo:
-    started_utc: str
-    finished_utc: str
-    models: list[str]
-    command: str = ""
-    versions: dict[str, str] = field(default_factory=dict)
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def package_versions(names=VERSIONED_PACKAGES) -> dict[str, str]:
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def figure_to_png(figure) -> bytes:
-    """PNG bytes of a matplotlib Figure (rendered with Agg; the figure is closed if pyplot owns it)."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-# --- results.json ---
-
-
-def _jsonable(value):
-    """json.dumps fallback for tensors, numpy scalars/arrays and paths in `details`."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return repr(value)
-
-
-def results_to_dict(run: RunInfo, results: list[ClaimResult]) -> dict:
-    rows = []
-    for result in results:
-        row = asdict(result)
-        row["has_figure"] = row.pop("figure_png") is not None
-        rows.append(row)
-    return {
-        "run": asdict(run),
-        "planted_in_run": any(r.planted for r in results),
-        "counts": {s: sum(r.status == s for r in results) for s in STATUSES},
-        "results": rows,
-    }
-
-
-def load_results(path_or_dict) -> dict:
-    if isinstance(path_or_dict, dict):
-        return path_or_dict
-    path = Path(path_or_dict)
-    if path.is_dir():
-        path = path / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no results.json at {path}")
-    return json.loads(path.read_text())
+class ReportWriteError(RuntimeError):
+    """Writing the report failed; nothing was put in place (one line naming the directory and why)."""
 
 
 # --- index.html ---
@@ -139,6 +65,7 @@ th{background:#f0f0f0;text-align:left}
 .passed{background:#dff0d8}.failed{background:#f2dede}.error{background:#f7c6a3}
 .skipped,.not-run{background:#eee}.known-gap{background:#fcf8e3}
 .banner{background:#fff3cd;border:3px solid #d39e00;padding:1em;font-size:18px;font-weight:bold;margin:1em 0}
+.interrupted{background:#f2dede;border:3px solid #a94442;padding:1em;font-size:18px;font-weight:bold;margin:1em 0}
 .tag{background:#d39e00;color:white;border-radius:3px;padding:1px 5px;font-size:12px;font-weight:bold}
 .why{font-size:12px;color:#444;max-width:30em}
 pre{white-space:pre-wrap;font-size:12px;margin:0}
@@ -151,13 +78,18 @@ def _fmt(value) -> str:
         return "—"
     if isinstance(value, float) and math.isnan(value):
         return "NaN"
+    if isinstance(value, bool):
+        return str(value)
     return f"{value:.4g}" if isinstance(value, (int, float)) else html.escape(str(value))
 
 
+def _css(status: str) -> str:
+    return status.replace(" ", "-")
+
+
 def _status_cell(result: ClaimResult, rowspan: int) -> str:
-    css = result.status.replace(" ", "-")
     message = f"<pre>{html.escape(result.message)}</pre>" if result.message else ""
-    return f'<td rowspan="{rowspan}" class="{css}"><b>{html.escape(result.status)}</b>{message}</td>'
+    return f'<td rowspan="{rowspan}" class="{_css(result.status)}"><b>{html.escape(result.status)}</b>{message}</td>'
 
 
 def _result_rows(result: ClaimResult) -> str:
@@ -165,6 +97,8 @@ def _result_rows(result: ClaimResult) -> str:
     span = len(quantities)
     tag = ' <span class="tag" title="' + html.escape(PLANTED_WARNING) + '">PLANTED: synthetic, checks the suite</span>' if result.planted else ""
     model = html.escape(result.spec) + tag
+    if result.identity:
+        model += f'<br><small class="identity">{html.escape(result.identity)}</small>'
     if result.real_model and result.real_model != result.spec:
         model += f"<br><small>rows of {html.escape(result.real_model)}</small>"
     figure = ""
@@ -172,7 +106,8 @@ def _result_rows(result: ClaimResult) -> str:
         encoded = base64.b64encode(result.figure_png).decode("ascii")
         figure = f'<img alt="figure for {html.escape(result.claim)} on {html.escape(result.spec)}" src="data:image/png;base64,{encoded}">'
     if result.details:
-        figure += f"<details><summary>details</summary><pre>{html.escape(json.dumps(result.details, indent=1, default=_jsonable))}</pre></details>"
+        details = json.dumps(result.details, indent=1, default=to_jsonable)
+        figure += f"<details><summary>details</summary><pre>{html.escape(details)}</pre></details>"
     rows = []
     for i, q in enumerate(quantities):
         verdict = {True: "✓", False: "✗", None: ""}[q.passed]
@@ -184,167 +119,281 @@ def _result_rows(result: ClaimResult) -> str:
     return "\n".join(rows)
 
 
-def _overview(by_claim: dict[str, list[ClaimResult]], models: list[str]) -> str:
-    """One line per claim, one column per model: the status, linking to the claim's table."""
+_SEVERITY = ("passed", "skipped", "not run", "known gap", "failed", "error")
+
+
+def _key_value(row: dict) -> str:
+    """A result row's first measured quantity with its thesis value, e.g. '9.36 / 9.4' (or just '9.36')."""
+    for q in row["quantities"]:
+        if q.get("measured") is not None:
+            thesis = q.get("thesis_value")
+            return _fmt(q["measured"]) + ("" if thesis is None else f" / {_fmt(thesis)}")
+    return ""
+
+
+def render_matrix(rows: list[dict], models: list[str], link: bool = True) -> str:
+    """Claims x models: per cell the worst status of that claim's tests on that model and the first
+    measured value with its thesis value. `rows` are results.json rows; `link` points claims at their tables."""
+    cells: dict[tuple[str, str], tuple[str, str]] = {}  # (claim, spec) -> (status, key value)
+    for row in sorted(rows, key=lambda r: r["claim"]):
+        if row["claim"] == CIRCUIT_CARD:
+            continue  # shown as cards, not as a status
+        key = (row["claim"], row["spec"])
+        status, value = cells.get(key, ("passed", ""))
+        worst = max(status, row["status"], key=lambda s: _SEVERITY.index(s) if s in _SEVERITY else len(_SEVERITY))
+        cells[key] = (worst, value or _key_value(row))
     head = "<tr><th>Claim</th>" + "".join(f"<th>{html.escape(m) or '(no model: collection)'}</th>" for m in models) + "</tr>"
     lines = []
-    for claim, claim_results in by_claim.items():
-        status = {}
-        for r in claim_results:  # several tests of one claim on one model: the worst status shows
-            status[r.spec] = max(status.get(r.spec, "passed"), r.status, key=_SEVERITY.index)
-        cells = "".join(f'<td class="{status[m].replace(" ", "-")}">{status[m]}</td>' if m in status else "<td>—</td>" for m in models)
-        lines.append(f'<tr><td><a href="#{html.escape(claim)}">{html.escape(claim)}</a></td>{cells}</tr>')
-    return f"<table>{head}{''.join(lines)}</table>"
+    for claim in dict.fromkeys(claim for claim, _ in cells):
+        name = f'<a href="#{html.escape(claim)}">{html.escape(claim)}</a>' if link else html.escape(claim)
+        line = []
+        for model in models:
+            if (claim, model) not in cells:
+                line.append("<td>—</td>")
+                continue
+            status, value = cells[(claim, model)]
+            shown = f'<br><span class="num">{value}</span>' if value else ""
+            line.append(f'<td class="{_css(status)}">{html.escape(status)}{shown}</td>')
+        lines.append(f"<tr><td>{name}</td>{''.join(line)}</tr>")
+    return f'<table class="matrix">{head}{"".join(lines)}</table>'
 
 
-_SEVERITY = ("passed", "skipped", "not run", "known gap", "failed", "error")
+def _card_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_card_value(v) for v in value)
+    return _fmt(value)
+
+
+def render_cards(rows: list[dict], models: list[str]) -> str:
+    """The circuit cards (rows of claim 'circuit-card', details['card']: label -> value or short list),
+    one column per model; '' when there are none."""
+    cards = {}
+    for row in rows:
+        card = (row.get("details") or {}).get("card")
+        if row["claim"] == CIRCUIT_CARD and isinstance(card, dict):
+            cards.setdefault(row["spec"], card)
+    if not cards:
+        return ""
+    columns = [m for m in models if m in cards]
+    labels = list(dict.fromkeys(label for m in columns for label in cards[m]))
+    head = "<tr><th></th>" + "".join(f"<th>{html.escape(m)}</th>" for m in columns) + "</tr>"
+    body = "".join(f"<tr><th>{html.escape(str(label))}</th>"
+                   + "".join(f"<td>{_card_value(cards[m][label]) if label in cards[m] else '—'}</td>" for m in columns) + "</tr>"
+                   for label in labels)
+    return f'<h2 id="circuit-cards">Circuit cards</h2><table class="cards">{head}{body}</table>'
+
+
+def _interrupted_banner(run: RunInfo, total: int) -> str:
+    if not run.interrupted:
+        return ""
+    return f'<div class="interrupted">interrupted: {run.not_run} of {total} claims not run</div>'
+
+
+def _page(title: str, banners: str, body: str) -> str:
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>\n{banners}\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
 
 
 def render_html(run: RunInfo, results: list[ClaimResult], comparison: str = "") -> str:
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}
     planted = sorted({r.spec for r in results if r.planted})
-    banner = ""
+    banners = _interrupted_banner(run, len(results))
     if planted:
-        banner = f'<div class="banner">⚠ {html.escape(PLANTED_WARNING)}<br>Planted subjects in this run: {html.escape(", ".join(planted))}</div>'
+        banners += f'<div class="banner">⚠ {html.escape(PLANTED_WARNING)}<br>Planted subjects in this run: {html.escape(", ".join(planted))}</div>'
     versions = ", ".join(f"{k} {v}" for k, v in run.versions.items())
     header = (
         f"<p>Run {html.escape(run.started_utc)} → {html.escape(run.finished_utc)}<br>"
         f"Models: {html.escape(', '.join(run.models))}<br>Versions: {html.escape(versions)}<br>"
         f"Command: <code>{html.escape(run.command)}</code><br>"
-        + " · ".join(f'<span class="{s.replace(" ", "-")}">{counts[s]} {s}</span>' for s in STATUSES)
+        + " · ".join(f'<span class="{_css(s)}">{counts[s]} {s}</span>' for s in STATUSES)
         + "</p>"
     )
-    sections = []
+    rows = results_to_dict(run, results)["results"]
+    models = list(dict.fromkeys([*run.models, *(r.spec for r in results)]))
+    sections = ["<h2>Overview</h2>" + render_matrix(rows, models), render_cards(rows, models), comparison]
+    columns = ["Claim", "Model", "Quantity", "Measured", "Thesis", "Threshold", "Why", "Status", "Figure"]
+    thead = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
     by_claim: dict[str, list[ClaimResult]] = {}
     for result in sorted(results, key=lambda r: r.claim):
         by_claim.setdefault(result.claim, []).append(result)
-    columns = ["Claim", "Model", "Quantity", "Measured", "Thesis", "Threshold", "Why", "Status", "Figure"]
-    thead = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
-    models = list(dict.fromkeys([*run.models, *(r.spec for r in results)]))
-    sections.append("<h2>Overview</h2>" + _overview(by_claim, models))
-    if comparison:
-        sections.append(comparison)
     for claim, claim_results in by_claim.items():
         body = "\n".join(_result_rows(r) for r in claim_results)
         sections.append(f'<h2 id="{html.escape(claim)}">{html.escape(claim)}</h2>\n<table>{thead}\n{body}</table>')
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Claims report</title>"
-        f"<style>{_CSS}</style></head><body>\n{banner}\n<h1>Claims report: IOI circuits in TinyStories-8M vs GPT-2 small</h1>\n"
-        f"{header}\n" + "\n".join(sections) + "\n</body></html>\n"
-    )
+    title = "Claims report: IOI circuits in TinyStories-8M vs GPT-2 small"
+    return _page(title, banners, header + "\n" + "\n".join(s for s in sections if s))
 
 
-def write_report(run: RunInfo, results: list[ClaimResult], directory, baseline=None) -> Path:
-    """Write index.html and results.json into `directory` (created); returns the index.html path.
-
-    With `baseline` (a results.json or its run directory: regression mode), the page gets a section
-    listing what changed since then, also written as comparison.csv."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    current = json.loads(json.dumps(results_to_dict(run, results), default=_jsonable))
-    (directory / "results.json").write_text(json.dumps(current, indent=1))
-    comparison = ""
-    if baseline is not None:
-        changes = compare_results(current, baseline)
-        changes.to_csv(directory / "comparison.csv", index=False)
-        comparison = render_comparison(changes, str(baseline))
-    index = directory / "index.html"
-    index.write_text(render_html(run, results, comparison), encoding="utf-8")
-    return index
+# --- writing: checked at the start of a run, put in place atomically ---
 
 
-# --- regression: compare two runs ---
+def check_report_dir(path) -> Path:
+    """The resolved report directory if a report can be put there, else ReportDirError (one line).
 
-COMPARE_COLUMNS = [
-    "claim", "spec", "test", "role", "quantity", "change", "status_baseline", "status_current", "measured_baseline", "measured_current",
-]
-
-
-def _flatten(results: dict) -> dict[tuple[str, str, str, str], tuple[str, float | None, str]]:
-    """(claim, spec, test, quantity) -> (status, measured, role). A claim may have several tests (the
-    test function's name tells them apart); role is what an E3 claim's details name."""
-    flat = {}
-    for r in results["results"]:
-        details = r.get("details")
-        role = details.get("role", "") if isinstance(details, dict) else ""
-        test = (r.get("nodeid") or "").split("::")[-1].split("[")[0]
-        for q in r["quantities"] or [{"quantity": "", "measured": None}]:
-            flat[(r["claim"], r["spec"], test, q["quantity"])] = (r["status"], q["measured"], role)
-    return flat
-
-
-def _values_differ(a: float | None, b: float | None, atol: float, rtol: float) -> bool:
-    if a is None or b is None:
-        return (a is None) != (b is None)
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) != math.isnan(b)
-    return abs(a - b) > atol + rtol * abs(b)
+    It may not exist yet (its nearest existing ancestor must be a writable directory); an existing one
+    must hold nothing but an older report, since a new report replaces the directory as a whole."""
+    directory = Path(path).resolve()
+    if directory.exists() and not directory.is_dir():
+        raise ReportDirError(f"{directory} is a file, not a directory")
+    if directory.is_dir():
+        foreign = sorted(p.name for p in directory.iterdir() if p.name not in REPORT_FILES)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise ReportDirError(f"{directory} holds files that are not a claims report ({shown}); a report replaces "
+                                 "its directory as a whole, so choose a new or empty directory")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ReportDirError(f"{directory} is not writable")
+    ancestor = directory.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ReportDirError(f"{directory} cannot be created: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ReportDirError(f"{directory} cannot be written: {ancestor} is not writable")
+    return directory
 
 
-def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0) -> pd.DataFrame:
-    """Rows (claim, model, test, quantity) whose status or measured value changed from `baseline` to `current`.
+_STAGING, _REPLACED = "staging", "replaced"
 
-    `current` and `baseline` are results.json paths, run directories or loaded dicts. `change` is one
-    of 'status', 'value', 'new' (only in current), 'gone' (only in baseline). Empty when nothing changed.
-    """
-    now, before = _flatten(load_results(current)), _flatten(load_results(baseline))
-    rows = []
-    for key in sorted(now.keys() | before.keys()):
-        status_now, value_now, role_now = now.get(key, (None, None, ""))
-        status_before, value_before, role_before = before.get(key, (None, None, ""))
-        if key not in before:
-            change = "new"
-        elif key not in now:
-            change = "gone"
-        elif status_now != status_before:
-            change = "status"
-        elif _values_differ(value_now, value_before, atol, rtol):
-            change = "value"
-        else:
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _sweep_leftovers(directory: Path) -> None:
+    """Delete what killed writers left beside `directory`: `.NAME.staging-PID-*` (never put in place)
+    and `.NAME.replaced-PID-*` (an older report moved aside; it is about to be replaced anyway)."""
+    prefix = f".{directory.name}."
+    for entry in directory.parent.iterdir():
+        if not entry.name.startswith(prefix):
             continue
-        claim, spec, test, quantity = key
-        rows.append([claim, spec, test, role_now or role_before, quantity, change, status_before, status_now, value_before, value_now])
-    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+        kind, _, rest = entry.name[len(prefix):].partition("-")
+        pid = rest.split("-")[0]
+        if kind in (_STAGING, _REPLACED) and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
-def comparison_summary(changes: pd.DataFrame) -> list[str]:
-    """One line per (claim, model, test): the role's feature index and status change, and how many values moved."""
-    if changes.empty:
-        return ["no claim changed status or measured value"]
-    lines = []
-    tests_per_claim = changes.groupby("claim")["test"].nunique()
-    for (claim, spec, test), rows in changes.groupby(["claim", "spec", "test"], sort=True):
-        parts = []
-        feature = rows[rows["quantity"] == "feature_index"]
-        if len(feature):
-            parts.append(f"feature {_index(feature['measured_baseline'].iloc[0])} -> {_index(feature['measured_current'].iloc[0])}")
-        before, after = _first(rows["status_baseline"]), _first(rows["status_current"])
-        if before != after:
-            parts.append(f"status {before} -> {after}")
-        values = rows[rows["quantity"] != "feature_index"]
-        moved = sum(_values_differ(_number(a), _number(b), 0.0, 0.0) for a, b in zip(values["measured_current"], values["measured_baseline"]))
-        parts.append(f"{moved} value(s) changed")
-        role = rows["role"].iloc[0]
-        which = f" {test}" if tests_per_claim[claim] > 1 else ""
-        lines.append(f"{claim} [{spec}]{which}{' role ' + role if role else ''}: " + "; ".join(parts))
-    return lines
+def write_directory_atomically(directory, files: dict[str, str]) -> Path:
+    """Make `directory` hold exactly `files` (name -> text): staged in a sibling, then renamed into place.
+    An existing directory (an older report) is moved aside until the new one is in place, then deleted.
+    Raises ReportWriteError (one line) and leaves the old directory as it was when anything fails."""
+    try:
+        directory = check_report_dir(directory)  # again: the place may have changed since the run started
+    except ReportDirError as err:
+        raise ReportWriteError(f"cannot write the report: {err}") from None
+    staged = None
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_leftovers(directory)
+        staged = directory.parent / f".{directory.name}.{_STAGING}-{os.getpid()}-{secrets.token_hex(4)}"
+        staged.mkdir()  # not mkdtemp: its mode 0700 would make the report private
+        for name, text in files.items():
+            (staged / name).write_text(text, encoding="utf-8")
+        _pause_for_fault_injection(staged)
+        if directory.exists():
+            aside = staged.with_name(staged.name.replace(f".{_STAGING}-", f".{_REPLACED}-", 1))
+            directory.rename(aside)
+            staged.rename(directory)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            staged.rename(directory)
+    except OSError as err:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        where = f" ({err.filename})" if err.filename else ""
+        raise ReportWriteError(f"cannot write the report to {directory}: {err.strerror or err}{where}") from err
+    return directory
 
 
-def _first(statuses: pd.Series) -> str:
-    present = statuses.dropna()
-    return str(present.iloc[0]) if len(present) else "absent"
+def _pause_for_fault_injection(staged: Path) -> None:
+    flag = os.environ.get(PAUSE_AFTER_STAGING_ENV)
+    if flag:
+        Path(flag).write_text(str(staged))
+        time.sleep(600)
 
 
-def _number(value) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
+def write_report(run: RunInfo, results: list[ClaimResult], directory, changes: pd.DataFrame | None = None,
+                 baseline_label: str = "") -> Path:
+    """Put index.html and results.json (and, with `changes` from compare_results, comparison.csv)
+    into `directory`, replacing any older report there as a whole; returns the index.html path.
+    Raises ReportWriteError when the directory cannot be written (nothing is half-written)."""
+    files = {RESULTS_FILE: results_json(results_to_dict(run, results))}
+    comparison = ""
+    if changes is not None:
+        files["comparison.csv"] = changes.to_csv(index=False)
+        comparison = render_comparison(changes, baseline_label)
+    files["index.html"] = render_html(run, results, comparison)
+    return write_directory_atomically(directory, files) / "index.html"
 
 
-def _index(value) -> str:
-    return "none" if value is None or pd.isna(value) else str(int(value))
+# --- merging several runs into one page ---
 
 
-def render_comparison(changes: pd.DataFrame, baseline_label: str) -> str:
-    """The regression section of index.html: summary lines, then every changed row."""
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in comparison_summary(changes))
-    table = changes.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4g}", border=0) if not changes.empty else ""
-    return f"<h2>Changes since baseline</h2><p>Baseline: <code>{html.escape(baseline_label)}</code></p><ul>{items}</ul>{table}"
+def render_merged(runs: list[tuple[str, dict]]) -> str:
+    """One page for several runs (label, results.json document): the claims x models matrix and the
+    circuit cards side by side. A model found in more than one run gets one column per run."""
+    owners: dict[str, list[str]] = {}
+    for label, document in runs:
+        for row in document["results"]:
+            owners.setdefault(row["spec"], [])
+            if label not in owners[row["spec"]]:
+                owners[row["spec"]].append(label)
+    rows, models, summaries = [], [], []
+    for label, document in runs:
+        for row in document["results"]:
+            spec = row["spec"] if len(owners[row["spec"]]) == 1 else f"{row['spec']} ({label})"
+            rows.append({**row, "spec": spec})
+            models.append(spec)
+        run = document["run"]
+        stopped = f" · interrupted: {run.get('not_run', 0)} not run" if run.get("interrupted") else ""
+        summaries.append(f"<li><code>{html.escape(label)}</code>: {html.escape(str(run.get('started_utc', '')))} · "
+                         f"models {html.escape(', '.join(map(str, run.get('models', []))))}{html.escape(stopped)}</li>")
+    models = list(dict.fromkeys(models))
+    banners = ""
+    if any(document.get("planted_in_run") for _, document in runs):
+        banners = f'<div class="banner">⚠ {html.escape(PLANTED_WARNING)}</div>'
+    body = (f"<p>{len(runs)} runs merged:</p><ul>{''.join(summaries)}</ul>"
+            "<h2>Claims x models</h2>" + render_matrix(rows, models, link=False) + render_cards(rows, models))
+    return _page("Claims across models: IOI circuits in the TinyStories family and GPT-2 small", banners, body)
+
+
+def merge_reports(run_paths, out_dir) -> Path:
+    """Merge runs (results.json files or their directories) into `out_dir`/index.html; returns its path.
+    Raises ResultsFileError for a bad run, ReportDirError for an unusable or clashing `out_dir`."""
+    out = check_report_dir(out_dir)
+    runs = []
+    for path in run_paths:
+        file = results_file(path).resolve()
+        if file.parent == out:
+            raise ReportDirError(f"{out} is one of the runs being merged; merging into it would replace that run")
+        runs.append((str(path), load_results(file)))
+    if not runs:
+        raise ReportDirError("no runs to merge")
+    return write_directory_atomically(out, {"index.html": render_merged(runs)}) / "index.html"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mechinterp.report", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    merge = commands.add_parser("merge", help="merge several runs into one page: claims x models, circuit cards side by side")
+    merge.add_argument("runs", nargs="+", metavar="RUN", help="a run's directory or its results.json (e.g. reports/tox-*)")
+    merge.add_argument("--out", required=True, metavar="DIR", help="where to write the merged index.html (replaced as a whole)")
+    args = parser.parse_args(argv)
+    try:
+        index = merge_reports(args.runs, args.out)
+    except (ResultsFileError, ReportDirError, ReportWriteError) as err:
+        print(f"merge: {err}", file=sys.stderr)
+        return 2
+    print(f"merged report: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,8 +3,13 @@ end to end (a claims run with fake models that passes, fails, skips and errors).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +18,12 @@ from matplotlib.figure import Figure
 
 from claims.thresholds import THRESHOLDS, Threshold, lookup_all
 from mechinterp.models import missing_weights_message
-from mechinterp.report import ClaimResult, QuantityResult, RunInfo, compare_results, figure_to_png, load_results, write_report
+from mechinterp.compare import compare_results
+from mechinterp.report import ReportDirError, ReportWriteError, check_report_dir, main, write_report
+from mechinterp.results import (
+    ClaimResult, QuantityResult, ResultsFileError, RunInfo, check_baseline, figure_to_png, load_results, results_to_dict,
+    save_results_fallback,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,9 +180,201 @@ def test_compare_results_lists_only_changes(tmp_path):
     assert compare_results(current, baseline, atol=0.1)["change"].tolist().count("value") == 0
 
 
-def test_compare_results_needs_an_existing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no results.json at"):
-        compare_results(tmp_path, tmp_path)
+RESULTS_SHAPE_FAULTS = [
+    ('{"foo": 1}', "no 'run' or 'results' entry"),
+    ("[1, 2]", "expected a JSON object with 'run' and 'results', got a list"),
+    ('{"run": {}, "results": {}}', "'results' is not a list"),
+    ('{"run": {}, "results": [{"claim": "E2.x", "spec": "m", "status": "passed"}]}', "results[0] has no 'quantities'"),
+    ('{"run": {}, "results": [{"claim": "E2.x", "spec": "m", "status": "passed", "quantities": [{"measured": 1}]}]}',
+     "results[0].quantities[0] is not an object with a 'quantity'"),
+    ('{"run": {}, "results": [', "not valid JSON (Expecting value at line 1"),
+]
+
+
+@pytest.mark.parametrize("text, fault", RESULTS_SHAPE_FAULTS)
+def test_load_results_names_the_file_and_the_fault(tmp_path, text, fault):
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(ResultsFileError) as raised:
+        load_results(tmp_path)  # a run directory stands for its results.json
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'results.json'}: ") and fault in message and "\n" not in message
+
+
+def test_load_results_of_a_missing_file(tmp_path):
+    with pytest.raises(ResultsFileError, match=f"^{tmp_path / 'nowhere.json'}: no such file$"):
+        load_results(tmp_path / "nowhere.json")
+    with pytest.raises(ResultsFileError, match="results.json: no such file$"):
+        load_results(tmp_path)  # an empty run directory
+
+
+def test_baseline_may_not_be_the_results_this_run_writes(tmp_path):
+    write_report(run_info(), sample_results(), tmp_path / "old")
+    (tmp_path / "link").symlink_to(tmp_path / "old")
+    for baseline, report_dir in [("old", "old"), ("old/results.json", "old"), ("link", "old"), ("old", "link")]:
+        with pytest.raises(ResultsFileError, match="is inside the report directory this run writes"):
+            check_baseline(tmp_path / baseline, tmp_path / report_dir)
+    assert check_baseline(tmp_path / "old", tmp_path / "new")["results"][0]["claim"] == "E2.logit-diff"
+    with pytest.raises(ResultsFileError, match="no such file"):
+        check_baseline(tmp_path / "missing", tmp_path / "new")
+
+
+def test_report_dir_is_checked_before_the_run(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    write_report(run_info(), sample_results(), tmp_path / "older-report")
+    assert check_report_dir(tmp_path / "new" / "deeper") == (tmp_path / "new" / "deeper").resolve()
+    assert check_report_dir(tmp_path / "older-report") == tmp_path / "older-report"
+    with pytest.raises(ReportDirError, match="a-file is a file, not a directory$"):
+        check_report_dir(tmp_path / "a-file")
+    with pytest.raises(ReportDirError, match="cannot be created: .*a-file is a file$"):
+        check_report_dir(tmp_path / "a-file" / "report")
+    with pytest.raises(ReportDirError, match=r"holds files that are not a claims report \(notes.txt\)"):
+        check_report_dir(tmp_path / "other")  # replacing it as a whole would delete the user's files
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions, so nothing is read-only to it")
+def test_read_only_report_dir_is_refused(tmp_path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        with pytest.raises(ReportDirError, match="cannot be written: .*ro is not writable"):
+            check_report_dir(tmp_path / "ro" / "report")
+        with pytest.raises(ReportWriteError, match="ro is not writable"):
+            write_report(run_info(), sample_results(), tmp_path / "ro" / "report")
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+
+
+def siblings(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.parent.iterdir())
+
+
+def test_an_older_report_is_replaced_as_a_whole(tmp_path):
+    out = tmp_path / "out"
+    old_results = sample_results()
+    write_report(run_info(), old_results, out, changes=compare_results(results_to_dict(run_info(), old_results), results_to_dict(run_info(), old_results)))
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "index.html", "results.json"]
+    newer = RunInfo("2025-02-02 00:00:00 UTC", "2025-02-02 00:01:00 UTC", ["gpt2-small"])
+    write_report(newer, sample_results()[1:2], out)
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "results.json"]  # no stale comparison.csv
+    assert load_results(out)["run"]["started_utc"] == "2025-02-02 00:00:00 UTC"
+    assert "2025-02-02 00:00:00 UTC" in (out / "index.html").read_text()
+    assert siblings(out) == ["out"]  # no staging or moved-aside directory left
+
+
+def test_a_failed_write_is_one_error_and_keeps_the_older_report(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    write_report(run_info(), sample_results(), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_write_text = Path.write_text
+
+    def disk_full_at_the_page(self, text, *args, **kwargs):
+        if self.name == "index.html":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_full_at_the_page)
+    with pytest.raises(ReportWriteError, match=f"^cannot write the report to {out}: No space left on device .*index.html"):
+        write_report(run_info(), sample_results()[1:], out)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and siblings(out) == ["out"]
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ReportWriteError, match="a-file is a file, not a directory"):
+        write_report(run_info(), sample_results(), tmp_path / "a-file")
+
+
+def test_results_saved_to_the_fallback_load_back(tmp_path):
+    document = results_to_dict(run_info(), sample_results())
+    saved = save_results_fallback(document)
+    try:
+        assert saved.name == "results.json" and saved.parent.parent == Path(tempfile.gettempdir())
+        assert load_results(saved) == document
+    finally:
+        shutil.rmtree(saved.parent)
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()  # reaped: its pid names no process now
+    return child.pid
+
+
+def test_leftovers_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
+    out = tmp_path / "out"
+    for name in (f".out.staging-{dead_pid()}-ab12", f".out.replaced-{dead_pid()}-cd34", f".out.staging-{os.getpid()}-ef56", ".out.keep-me"):
+        (tmp_path / name).mkdir()
+    write_report(run_info(), sample_results(), out)
+    assert siblings(out) == [".out.keep-me", f".out.staging-{os.getpid()}-ef56", "out"]
+
+
+def test_an_interrupted_run_says_so_at_the_top(tmp_path):
+    stopped = RunInfo("2025-01-01 00:00:00 UTC", "2025-01-01 00:01:00 UTC", ["gpt2-small"], interrupted=True, not_run=3)
+    page = write_report(stopped, sample_results(), tmp_path / "stopped").read_text()
+    assert page.index("interrupted: 3 of 4 claims not run") < page.index("<h1>")
+    assert load_results(tmp_path / "stopped")["run"]["interrupted"] is True
+    assert "interrupted:" not in write_report(run_info(), sample_results(), tmp_path / "whole").read_text()
+
+
+def test_model_identity_is_shown_beside_the_spec(tmp_path):
+    results = sample_results()
+    results[1].identity = "local directory, identified as gpt2-small by its config"
+    page = write_report(run_info(), results, tmp_path).read_text()
+    assert '<small class="identity">local directory, identified as gpt2-small by its config</small>' in page
+    assert page.count('class="identity"') == 1  # only where one is known
+
+
+# --- the claims x models matrix and merged runs ---
+
+
+def card(spec, name_movers, handover):
+    return ClaimResult("circuit-card", spec, spec, False, "passed", quantities=[QuantityResult("logit_diff", 3.3)],
+                       details={"card": {"name movers": name_movers, "S2 -> END handover layer": handover}})
+
+
+def test_a_multi_model_report_has_the_matrix_with_key_values(tmp_path):
+    results = sample_results() + [card("gpt2-small", ["H9.9", "H10.0"], 8)]
+    page = write_report(run_info(), results, tmp_path).read_text()
+    overview = page[page.index("<h2>Overview</h2>"):page.index("</table>", page.index("<h2>Overview</h2>"))]
+    assert '<td class="passed">passed<br><span class="num">9.41 / 9.4</span></td>' in overview
+    assert '<td class="failed">failed<br><span class="num">5 / 9.4</span></td>' in overview
+    assert "circuit-card" not in overview  # cards are their own table, not a status
+    assert "<th>name movers</th><td>H9.9, H10.0</td>" in page
+
+
+def test_merge_puts_runs_side_by_side(tmp_path, capsys):
+    small = RunInfo("2025-03-01 00:00:00 UTC", "", ["tiny-stories-8M"])
+    gpt2 = RunInfo("2025-03-02 00:00:00 UTC", "", ["gpt2-small"], interrupted=True, not_run=1)
+    write_report(small, [sample_results(planted=False)[0], card("tiny-stories-8M", ["H7.7"], 5)], tmp_path / "tox-8M")
+    write_report(gpt2, [sample_results()[1], card("gpt2-small", ["H9.9", "H10.0"], 8)], tmp_path / "tox-gpt2")
+    assert main(["merge", str(tmp_path / "tox-8M"), str(tmp_path / "tox-gpt2" / "results.json"), "--out", str(tmp_path / "all")]) == 0
+    assert capsys.readouterr().out == f"merged report: {tmp_path / 'all' / 'index.html'}\n"
+    page = (tmp_path / "all" / "index.html").read_text()
+    assert "<tr><th>Claim</th><th>tiny-stories-8M</th><th>gpt2-small</th></tr>" in page
+    assert ('<tr><td>E2.logit-diff</td><td class="passed">passed<br><span class="num">9.41 / 9.4</span></td>'
+            '<td class="failed">failed<br><span class="num">5 / 9.4</span></td></tr>') in page
+    assert "<tr><th>name movers</th><td>H7.7</td><td>H9.9, H10.0</td></tr>" in page
+    assert "<tr><th>S2 -&gt; END handover layer</th><td>5</td><td>8</td></tr>" in page
+    assert "interrupted: 1 not run" in page
+    assert 'class="banner"' not in page  # no planted model in these runs
+
+
+def test_merge_keeps_one_column_per_run_for_a_model_in_several_runs(tmp_path):
+    for name in ("a", "b"):
+        write_report(run_info(), sample_results()[1:2], tmp_path / name)
+    assert main(["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "all")]) == 0
+    page = (tmp_path / "all" / "index.html").read_text()
+    assert f"<th>gpt2-small ({tmp_path / 'a'})</th><th>gpt2-small ({tmp_path / 'b'})</th>" in page
+
+
+def test_merge_refuses_a_bad_run_or_writing_over_a_run(tmp_path, capsys):
+    write_report(run_info(), sample_results(), tmp_path / "run")
+    (tmp_path / "junk.json").write_text("[]")
+    assert main(["merge", str(tmp_path / "run"), str(tmp_path / "junk.json"), "--out", str(tmp_path / "all")]) == 2
+    assert capsys.readouterr().err == f"merge: {tmp_path / 'junk.json'}: expected a JSON object with 'run' and 'results', got a list\n"
+    assert main(["merge", str(tmp_path / "run"), "--out", str(tmp_path / "run")]) == 2
+    assert "is one of the runs being merged" in capsys.readouterr().err
+    assert not (tmp_path / "all").exists() and load_results(tmp_path / "run")["results"]
 
 
 # --- the pytest plugin, end to end on fake models ---
