@@ -29,10 +29,9 @@ with one line saying how to provide them. Thresholds: claims/thresholds.py, sect
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import pytest
 
@@ -42,7 +41,8 @@ from mechinterp.attention import attention_patterns
 from mechinterp.ioi import IOIBatch, make_batch, protocol_prompts, single_token_id
 from mechinterp.models import is_planted, real_counterpart
 from mechinterp.plots.sae import attention_before_after, control_histogram, tables_figure
-from mechinterp.sae_training import SAETrainingConfig, load_sae_dir, train_sae
+from mechinterp.sae_training import (SAEOptionError, SAETrainingConfig, check_sae_dir, load_sae_dir,
+                                     sae_config_from_file, train_sae)
 
 H77, H611 = (7, 7), (6, 11)
 SAE_BLOCKS = (5, 6, 7)
@@ -116,26 +116,23 @@ def read_sae_config(path: str | None, planted: bool) -> SAETrainingConfig | None
     if path is None:
         return base if planted else None
     try:
-        overrides = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise pytest.UsageError(f"--sae-config {path}: cannot read a JSON object ({err})") from err
-    if not isinstance(overrides, dict):
-        raise pytest.UsageError(f"--sae-config {path}: expected a JSON object of SAETrainingConfig fields")
-    try:
-        return SAETrainingConfig.from_dict({**base.to_dict(), **overrides})
-    except (TypeError, ValueError) as err:
-        raise pytest.UsageError(f"--sae-config {path}: {err}") from err
+        return sae_config_from_file(path, base)
+    except SAEOptionError as err:
+        if not planted:
+            raise
+        raise SAEOptionError(f"{err} (fields the file does not set come from PLANTED_SAE_CONFIG, the planted twin's)") from None
 
 
-def saes_in_directory(directory: str | Path) -> dict[str, Path]:
-    """hook name -> subdirectory, for every sae_lens SAE (cfg.json) under `directory`."""
-    found: dict[str, Path] = {}
-    for cfg_path in sorted(Path(directory).glob("**/cfg.json")):
-        hook = json.loads(cfg_path.read_text()).get("metadata", {}).get("hook_name")
-        if hook in found:
-            raise pytest.UsageError(f"--sae-dir {directory}: two SAEs for {hook}: {found[hook]} and {cfg_path.parent}")
-        found[hook] = cfg_path.parent
-    return found
+def check_sae_options(sae_config: str | None, sae_dir: str | None, specs: Iterable[str] = ()) -> None:
+    """--sae-config / --sae-dir checked at the start of a run, before any model loads (conftest): a
+    one-line SAEOptionError naming the bad file. The config file is read over the defaults of each
+    kind of model in `specs` (planted and/or real; both when no specs are given)."""
+    if sae_config is not None:
+        kinds = {is_planted(spec) for spec in specs} or {True, False}
+        for planted in sorted(kinds):
+            read_sae_config(sae_config, planted)
+    if sae_dir is not None:
+        check_sae_dir(sae_dir)
 
 
 @dataclass
@@ -162,7 +159,7 @@ class SAESet:
     def _fetch(self, block: int):
         hook = f"blocks.{block}.hook_resid_post"
         if self.sae_dir is not None:
-            found = saes_in_directory(self.sae_dir)
+            found = check_sae_dir(self.sae_dir)
             if hook not in found:
                 pytest.skip(f"--sae-dir {self.sae_dir} has no SAE for {hook} (found: {', '.join(found) or 'none'})")
             return load_sae_dir(found[hook]) if (found[hook] / "training.json").exists() else _load_foreign(found[hook])
@@ -176,7 +173,10 @@ def _load_foreign(directory: Path):
     """An SAE trained elsewhere (no training.json): loaded as sae_lens saved it."""
     from sae_lens import SAE
 
-    return SAE.load_from_disk(str(directory))
+    try:
+        return SAE.load_from_disk(str(directory))
+    except Exception as err:  # sae_lens raises KeyError/ValueError/safetensors errors for what check_sae_dir cannot see
+        raise SAEOptionError(f"--sae-dir: cannot load the SAE in {directory} ({type(err).__name__}: {err})") from err
 
 
 def context_corpus(spec: str) -> list[str]:
