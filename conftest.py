@@ -33,6 +33,8 @@ def pytest_addoption(parser):
         help="model(s) to check claims on; repeatable and/or comma separated "
         f"(default: {','.join(framework.DEFAULT_MODELS)})",
     )
+    group.addoption("--allow-unchecked-models", action="store_true", default=False,
+                    help="run even when a selected model gets no claim (by default that stops the run at its start)")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="where to write index.html and results.json (default: reports/<UTC timestamp>)")
     group.addoption("--baseline", default=None, metavar="RESULTS",
@@ -59,7 +61,7 @@ def pytest_configure(config):
 def pytest_generate_tests(metafunc):
     if "subject" in metafunc.fixturenames:
         claim = framework.claim_of(metafunc.definition)
-        specs = metafunc.config.stash[RECORDER].models
+        specs = metafunc.config.stash[RECORDER].specs
         metafunc.parametrize("subject", framework.subject_params(claim, specs), indirect=True)
 
 
@@ -69,9 +71,20 @@ def model_source():
     return framework.ModelSource()
 
 
+@pytest.fixture(scope="session")
+def loaded_models(request, model_source):
+    """Every model some collected claim test runs on, loaded once before the first claim runs: a
+    broken checkpoint ends the run here with one line, not as an error in each of its tests."""
+    try:
+        model_source.preload(list(framework.runnable_claims(request.session.items)))
+    except framework.ModelLoadFailed as failed:
+        pytest.exit(str(failed), returncode=pytest.ExitCode.USAGE_ERROR)
+    return model_source
+
+
 @pytest.fixture
-def subject(request, model_source):
-    return framework.make_subject(framework.claim_of(request.node), request.param, model_source)
+def subject(request, loaded_models):
+    return framework.make_subject(framework.claim_of(request.node), request.param, loaded_models)
 
 
 @pytest.fixture
@@ -96,7 +109,12 @@ def pytest_make_collect_report(collector):
 
 
 def pytest_collection_finish(session):
-    session.config.stash[RECORDER].expect(session.items)
+    recorder = session.config.stash[RECORDER]
+    recorder.expect(session.items)
+    if recorder.has_claims and not session.config.getoption("allow_unchecked_models"):
+        unchecked = framework.unchecked_models_message(session.items, recorder.specs)
+        if unchecked:
+            raise pytest.UsageError(unchecked)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -18,10 +18,13 @@ import pytest
 
 from claims.thresholds import Threshold, lookup_all
 from mechinterp import report
-from mechinterp.models import UnknownModel, WeightsUnavailable, is_planted, real_counterpart
+from mechinterp.model_specs import ModelSpec, UnknownModel, parse_spec
+from mechinterp.models import WeightsUnavailable
 from mechinterp.models import load as load_model
 
 DEFAULT_MODELS = ("planted:tinystories-8m", "planted:gpt2-small", "tiny-stories-8M", "gpt2-small")
+# Measured and shown on every model, with no threshold row (the circuit card of claims/test_circuit_card.py).
+INFO_CLAIMS = ("circuit-card",)
 
 
 @dataclass
@@ -42,12 +45,13 @@ class Measured:
 class Subject:
     """One model under test, as a claim test sees it."""
 
-    spec: str  # the --model value
-    real_model: str  # whose threshold rows apply
+    spec: str  # the --model value, as given
+    real_model: str  # whose threshold rows apply (or '<family>-(unidentified)')
     planted: bool
     model: Any  # HookedTransformer, loaded once per session
     tokenizer: Any
     thresholds: list[Threshold]
+    model_spec: ModelSpec | None = None  # the parsed spec: kind, identity, revision
 
 
 def tokenizer_for(model):
@@ -59,20 +63,17 @@ def tokenizer_for(model):
     return gpt2_tokenizer()
 
 
-def selected_models(option_values: list[str] | None) -> list[str]:
-    """--model values (repeatable, comma separated) in order, without duplicates; the default if none."""
-    if not option_values:
-        return list(DEFAULT_MODELS)
-    specs = [s.strip() for value in option_values for s in value.split(",")]
-    specs = list(dict.fromkeys(s for s in specs if s))
-    if not specs:
+def selected_models(option_values: list[str] | None) -> list[ModelSpec]:
+    """--model values (repeatable, comma separated), parsed, in order, without duplicates; the
+    default if none. A value that names nothing is a usage error here, before any model loads."""
+    texts = list(DEFAULT_MODELS) if not option_values else [s.strip() for value in option_values for s in value.split(",")]
+    texts = list(dict.fromkeys(s for s in texts if s))
+    if not texts:
         raise pytest.UsageError(f"--model was given but names no model: {option_values!r}")
-    for spec in specs:
-        try:
-            real_counterpart(spec)
-        except UnknownModel as unknown:
-            raise pytest.UsageError(f"--model: {unknown}") from None
-    return specs
+    try:
+        return [parse_spec(text) for text in texts]
+    except UnknownModel as unknown:
+        raise pytest.UsageError(f"--model: {unknown}") from None
 
 
 # --- collection: which models each claim test runs on ---
@@ -85,19 +86,53 @@ def claim_of(node) -> str:
     return marker.args[0]
 
 
-def subject_params(claim: str, specs: list[str]) -> list:
+def applies(claim: str, spec: ModelSpec) -> bool:
+    """Whether `claim` runs on `spec`: it has a threshold row there, or is measured everywhere (INFO_CLAIMS)."""
+    return claim in INFO_CLAIMS or bool(lookup_all(claim, spec))
+
+
+def subject_params(claim: str, specs: list[ModelSpec]) -> list:
     """One pytest.param per selected model; a model with no threshold row is an explicit skip, not an omission."""
     params = []
     for spec in specs:
-        rows = lookup_all(claim, spec)
         marks = []
-        if not rows:
-            marks = [pytest.mark.skip(reason=f"no threshold row for {claim} on {real_counterpart(spec)}: the thesis makes no such claim for it")]
-        params.append(pytest.param(spec, id=spec, marks=marks))
+        if not applies(claim, spec):
+            marks = [pytest.mark.skip(reason=f"no threshold row for {claim} on {spec.row_key}: the thesis makes no such claim for it")]
+        params.append(pytest.param(spec.raw, id=spec.raw, marks=marks))
     return params
 
 
 # --- fixtures' logic ---
+
+
+def runnable_claims(items) -> dict[str, int]:
+    """--model text -> how many collected (not deselected) claim tests will run a claim on it."""
+    counts: dict[str, int] = {}
+    for item in items:
+        if item.get_closest_marker("claim") is None or not hasattr(item, "callspec"):
+            continue
+        raw = item.callspec.params.get("subject")
+        if raw is None or any(mark.name == "skip" for mark in item.iter_markers()):
+            continue
+        counts[raw] = counts.get(raw, 0) + 1
+    return counts
+
+
+def unchecked_models_message(items, specs: list[ModelSpec]) -> str | None:
+    """One line naming the selected models no collected claim test will check, or None. A run that
+    checks nothing on a model the user named must not end green (see --allow-unchecked-models)."""
+    counts = runnable_claims(items)
+    unchecked = [spec for spec in specs if not counts.get(spec.raw)]
+    if not unchecked:
+        return None
+    names = ", ".join(spec.raw if spec.raw == spec.row_key else f"{spec.raw} (rows of {spec.row_key})" for spec in unchecked)
+    return (f"no selected claim checks {names}: the thesis has no threshold row for it among the selected tests "
+            f"(a -k/-m/path selection, or a model without rows); select other tests or models, or pass "
+            f"--allow-unchecked-models to run anyway")
+
+
+class ModelLoadFailed(RuntimeError):
+    """A selected model that is there but cannot be loaded: one line, stops the run at its start."""
 
 
 class ModelSource:
@@ -118,6 +153,20 @@ class ModelSource:
             raise self._cache[spec]
         return self._cache[spec]
 
+    def preload(self, specs: list[str]) -> None:
+        """Load every model up front, so a broken checkpoint stops the run before any claim runs
+        (absent weights are remembered and become skips). Raises ModelLoadFailed with one line."""
+        for spec in specs:
+            try:
+                self.get(spec)
+            except WeightsUnavailable:
+                continue
+            except UnknownModel as err:  # CheckpointError included: already one line naming the file
+                raise ModelLoadFailed(f"--model {spec}: {err}") from None
+            except Exception as err:  # noqa: BLE001 - any other load failure is still one line, at the start
+                first = (str(err).strip().splitlines() or [""])[0][:300]
+                raise ModelLoadFailed(f"--model {spec}: cannot be loaded ({type(err).__name__}: {first})") from None
+
 
 def make_subject(claim: str, spec: str, source: ModelSource) -> Subject:
     """The Subject for `spec`; skips the test (one line saying how to provide them) when weights are absent."""
@@ -125,7 +174,8 @@ def make_subject(claim: str, spec: str, source: ModelSource) -> Subject:
         model = source.get(spec)
     except WeightsUnavailable as absent:
         pytest.skip(str(absent))
-    return Subject(spec, real_counterpart(spec), is_planted(spec), model, tokenizer_for(model), lookup_all(claim, spec))
+    parsed = parse_spec(spec)
+    return Subject(parsed.raw, parsed.row_key, parsed.planted, model, tokenizer_for(model), lookup_all(claim, parsed), parsed)
 
 
 def _row_result(row: Threshold, value: float | None = None, passed: bool | None = None) -> report.QuantityResult:
@@ -165,8 +215,9 @@ def failure_message(claim: str, spec: str, results: list[report.QuantityResult])
 class Recorder:
     """Every claim test of the session: created at collection, filled by check() and by pytest's reports."""
 
-    def __init__(self, models: list[str]):
-        self.models = models
+    def __init__(self, specs: list[ModelSpec]):
+        self.specs = specs
+        self.models = [spec.raw for spec in specs]
         self.started = report.utc_now()
         self.results: dict[str, report.ClaimResult] = {}  # nodeid -> result
 
@@ -175,11 +226,11 @@ class Recorder:
         for item in items:
             if item.get_closest_marker("claim") is None:
                 continue
-            spec = item.callspec.params.get("subject", "") if hasattr(item, "callspec") else ""
+            raw = item.callspec.params.get("subject", "") if hasattr(item, "callspec") else ""
             claim = claim_of(item)
-            real = real_counterpart(spec) if spec else ""
+            spec = parse_spec(raw) if raw else None
             self.results[item.nodeid] = report.ClaimResult(
-                claim, spec, real, is_planted(spec), "not run", nodeid=item.nodeid,
+                claim, raw, spec.row_key if spec else "", bool(spec and spec.planted), "not run", nodeid=item.nodeid,
                 quantities=unevaluated(lookup_all(claim, spec)) if spec else [],
             )
 

@@ -10,9 +10,10 @@ Which models a row applies to (`Threshold.model`):
 - a glob, e.g. `tiny-stories-*`: family-wide, for a claim the thesis argues from the training data
   or architecture of the whole TinyStories family rather than from one checkpoint. It applies to
   1M, 3M, 8M, 28M and 33M alike; say in `why` why the claim should carry over.
-A planted model or mutant uses the rows of its real counterpart (`models.real_counterpart`). A
-selected model with no row for a claim is not silently passed: its test is reported as skipped,
-with a reason saying the thesis made no such claim for it.
+A planted model or mutant uses the rows of its real counterpart, a local directory those of the
+checkpoint its config identifies (`ModelSpec.rows_model`); an unidentified local checkpoint matches
+family globs only (`ModelSpec.row_key`). A selected model with no row for a claim is not silently
+passed: its test is reported as skipped, with a reason saying the thesis made no such claim for it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import operator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from mechinterp.models import real_counterpart
+from mechinterp.model_specs import ModelSpec, parse_spec
 
 _COMPARE = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 OPS = (*_COMPARE, "within")
@@ -324,8 +325,9 @@ THRESHOLDS: list[Threshold] = [
 ]
 
 
-def lookup_all(claim: str, spec: str) -> list[Threshold]:
-    """Every row of `claim` that applies to `spec` (a planted spec uses its real counterpart's rows)."""
-    real = real_counterpart(spec)
-    return [row for row in THRESHOLDS if row.claim == claim and row.applies_to(real)]
+def lookup_all(claim: str, spec: str | ModelSpec) -> list[Threshold]:
+    """Every row of `claim` that applies to the model `spec` names (a planted spec uses its real
+    counterpart's rows, a local directory those of the checkpoint its config identifies)."""
+    key = parse_spec(spec).row_key
+    return [row for row in THRESHOLDS if row.claim == claim and row.applies_to(key)]
 

@@ -1,44 +1,36 @@
 """Model loading: one `load(spec)` for real models, local checkpoints and planted fixtures.
 
-A spec is one of
-  - a transformer_lens name in KNOWN_MODELS (or its HF repo id): loaded with
-    `HookedTransformer.from_pretrained`, from the local HF cache or downloaded when online;
-  - a local directory holding an HF checkpoint (config.json + weights);
+A spec (a --model value, parsed by mechinterp.model_specs into a ModelSpec) is one of
+  - a transformer_lens name in KNOWN_MODELS (or its HF repo id), optionally `@revision`: loaded
+    with `HookedTransformer.from_pretrained`, from the local HF cache or downloaded when online;
+  - a local directory holding an HF checkpoint (config.json + weights), built from its own config;
   - `planted:<name>`: a hand-set circuit model from `fixtures.planted.build(<name>)`.
 
 Weights that are neither cached nor downloadable raise `WeightsUnavailable` with a one-line
-message saying how to provide them, fast: no hub retries when offline.
+message saying how to provide them, fast: no hub retries when offline. A checkpoint that is there
+but broken (bad JSON, truncated or garbage weights) raises `CheckpointError`, one line naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from transformer_lens import HookedTransformer
 
-# transformer_lens name -> HF repo id, as in transformer_lens.loading_from_pretrained's
-# OFFICIAL_MODEL_NAMES / MODEL_ALIASES (checked in tests/test_models.py).
-KNOWN_MODELS: dict[str, str] = {
-    "tiny-stories-1M": "roneneldan/TinyStories-1M",
-    "tiny-stories-3M": "roneneldan/TinyStories-3M",
-    "tiny-stories-8M": "roneneldan/TinyStories-8M",
-    "tiny-stories-28M": "roneneldan/TinyStories-28M",
-    "tiny-stories-33M": "roneneldan/TinyStories-33M",
-    "gpt2-small": "gpt2",
-}
-
-PLANTED_PREFIX = "planted:"
-# Planted twins and their mutants use the threshold rows of the real model they imitate.
-PLANTED_COUNTERPARTS: dict[str, str] = {"tinystories-8m": "tiny-stories-8M", "gpt2-small": "gpt2-small"}
-
-# Architectures a local checkpoint may have: the two families the thesis studies (both pre-LN,
-# so transformer_lens's folding and centering are valid for them).
-LOCAL_ARCHITECTURES = ("GPTNeoForCausalLM", "GPT2LMHeadModel")
+from mechinterp.model_specs import (  # noqa: F401 - re-exported: callers load and parse from one place
+    KNOWN_MODELS,
+    ModelSpec,
+    UnknownModel,
+    parse_spec,
+)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
@@ -61,57 +53,14 @@ class ProcessingConfig:
 class WeightsUnavailable(RuntimeError):
     """The model's weights are not in the local cache and cannot be downloaded now."""
 
-    def __init__(self, spec: str, reason: str = ""):
-        self.spec = spec
+    def __init__(self, spec: str | ModelSpec, reason: str = ""):
+        self.spec = parse_spec(spec).raw  # the --model text, as the user gave it
         self.reason = reason  # what failed, for debugging; the message stays one line
         super().__init__(missing_weights_message(spec))
 
 
-class UnknownModel(ValueError):
-    """A spec that is no known name, no planted name and no existing checkpoint directory."""
-
-
-# --- spec parsing -------------------------------------------------------------------------------
-
-
-def is_planted(spec: str) -> bool:
-    return spec.startswith(PLANTED_PREFIX)
-
-
-def known_name(spec: str) -> str | None:
-    """The KNOWN_MODELS name for a transformer_lens name or HF repo id (case-insensitive), else None."""
-    lowered = spec.lower()
-    for name, repo in KNOWN_MODELS.items():
-        if lowered in (name.lower(), repo.lower()):
-            return name
-    return None
-
-
-def is_local_checkpoint(spec: str) -> bool:
-    return known_name(spec) is None and not is_planted(spec) and (Path(spec).expanduser() / "config.json").is_file()
-
-
-def _unknown(spec: str) -> UnknownModel:
-    return UnknownModel(
-        f"unknown model {spec!r}; known: {', '.join(KNOWN_MODELS)}; or 'planted:<name>' "
-        f"(e.g. planted:tinystories-8m), or a directory holding an HF checkpoint (config.json + weights)"
-    )
-
-
-def real_counterpart(spec: str) -> str:
-    """The real model whose thesis numbers apply: planted:tinystories-8m[/mutant] -> tiny-stories-8M,
-    planted:gpt2-small[/mutant] -> gpt2-small; real names and local directories map to themselves."""
-    if is_planted(spec):
-        twin = spec[len(PLANTED_PREFIX):].split("/", 1)[0].lower()
-        if twin not in PLANTED_COUNTERPARTS:
-            raise _unknown(spec)
-        return PLANTED_COUNTERPARTS[twin]
-    name = known_name(spec)
-    if name is not None:
-        return name
-    if is_local_checkpoint(spec):
-        return spec
-    raise _unknown(spec)
+class CheckpointError(UnknownModel):
+    """A checkpoint whose files are present but unreadable (bad JSON, truncated or garbage weights)."""
 
 
 # --- weights on disk ----------------------------------------------------------------------------
@@ -123,40 +72,38 @@ def _hub_cache_dir() -> str:
     return constants.HF_HUB_CACHE  # read per call: HF_HOME / HF_HUB_CACHE, or a twin cache
 
 
-def _cached(repo_id: str, filename: str) -> bool:
+def _cached(repo_id: str, filename: str, revision: str | None) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=_hub_cache_dir()), str)
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=_hub_cache_dir(), revision=revision)
+    return isinstance(found, str)
 
 
-def weights_available(spec: str) -> bool:
+def weights_available(spec: str | ModelSpec) -> bool:
     """Whether `load(spec)` can work without the network: the local HF cache holds the repo's
-    config, weights and tokenizer; a local checkpoint directory has config and weights; planted
-    specs are always available. Never touches the network."""
-    if is_planted(spec):
+    config, weights and tokenizer (at the spec's revision); a local checkpoint directory has config
+    and weights; planted specs are always available. Never touches the network."""
+    spec = parse_spec(spec)
+    if spec.planted:
         return True
-    name = known_name(spec)
-    if name is not None:
-        repo = KNOWN_MODELS[name]
-        return (
-            _cached(repo, "config.json")
-            and any(_cached(repo, f) for f in WEIGHT_FILES)
-            and any(_cached(repo, f) for f in TOKENIZER_FILES)
-        )
-    directory = Path(spec).expanduser()
+    if spec.kind == "known":
+        repo, rev = spec.repo_id, spec.revision
+        return (_cached(repo, "config.json", rev) and any(_cached(repo, f, rev) for f in WEIGHT_FILES)
+                and any(_cached(repo, f, rev) for f in TOKENIZER_FILES))
+    directory = Path(spec.name)
     return (directory / "config.json").is_file() and any((directory / f).is_file() for f in WEIGHT_FILES)
 
 
-def missing_weights_message(spec: str) -> str:
+def missing_weights_message(spec: str | ModelSpec) -> str:
     """One line saying how to provide the weights of `spec`."""
-    name = known_name(spec)
-    if name is None:
-        return f"{spec}: no HF checkpoint (config.json + model.safetensors or pytorch_model.bin) in that directory"
-    repo = KNOWN_MODELS[name]
+    spec = parse_spec(spec)
+    if spec.kind != "known":
+        return f"{spec.raw}: no HF checkpoint (config.json + model.safetensors or pytorch_model.bin) in that directory"
+    at = f" at revision {spec.revision}" if spec.revision else ""
     return (
-        f"{name}: weights of {repo} are not in the HF cache {_hub_cache_dir()}; provide them by running once online "
-        f"`python -c \"from mechinterp.models import load; load('{name}')\"`, or set HF_HOME to a cache that has "
-        f"{repo}, or pass a local checkpoint directory with --model /path/to/checkpoint"
+        f"{spec.raw}: weights of {spec.repo_id}{at} are not in the HF cache {_hub_cache_dir()}; provide them by running once "
+        f"online `python -c \"from mechinterp.models import load; load('{spec.raw}')\"`, or set HF_HOME to a cache that has "
+        f"{spec.repo_id}, or pass a local checkpoint directory with --model /path/to/checkpoint"
     )
 
 
@@ -187,32 +134,34 @@ def _quiet_deprecation():
         yield
 
 
-def _load_known(name: str, device: str, dtype: torch.dtype, processing: ProcessingConfig) -> HookedTransformer:
-    if not weights_available(name) and not hub_reachable():
-        raise WeightsUnavailable(name, reason="not cached, and HF_HUB_OFFLINE=1 or the hub is unreachable")
+def _processing_kwargs(processing: ProcessingConfig) -> dict:
+    return dict(fold_ln=processing.fold_ln, center_writing_weights=processing.center_writing_weights,
+                center_unembed=processing.center_unembed, fold_value_biases=processing.fold_value_biases)
+
+
+def _load_known(spec: ModelSpec, device: str, dtype: torch.dtype, processing: ProcessingConfig) -> HookedTransformer:
+    if not weights_available(spec) and not hub_reachable():
+        raise WeightsUnavailable(spec, reason="not cached, and HF_HUB_OFFLINE=1 or the hub is unreachable")
+    revision = {"revision": spec.revision} if spec.revision else {}  # passed on to HF's from_pretrained
     try:
         with _quiet_deprecation():
-            return HookedTransformer.from_pretrained(
-                name,
-                device=device,
-                dtype=dtype,
-                fold_ln=processing.fold_ln,
-                center_writing_weights=processing.center_writing_weights,
-                center_unembed=processing.center_unembed,
-                fold_value_biases=processing.fold_value_biases,
-            )
+            return HookedTransformer.from_pretrained(spec.name, device=device, dtype=dtype,
+                                                     **_processing_kwargs(processing), **revision)
     except OSError as err:  # transformers / huggingface_hub report missing files and network failures as OSError
-        if weights_available(name):
+        if weights_available(spec):
             raise
         first_line = (str(err).splitlines() or [""])[0]
-        raise WeightsUnavailable(name, reason=f"{type(err).__name__}: {first_line}") from None
+        raise WeightsUnavailable(spec, reason=f"{type(err).__name__}: {first_line}") from None
 
 
 def _local_tokenizer(directory: Path, vocab_size: int):
     from transformers import AutoTokenizer
 
     if any((directory / f).is_file() for f in TOKENIZER_FILES):
-        return AutoTokenizer.from_pretrained(str(directory))
+        try:
+            return AutoTokenizer.from_pretrained(str(directory))
+        except Exception as err:  # noqa: BLE001 - any tokenizer-file failure is one line naming the directory
+            raise CheckpointError(f"{directory}: tokenizer files cannot be read ({type(err).__name__}: {_first_line(err)})") from None
     if vocab_size == 50257:  # both thesis families use GPT-2's BPE; build it offline
         from fixtures.tokenizer import gpt2_tokenizer
 
@@ -220,9 +169,40 @@ def _local_tokenizer(directory: Path, vocab_size: int):
     raise UnknownModel(f"{directory}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) and vocab {vocab_size} is not GPT-2's")
 
 
-def _load_local(directory: Path, device: str, dtype: torch.dtype, processing: ProcessingConfig) -> HookedTransformer:
-    """A local HF checkpoint. The architecture is read from its config.json (`architectures[0]`,
-    which transformer_lens's converter also keys on), and must be one of LOCAL_ARCHITECTURES.
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:300]
+
+
+# transformer_lens's config converter picks some architectures by substrings of the model name
+# ("llama", "gemma", ...) before it reads config.json; a neutral path keeps it on the config.
+_NAME_TRIGGERS = ("llama", "gemma", "wav2vec2")
+
+
+@contextlib.contextmanager
+def _neutral_checkpoint_view(directory: Path, config: dict) -> Iterator[Path]:
+    """A temporary directory named 'checkpoint' holding links to `directory`'s files and a copy of
+    its config.json with n_ctx filled from n_positions (current transformers no longer writes n_ctx
+    for GPT-2, and transformer_lens reads it)."""
+    root = Path(tempfile.mkdtemp(prefix="mechinterp-local-"))
+    try:
+        view = root / "checkpoint"
+        if any(t in str(view).lower() for t in _NAME_TRIGGERS):
+            raise UnknownModel(f"the temporary directory {root} contains one of {_NAME_TRIGGERS}, which transformer_lens "
+                               f"reads as an architecture; set TMPDIR to another place")
+        view.mkdir()
+        for item in directory.iterdir():
+            if item.name != "config.json":
+                (view / item.name).symlink_to(item.resolve())
+        if config.get("architectures", [None])[0] == "GPT2LMHeadModel" and "n_ctx" not in config:
+            config = {**config, "n_ctx": config["n_positions"]}
+        (view / "config.json").write_text(json.dumps(config))
+        yield view
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _load_local(spec: ModelSpec, device: str, dtype: torch.dtype, processing: ProcessingConfig) -> HookedTransformer:
+    """A local HF checkpoint, built from its own config.json (already checked by parse_spec).
 
     These are from_pretrained's own steps, called directly: from_pretrained first resolves the
     name against its official list, which rejects paths, whereas its config and weight converters
@@ -234,40 +214,38 @@ def _load_local(directory: Path, device: str, dtype: torch.dtype, processing: Pr
     from transformer_lens import loading_from_pretrained as loading
     from transformers import AutoModelForCausalLM
 
-    if not weights_available(str(directory)):
-        raise WeightsUnavailable(str(directory))
-    architectures = json.loads((directory / "config.json").read_text()).get("architectures") or []
-    if not architectures or architectures[0] not in LOCAL_ARCHITECTURES:
-        raise UnknownModel(
-            f"{directory}: config.json architectures {architectures} is not one of {', '.join(LOCAL_ARCHITECTURES)}"
-        )
-    hf_model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype).eval()
+    from mechinterp.model_specs import read_config
+
+    directory = Path(spec.name)
+    if not weights_available(spec):
+        raise WeightsUnavailable(spec)
+    config = read_config(directory)
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype).eval()
+    except Exception as err:  # noqa: BLE001 - truncated / garbage / mismatched weights: one line naming the files
+        weights = ", ".join(f for f in WEIGHT_FILES if (directory / f).is_file())
+        raise CheckpointError(f"{directory}: weights ({weights}) cannot be loaded ({type(err).__name__}: {_first_line(err)})") from None
     tokenizer = _local_tokenizer(directory, hf_model.config.vocab_size)
-    cfg = loading.get_pretrained_model_config(
-        str(directory), hf_cfg=hf_model.config.to_dict(), fold_ln=processing.fold_ln, device=device, dtype=dtype
-    )
-    state_dict = loading.get_pretrained_state_dict(str(directory), cfg, hf_model, dtype=dtype)
+    with _neutral_checkpoint_view(directory, config) as view:
+        cfg = loading.get_pretrained_model_config(str(view), hf_cfg=hf_model.config.to_dict(),
+                                                  fold_ln=processing.fold_ln, device=device, dtype=dtype)
+        cfg.model_name = spec.rows_model or directory.name
+        state_dict = loading.get_pretrained_state_dict(str(view), cfg, hf_model, dtype=dtype)
     with _quiet_deprecation():
         model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(
-        state_dict,
-        fold_ln=processing.fold_ln,
-        center_writing_weights=processing.center_writing_weights,
-        center_unembed=processing.center_unembed,
-        fold_value_biases=processing.fold_value_biases,
-    )
+    model.load_and_process_state_dict(state_dict, **_processing_kwargs(processing))
     model.move_model_modules_to_device()
     return model.eval()
 
 
-def _load_planted(spec: str, device: str, dtype: torch.dtype) -> HookedTransformer:
+def _load_planted(spec: ModelSpec, device: str, dtype: torch.dtype) -> HookedTransformer:
     try:
         from fixtures.planted import build  # lazy: planted models are optional for real-model runs
     except ModuleNotFoundError as err:
         if err.name is not None and err.name.startswith("fixtures.planted"):
-            raise UnknownModel(f"{spec}: planted models need fixtures/planted, which is not available ({err})") from None
+            raise UnknownModel(f"{spec.raw}: planted models need fixtures/planted, which is not available ({err})") from None
         raise
-    model = build(spec[len(PLANTED_PREFIX):])
+    model = build(spec.name)
     model = model.to(device)
     if model.cfg.dtype != dtype:
         model = model.to(dtype)
@@ -275,22 +253,26 @@ def _load_planted(spec: str, device: str, dtype: torch.dtype) -> HookedTransform
 
 
 def load(
-    spec: str,
+    spec: str | ModelSpec,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     processing: ProcessingConfig = ProcessingConfig(),
 ) -> HookedTransformer:
     """A HookedTransformer for `spec` (see the module docstring). Raises UnknownModel for a spec
-    that names nothing, WeightsUnavailable when the weights are neither cached nor downloadable."""
-    if not isinstance(spec, str) or not spec:
-        raise UnknownModel(f"model spec must be a non-empty string, got {spec!r}")
-    if is_planted(spec):
+    that names nothing, WeightsUnavailable when the weights are neither cached nor downloadable,
+    CheckpointError for a local checkpoint whose files cannot be read."""
+    spec = parse_spec(spec)
+    if spec.planted:
         return _load_planted(spec, device, dtype)
-    name = known_name(spec)
-    if name is not None:
-        return _load_known(name, device, dtype, processing).eval()
-    if is_local_checkpoint(spec):
-        return _load_local(Path(spec).expanduser(), device, dtype, processing)
-    if Path(spec).expanduser().is_dir():
-        raise UnknownModel(f"{spec}: a directory without config.json is not an HF checkpoint")
-    raise _unknown(spec)
+    if spec.kind == "known":
+        return _load_known(spec, device, dtype, processing).eval()
+    return _load_local(spec, device, dtype, processing)
+
+
+def is_planted(spec: str | ModelSpec) -> bool:
+    return parse_spec(spec).planted
+
+
+def real_counterpart(spec: str | ModelSpec) -> str | None:
+    """The real model whose thesis numbers apply (None for an unidentified local checkpoint)."""
+    return parse_spec(spec).rows_model

@@ -47,7 +47,7 @@ def test_known_models_are_transformer_lens_official_names():
         ("planted:tinystories-8m", "tiny-stories-8M"),
         ("planted:tinystories-8m/no-s-inhibition", "tiny-stories-8M"),
         ("planted:gpt2-small", "gpt2-small"),
-        ("planted:gpt2-small/no-name-movers", "gpt2-small"),
+        ("planted:gpt2-small/late-name-movers", "gpt2-small"),
         ("tiny-stories-8M", "tiny-stories-8M"),
         ("roneneldan/TinyStories-8M", "tiny-stories-8M"),
         ("gpt2-small", "gpt2-small"),
@@ -60,15 +60,17 @@ def test_real_counterpart(spec, counterpart):
 
 
 def test_unknown_names_raise_an_error_listing_the_known_ones():
-    for bad in ("tiny-stories-9M", "planted:llama"):
-        with pytest.raises(UnknownModel) as err:
-            real_counterpart(bad)
-        assert all(name in str(err.value) for name in KNOWN_MODELS)
+    with pytest.raises(UnknownModel) as err:
+        real_counterpart("tiny-stories-9M")
+    assert all(name in str(err.value) for name in KNOWN_MODELS)
+    with pytest.raises(UnknownModel, match="unknown planted twin 'llama'.*planted:tinystories-8m, planted:gpt2-small"):
+        real_counterpart("planted:llama")
     with pytest.raises(UnknownModel) as err:
         load("tiny-stories-9M")
     assert all(name in str(err.value) for name in KNOWN_MODELS)
     assert "planted:" in str(err.value) and "directory" in str(err.value)
-    assert not weights_available("tiny-stories-9M")
+    with pytest.raises(UnknownModel):
+        weights_available("tiny-stories-9M")
 
 
 # --- absent weights: a one-line error, without touching the hub ----------------------------------
@@ -131,7 +133,7 @@ def test_local_checkpoint_directory_loads_offline_and_matches_hf(tmp_path, with_
     batch = make_batch(gpt2_tokenizer(), protocol_prompts())
     with twin_cache(()):  # an empty offline hub: the directory alone must suffice
         assert weights_available(str(tmp_path))
-        assert real_counterpart(str(tmp_path)) == str(tmp_path)
+        assert real_counterpart(str(tmp_path)) == "tiny-stories-8M"  # identified by its config
         model = load(str(tmp_path))
     assert model.cfg.original_architecture == "GPTNeoForCausalLM" and model.cfg.d_model == 256
     assert model.tokenizer is not None and len(model.tokenizer) == 50257
@@ -146,11 +148,11 @@ def test_local_checkpoint_directory_loads_offline_and_matches_hf(tmp_path, with_
 def test_local_directory_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(UnknownModel, match="without config.json"):
+    with pytest.raises(UnknownModel, match="no config.json, so not an HF checkpoint"):
         load(str(empty))
     no_weights = tmp_path / "no-weights"
     no_weights.mkdir()
-    (no_weights / "config.json").write_text(json.dumps({"architectures": ["GPTNeoForCausalLM"]}))
+    twin_hf_model("tiny-stories-8M").config.save_pretrained(str(no_weights))  # a valid config, no weights
     assert not weights_available(str(no_weights))
     with pytest.raises(WeightsUnavailable, match="no HF checkpoint"):
         load(str(no_weights))
@@ -173,7 +175,8 @@ def test_planted_spec_dispatches_to_fixtures_planted_build(monkeypatch):
         cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_ctx=8, d_head=4, d_vocab=10, act_fn="relu")
         return HookedTransformer(cfg)
 
-    monkeypatch.setitem(sys.modules, "fixtures.planted", types.SimpleNamespace(build=build))
+    fake = types.SimpleNamespace(build=build, MUTANTS={"tinystories-8m/no-s-inhibition": ("", [])})
+    monkeypatch.setitem(sys.modules, "fixtures.planted", fake)
     assert weights_available("planted:tinystories-8m/no-s-inhibition")
     model = load("planted:tinystories-8m/no-s-inhibition", dtype=torch.float64)
     assert built == ["tinystories-8m/no-s-inhibition"]
