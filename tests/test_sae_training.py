@@ -22,7 +22,7 @@ from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp import features, sae_training
 from mechinterp.ioi import make_batch, protocol_prompts
-from mechinterp.sae_training import SAECacheError, SAETrainingConfig
+from mechinterp.sae_training import SAECacheError, SAEOptionError, SAETrainingConfig
 
 TINY = SAETrainingConfig(
     block=1, width=64, training_tokens=2048, train_batch_size_tokens=256, context_size=32, store_batch_size_prompts=4,
@@ -86,7 +86,7 @@ def test_train_sae_saves_weights_record_and_quality(tiny_trained):
     assert record["config"] == TINY.to_dict() and record["model"]["model_name"] == "tiny-0"
     assert set(record["quality"]) >= {"explained_variance", "l0", "ce_loss_clean", "ce_loss_with_sae"}
     assert record["tokens_per_second"] > 0
-    (entry,) = [p for p in cache.iterdir()]
+    (entry,) = [p for p in cache.iterdir() if p.is_dir()]  # beside it: its .lock file
     assert {p.name for p in entry.iterdir()} >= {"cfg.json", "sae_weights.safetensors", "training.json"}
 
 
@@ -105,7 +105,7 @@ def _copy_entry(tiny_trained, tmp_path):
     import shutil
 
     _, cache = tiny_trained
-    (entry,) = list(cache.iterdir())
+    (entry,) = [p for p in cache.iterdir() if p.is_dir()]
     target = tmp_path / entry.name
     shutil.copytree(entry, target)
     return target
@@ -134,6 +134,201 @@ def test_corrupt_or_mismatched_entries_raise_instead_of_retraining(tiny_trained,
     (entry / "training.json").unlink()
     with pytest.raises(SAECacheError, match="no training.json"):
         sae_training.train_sae(tiny_model(), TEXTS, TINY, cache_dir=tmp_path / "d")
+
+
+# Each knob out of its range: (field, bad value, what the one-line error says)
+BAD_SETTINGS = [
+    ("block", -1, "block must be >= 0, got -1"),
+    ("hook_point", "resid_post", "hook_point must be one of hook_resid_pre, .*got 'resid_post'"),
+    ("width", 0, "width must be >= 1, got 0"),
+    ("width_factor", 0, "width_factor must be >= 1"),
+    ("l1_coefficient", -3.0, r"l1_coefficient must be > 0, got -3.0"),
+    ("l1_coefficient", 0, r"l1_coefficient must be > 0, got 0.0"),
+    ("l1_warm_up_steps", -1, "l1_warm_up_steps must be >= 0"),
+    ("lr", 0.0, r"lr must be in \(0, 1\], got 0.0"),
+    ("lr", 3.0, r"lr must be in \(0, 1\], got 3.0"),
+    ("lr", float("nan"), "lr must be finite, got nan"),
+    ("lr_warm_up_steps", -5, "lr_warm_up_steps must be >= 0"),
+    ("lr_scheduler_name", "cosine", "lr_scheduler_name must be one of constant, .*got 'cosine'"),
+    ("training_tokens", 0, "training_tokens must be >= 1, got 0"),
+    ("training_tokens", 1e6, r"training_tokens must be an int, got 1000000.0 \(float\)"),
+    ("context_size", 0, "context_size must be >= 1"),
+    ("train_batch_size_tokens", -4096, "train_batch_size_tokens must be >= 1"),
+    ("store_batch_size_prompts", 0, "store_batch_size_prompts must be >= 1"),
+    ("n_batches_in_buffer", 0, "n_batches_in_buffer must be >= 1"),
+    ("n_batches_for_norm_estimate", 0, "n_batches_for_norm_estimate must be >= 1"),
+    ("n_eval_batches", 0, "n_eval_batches must be >= 1"),
+    ("normalize_activations", "unit", "normalize_activations must be one of none, .*got 'unit'"),
+    ("exclude_special_tokens", "yes", r"exclude_special_tokens must be a bool, got 'yes' \(str\)"),
+    ("seed", -1, r"seed must be in \[0, 2\*\*63\), got -1"),
+    ("seed", True, r"seed must be an int, got True \(bool\)"),
+    ("device", "gpu", "device must be a torch device .*got 'gpu'"),
+    ("dtype", "int8", "dtype must be one of float32, .*got 'int8'"),
+    ("dataset_path", "", "dataset_path must be a Hugging Face dataset name"),
+    ("heldout_fraction", 1.0, r"heldout_fraction must be in \[0, 1\), got 1.0"),
+    ("heldout_fraction", -0.1, r"heldout_fraction must be in \[0, 1\), got -0.1"),
+]
+
+
+@pytest.mark.parametrize("name, value, message", BAD_SETTINGS, ids=[f"{n}={v!r}" for n, v, _ in BAD_SETTINGS])
+def test_config_range_checks_each_field(name, value, message):
+    with pytest.raises(ValueError, match=message) as raised:
+        SAETrainingConfig(**{name: value})
+    assert "\n" not in str(raised.value)
+
+
+def test_config_takes_ints_for_floats_with_one_cache_key():
+    assert SAETrainingConfig(l1_coefficient=40).to_dict() == SAETrainingConfig(l1_coefficient=40.0).to_dict()
+    assert isinstance(SAETrainingConfig(l1_coefficient=40).l1_coefficient, float)
+    assert e3.PLANTED_SAE_CONFIG == SAETrainingConfig.from_dict(e3.PLANTED_SAE_CONFIG.to_dict())
+
+
+def test_train_sae_rejects_a_context_longer_than_the_models():
+    with pytest.raises(ValueError, match="context_size 128 is longer than the model's context \\(64\\)"):
+        sae_training.train_sae(tiny_model(), TEXTS, dataclasses.replace(TINY, context_size=128), cache_dir="unused")
+
+
+# --- command-line options: --sae-config FILE.json, --sae-dir DIR ------------------------------------
+
+BAD_CONFIG_FILES = [  # (file content or None for no file, what the one-line error says after the file name)
+    (None, "no such file"),
+    ("{ not json", "is not valid JSON"),
+    ("[1, 2]", "holds a JSON array, expected an object"),
+    ('"l1_coefficient"', "holds a JSON string, expected an object"),
+    ('{"l1": 20}', r"unknown SAETrainingConfig field\(s\) \['l1'\]; known: \[.*'l1_coefficient'"),
+    ('{"l1_coefficient": "20"}', r"l1_coefficient must be a float, got '20' \(str\)"),
+    ('{"l1_coefficient": -20}', "l1_coefficient must be > 0, got -20.0"),
+    ('{"training_tokens": 100}', "less than one batch"),
+]
+
+
+@pytest.mark.parametrize("content, message", BAD_CONFIG_FILES)
+def test_sae_config_file_problems_are_one_line_errors_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "sae.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SAEOptionError, match=message) as raised:
+        sae_training.sae_config_from_file(path)
+    assert str(raised.value).startswith(f"--sae-config {path}: ") and "\n" not in str(raised.value)
+
+
+def test_sae_config_file_overrides_its_base(tmp_path):
+    path = tmp_path / "sae.json"
+    path.write_text('{"l1_coefficient": 20, "seed": 3}')
+    config = sae_training.sae_config_from_file(path, base=e3.PLANTED_SAE_CONFIG)
+    assert config == dataclasses.replace(e3.PLANTED_SAE_CONFIG, l1_coefficient=20.0, seed=3)
+    assert sae_training.sae_config_from_file(path).width is None  # the default base
+    with pytest.raises(SAEOptionError, match="not a file"):
+        sae_training.sae_config_from_file(tmp_path)
+
+
+def test_e3_reads_sae_config_over_each_model_kinds_defaults(tmp_path):
+    path = tmp_path / "sae.json"
+    path.write_text('{"n_batches_in_buffer": 2}')  # fits the planted base's batches of 128, not the default 4096
+    assert e3.read_sae_config(str(path), planted=True).n_batches_in_buffer == 2
+    with pytest.raises(SAEOptionError, match="use n_batches_in_buffer >= 32"):
+        e3.read_sae_config(str(path), planted=False)
+    e3.check_sae_options(str(path), None, specs=["planted:tinystories-8m"])
+    with pytest.raises(SAEOptionError, match="use n_batches_in_buffer >= 32"):
+        e3.check_sae_options(str(path), None, specs=["planted:tinystories-8m", "tiny-stories-8M"])
+    path.write_text('{"training_tokens": 100}')  # under the planted batch of 128
+    with pytest.raises(SAEOptionError, match="less than one batch.*come from PLANTED_SAE_CONFIG"):
+        e3.check_sae_options(str(path), None, specs=["planted:tinystories-8m"])
+    assert e3.read_sae_config(None, planted=False) is None
+
+
+def _sae_dir_with_entry(tiny_trained, tmp_path, name="blocks.1"):
+    """--sae-dir layout: one SAE per subdirectory, here a copy of the trained tiny entry."""
+    import shutil
+
+    _, cache = tiny_trained
+    (entry,) = [p for p in cache.iterdir() if p.is_dir()]
+    root = tmp_path / "saes"
+    shutil.copytree(entry, root / name)
+    return root
+
+
+def test_check_sae_dir_maps_hooks_to_directories(tiny_trained, tmp_path):
+    root = _sae_dir_with_entry(tiny_trained, tmp_path)
+    (root / "README.md").write_text("notes beside the SAEs are ignored")
+    assert sae_training.check_sae_dir(root) == {"blocks.1.hook_resid_post": root / "blocks.1"}
+    assert sae_training.check_sae_dir(root / "blocks.1") == {"blocks.1.hook_resid_post": root / "blocks.1"}
+
+
+def _break(root, how: str):
+    sae = root / "blocks.1"
+    if how == "missing":
+        return root / "nowhere"
+    if how == "a file":
+        (root / "file").write_text("x")
+        return root / "file"
+    if how == "empty":
+        (root / "empty").mkdir()
+        return root / "empty"
+    if how == "garbage subdirectory":
+        (root / "junk").mkdir()
+        (root / "junk" / "notes.txt").write_text("x")
+    elif how == "cfg not json":
+        (sae / "cfg.json").write_text("{ truncated")
+    elif how == "cfg a list":
+        (sae / "cfg.json").write_text("[]")
+    elif how == "cfg without hook":
+        (sae / "cfg.json").write_text('{"d_in": 32, "d_sae": 64}')
+    elif how == "cfg without d_sae":
+        (sae / "cfg.json").write_text('{"d_in": 32, "metadata": {"hook_name": "blocks.1.hook_resid_post"}}')
+    elif how == "no weights":
+        (sae / "sae_weights.safetensors").unlink()
+    elif how == "weights garbage":
+        (sae / "sae_weights.safetensors").write_bytes(b"not safetensors at all")
+    elif how == "record garbage":
+        (sae / "training.json").write_text("{ truncated")
+    elif how == "record lacks fields":
+        (sae / "training.json").write_text('{"key": "abc"}')
+    elif how == "record bad config":
+        record = json.loads((sae / "training.json").read_text())
+        record["config"]["l1_coefficient"] = -1.0
+        (sae / "training.json").write_text(json.dumps(record))
+    elif how == "two SAEs for one hook":
+        import shutil
+
+        shutil.copytree(sae, root / "copy")
+    return root
+
+
+BROKEN_SAE_DIRS = [  # (what is wrong, what the one-line error says)
+    ("missing", "no such directory"),
+    ("a file", "not a directory"),
+    ("empty", "holds no SAE"),
+    ("garbage subdirectory", "junk holds no SAE \\(no cfg.json\\)"),
+    ("cfg not json", "blocks.1/cfg.json is not valid JSON"),
+    ("cfg a list", "blocks.1/cfg.json holds a JSON array"),
+    ("cfg without hook", "blocks.1/cfg.json names no hook"),
+    ("cfg without d_sae", "blocks.1/cfg.json lacks positive integer d_sae"),
+    ("no weights", "blocks.1 has no sae_weights.safetensors"),
+    ("weights garbage", "blocks.1/sae_weights.safetensors is not a safetensors file"),
+    ("record garbage", "blocks.1/training.json is not valid JSON"),
+    ("record lacks fields", "blocks.1/training.json lacks config, model, corpus"),
+    ("record bad config", "blocks.1/training.json: bad config \\(l1_coefficient must be > 0"),
+    ("two SAEs for one hook", "two SAEs for blocks.1.hook_resid_post"),
+]
+
+
+@pytest.mark.parametrize("how, message", BROKEN_SAE_DIRS, ids=[how for how, _ in BROKEN_SAE_DIRS])
+def test_check_sae_dir_problems_are_one_line_errors_naming_the_file(tiny_trained, tmp_path, how, message):
+    path = _break(_sae_dir_with_entry(tiny_trained, tmp_path), how)
+    with pytest.raises(SAEOptionError, match=message) as raised:
+        sae_training.check_sae_dir(path)
+    assert str(raised.value).startswith(f"--sae-dir {path}: ") and "\n" not in str(raised.value)
+
+
+def test_record_that_is_not_an_object_is_a_cache_error(tiny_trained, tmp_path):
+    entry = _copy_entry(tiny_trained, tmp_path)
+    (entry / "training.json").write_text('"key config model corpus"')  # a string "contains" every field name
+    with pytest.raises(SAECacheError, match="holds a JSON string, not a training record"):
+        sae_training.load_sae_dir(entry)
+    (entry / "training.json").write_text('{"key": 1, "config": [], "model": {}, "corpus": {}}')
+    with pytest.raises(SAECacheError, match="bad config or model in the record"):
+        sae_training.load_sae_dir(entry)
 
 
 def test_training_is_deterministic(tiny_trained, tmp_path):
