@@ -14,7 +14,7 @@ import hypothesis
 import pytest
 
 from claims import framework
-from mechinterp import report
+from mechinterp import compare, report, results
 
 # Deterministic property tests, project-wide: examples derived from each test, no example database.
 hypothesis.settings.register_profile("deterministic", derandomize=True, database=None)
@@ -23,7 +23,11 @@ hypothesis.settings.load_profile("deterministic")
 pytest_plugins = ("pytester",)  # tests/test_report.py runs the plugin on fake claims
 
 RECORDER = pytest.StashKey[framework.Recorder]()
+REPORT_DIR = pytest.StashKey[Path]()  # checked at the start of the run
+BASELINE = pytest.StashKey[dict]()  # --baseline, loaded once at the start of the run
 REPORT_PATH = pytest.StashKey[Path]()
+CHANGES = pytest.StashKey[object]()  # the comparison with the baseline (a DataFrame or None), computed once
+REPORT_FAILURE = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser):
@@ -50,12 +54,18 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "claim(id): a thesis claim test, e.g. claim('E2.logit-diff'); see claims/thresholds.py")
     config.stash[RECORDER] = framework.Recorder(framework.selected_models(config.getoption("model")))
+    # The report options are checked here, before any model loads: a bad one is one line, not a lost run.
+    try:
+        report_dir = report.check_report_dir(config.getoption("report_dir") or framework.default_report_dir(config.rootpath))
+    except report.ReportDirError as err:
+        raise pytest.UsageError(f"--report-dir: {err}") from None
+    config.stash[REPORT_DIR] = report_dir
     baseline = config.getoption("baseline")
     if baseline is not None:
         try:
-            report.load_results(baseline)
-        except (FileNotFoundError, ValueError) as err:
-            raise pytest.UsageError(f"--baseline {baseline}: {err}") from err
+            config.stash[BASELINE] = results.check_baseline(baseline, report_dir)
+        except results.ResultsFileError as err:
+            raise pytest.UsageError(f"--baseline {baseline}: {err}") from None
 
 
 def pytest_generate_tests(metafunc):
@@ -124,21 +134,26 @@ def pytest_runtest_makereport(item, call):
     return test_report
 
 
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session, exitstatus):
     recorder = session.config.stash[RECORDER]
-    if recorder.has_claims:
-        directory = session.config.getoption("report_dir") or framework.default_report_dir(session.config.rootpath)
-        baseline = session.config.getoption("baseline")
-        session.config.stash[REPORT_PATH] = recorder.write(Path(directory), framework.command_line(session.config),
-                                                           Path(baseline) if baseline else None)
+    # A run refused at its start (usage error) measured nothing: it leaves any older report alone.
+    if recorder.has_claims and exitstatus != pytest.ExitCode.USAGE_ERROR:
+        config = session.config
+        stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldfail or session.shouldstop)
+        try:
+            config.stash[REPORT_PATH], config.stash[CHANGES] = recorder.write(
+                config.stash[REPORT_DIR], framework.command_line(config), config.stash.get(BASELINE, None),
+                config.getoption("baseline") or "", interrupted=stopped)
+        except report.ReportWriteError as failure:
+            config.stash[REPORT_FAILURE] = f"claims report NOT written: {failure}"
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    if REPORT_FAILURE in config.stash:
+        terminalreporter.write_line(config.stash[REPORT_FAILURE], red=True, bold=True)
     if REPORT_PATH in config.stash:
-        path = config.stash[REPORT_PATH]
-        baseline = config.getoption("baseline")
-        if baseline:
+        if config.stash[CHANGES] is not None:
             terminalreporter.section("changes since baseline")
-            for line in report.comparison_summary(report.compare_results(path.parent, baseline)):
+            for line in compare.comparison_summary(config.stash[CHANGES]):
                 terminalreporter.write_line(line)
-        terminalreporter.write_line(f"claims report: {path}")
+        terminalreporter.write_line(f"claims report: {config.stash[REPORT_PATH]}")

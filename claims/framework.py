@@ -270,9 +270,26 @@ class Recorder:
     def has_claims(self) -> bool:
         return bool(self.results)
 
-    def write(self, directory: Path, command: str, baseline: Path | None = None) -> Path:
-        run = report.RunInfo(self.started, report.utc_now(), self.models, command, report.package_versions())
-        return report.write_report(run, list(self.results.values()), directory, baseline)
+    def write(self, directory: Path, command: str, baseline: dict | None = None, baseline_label: str = "",
+              interrupted: bool = False):
+        """Write the report (atomically) -> (index.html path, the comparison with `baseline` or None).
+        When it cannot be written, results.json is saved under the temp dir and the ReportWriteError says where."""
+        from mechinterp import compare, results
+
+        claim_results = list(self.results.values())
+        not_run = sum(r.status == "not run" for r in claim_results)
+        run = results.RunInfo(self.started, results.utc_now(), self.models, command, results.package_versions(),
+                              interrupted=interrupted or not_run > 0, not_run=not_run)
+        document = results.results_to_dict(run, claim_results)
+        changes = None if baseline is None else compare.compare_results(document, baseline)
+        try:
+            return report.write_report(run, claim_results, directory, changes, baseline_label), changes
+        except report.ReportWriteError as failure:
+            try:
+                saved = f"the results are saved in {results.save_results_fallback(document)}"
+            except OSError as err:
+                saved = f"the results could not be saved either ({err})"
+            raise report.ReportWriteError(f"{failure}; {saved}") from failure
 
 
 def _skip_reason(test_report) -> str:

@@ -4,12 +4,16 @@ end to end (a claims run with fake models that passes, fails, skips and errors).
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,7 @@ from matplotlib.figure import Figure
 from claims.thresholds import THRESHOLDS, Threshold, lookup_all
 from mechinterp.models import missing_weights_message
 from mechinterp.compare import compare_results
-from mechinterp.report import ReportDirError, ReportWriteError, check_report_dir, main, write_report
+from mechinterp.report import PAUSE_AFTER_STAGING_ENV, ReportDirError, ReportWriteError, check_report_dir, main, write_report
 from mechinterp.results import (
     ClaimResult, QuantityResult, ResultsFileError, RunInfo, check_baseline, figure_to_png, load_results, results_to_dict,
     save_results_fallback,
@@ -75,7 +79,7 @@ def test_family_rows_apply_to_the_whole_tinystories_family_only():
 
 def test_planted_specs_use_their_real_counterparts_rows():
     assert lookup_all("E2.logit-diff", "planted:tinystories-8m") == lookup_all("E2.logit-diff", "tiny-stories-8M") != []
-    assert lookup_all("E2.logit-diff", "planted:gpt2-small/some-mutant") == lookup_all("E2.logit-diff", "gpt2-small") != []
+    assert lookup_all("E2.logit-diff", "planted:gpt2-small/no-s-inhibition") == lookup_all("E2.logit-diff", "gpt2-small") != []
     assert lookup_all("E2.logit-diff", "tiny-stories-1M") == []
 
 
@@ -430,7 +434,7 @@ def test_plugin_records_passed_failed_skipped_and_errored_claims(claims_pytester
     report_dir = claims_pytester.path / "out"
     result = claims_pytester.runpytest(
         *UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M,planted:gpt2-small", "--model", "gpt2-small", "--model", "tiny-stories-1M",
-        "--report-dir", str(report_dir),
+        "--report-dir", str(report_dir), "--allow-unchecked-models",  # 1M has no row for these fake claims
     )
     # pytest: 8M passes (+ the load-once check); planted:gpt2-small fails GPT-2 rows at 9.4; gpt2-small and 1M skip; the crash fails twice
     result.assert_outcomes(passed=2, failed=3, skipped=4)
@@ -520,4 +524,134 @@ def test_baseline_option_adds_the_changes_to_the_report(claims_pytester):
 def test_missing_baseline_is_a_usage_error(claims_pytester):
     result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out", "--baseline", "nowhere")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--baseline nowhere: no results.json at nowhere"])
+    result.stderr.fnmatch_lines([f"ERROR: --baseline nowhere: {claims_pytester.path / 'nowhere'}: no such file"])
+
+
+# --- start-of-run checks, atomic reports, interrupted and killed runs, on the plugin ---
+
+
+def only_error_line(result) -> str:
+    """A run refused at start: pytest's one-line error, and nothing else on stderr (no traceback)."""
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    (line,) = [line for line in result.stderr.lines if line.strip()]
+    return line
+
+
+def test_baseline_that_is_this_runs_report_dir_is_refused_before_any_test(claims_pytester):
+    claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "base")
+    before = (claims_pytester.path / "base" / "results.json").read_bytes()
+    for baseline in ("base", "base/results.json"):
+        result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "base", "--baseline", baseline)
+        assert fnmatch.fnmatch(only_error_line(result), f"ERROR: --baseline {baseline}: *results.json is inside the report directory this run writes*")
+        assert "collected" not in result.stdout.str()  # refused before collection, so before any model loads
+    assert (claims_pytester.path / "base" / "results.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("text, fault", [RESULTS_SHAPE_FAULTS[i] for i in (0, 1, 3)])
+def test_baseline_of_the_wrong_shape_is_refused_at_start(claims_pytester, text, fault):
+    (claims_pytester.path / "old.json").write_text(text)
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out", "--baseline", "old.json")
+    line = only_error_line(result)
+    assert line.startswith(f"ERROR: --baseline old.json: {claims_pytester.path / 'old.json'}: ") and fault in line
+    assert not (claims_pytester.path / "out").exists()
+
+
+def test_report_dir_that_is_a_file_is_refused_at_start(claims_pytester):
+    (claims_pytester.path / "taken").write_text("x")
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "taken")
+    assert only_error_line(result) == f"ERROR: --report-dir: {claims_pytester.path / 'taken'} is a file, not a directory"
+    # (a read-only place is refused the same way: test_read_only_report_dir_is_refused, skipped as root)
+
+
+def test_report_that_cannot_be_written_at_the_end_is_saved_elsewhere(claims_pytester):
+    claims_pytester.path.joinpath("claims", "test_fake_claims.py").write_text(FAKE_CLAIMS.split("@pytest.mark.claim")[0] + '''
+from pathlib import Path
+
+@pytest.mark.claim("E2.logit-diff")
+def test_puts_a_file_where_the_report_goes(subject, check, request):
+    Path(request.config.getoption("report_dir")).write_text("in the way")
+    check(Measured({"logit_diff": 9.4}))
+''')
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out")
+    result.assert_outcomes(passed=1)
+    (line,) = [line for line in result.stdout.lines if "claims report" in line]
+    prefix = f"claims report NOT written: cannot write the report: {claims_pytester.path / 'out'} is a file, not a directory; the results are saved in "
+    assert line.startswith(prefix)
+    saved = Path(line.removeprefix(prefix))
+    try:
+        (row,) = load_results(saved)["results"]
+        assert row["status"] == "passed" and row["quantities"][0]["measured"] == 9.4
+    finally:
+        shutil.rmtree(saved.parent)
+
+
+def test_a_rerun_replaces_the_older_report_as_a_whole(claims_pytester):
+    claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "base")
+    claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out", "--baseline", "base")
+    assert (claims_pytester.path / "out" / "comparison.csv").exists()
+    claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "gpt2-small", "--report-dir", "out")
+    out = claims_pytester.path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "results.json"]
+    started = load_results(out)["run"]["started_utc"]
+    assert started in (out / "index.html").read_text() and {r["spec"] for r in load_results(out)["results"]} == {"gpt2-small"}
+
+
+PASSING_CLAIM = '''
+@pytest.mark.claim("E2.logit-diff")
+def test_b_would_pass(subject, check):
+    check(Measured({"logit_diff": 9.4}))
+'''
+STOPPING_CLAIMS = FAKE_CLAIMS.split("@pytest.mark.claim")[0] + '''
+@pytest.mark.claim("E2.logit-diff")
+def test_a_stops(subject, check):
+    STOP
+''' + PASSING_CLAIM
+
+
+@pytest.mark.parametrize("stop, args, not_run", [("raise KeyboardInterrupt", (), 2), ("assert False", ("-x",), 1)], ids=["ctrl-c", "-x"])
+def test_an_interrupted_runs_report_says_so(claims_pytester, stop, args, not_run):
+    claims_pytester.path.joinpath("claims", "test_fake_claims.py").write_text(STOPPING_CLAIMS.replace("STOP", stop))
+    # inline_run: runpytest would re-raise the Ctrl-C into this test
+    claims_pytester.inline_run(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out", *args, no_reraise_ctrlc=True)
+    data = load_results(claims_pytester.path / "out")
+    assert data["run"]["interrupted"] is True and data["run"]["not_run"] == not_run == data["counts"]["not run"]
+    assert f"interrupted: {not_run} of 2 claims not run" in (claims_pytester.path / "out" / "index.html").read_text()
+
+
+def test_a_whole_run_is_not_marked_interrupted(claims_pytester):
+    claims_pytester.path.joinpath("claims", "test_fake_claims.py").write_text(STOPPING_CLAIMS.replace("STOP", "assert False"))
+    claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out")
+    assert load_results(claims_pytester.path / "out")["run"]["interrupted"] is False
+    assert "interrupted:" not in (claims_pytester.path / "out" / "index.html").read_text()
+
+
+def test_a_run_killed_while_writing_its_report_loses_nothing(claims_pytester, monkeypatch, tmp_path):
+    claims_pytester.path.joinpath("claims", "test_fake_claims.py").write_text(STOPPING_CLAIMS.split("@pytest.mark.claim")[0] + PASSING_CLAIM)
+    run = (*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out")
+    claims_pytester.runpytest(*run).assert_outcomes(passed=1)
+    out = claims_pytester.path / "out"
+    previous = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    paused = tmp_path / "paused"
+    monkeypatch.setenv(PAUSE_AFTER_STAGING_ENV, str(paused))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the subprocess imports claims.framework from the repository
+    with open(tmp_path / "log", "w") as log:
+        child = claims_pytester.popen([sys.executable, "-m", "pytest", *run], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while not paused.exists():
+            assert child.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()
+            time.sleep(0.1)
+        staged = Path(paused.read_text())
+        assert sorted(p.name for p in staged.iterdir()) == ["index.html", "results.json"]  # fully staged, not yet in place
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == previous
+    assert staged.exists()  # the killed writer's leftover, for the next run to sweep
+
+    monkeypatch.delenv(PAUSE_AFTER_STAGING_ENV)
+    claims_pytester.runpytest(*run).assert_outcomes(passed=1)
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith((".out", "out"))) == ["out"]
+    assert load_results(out)["run"]["started_utc"] != json.loads(previous["results.json"])["run"]["started_utc"]
