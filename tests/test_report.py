@@ -563,6 +563,15 @@ def test_report_dir_that_is_a_file_is_refused_at_start(claims_pytester):
     # (a read-only place is refused the same way: test_read_only_report_dir_is_refused, skipped as root)
 
 
+def test_a_run_refused_after_collection_leaves_the_older_report_alone(claims_pytester):
+    claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out")
+    before = {p.name: p.read_bytes() for p in (claims_pytester.path / "out").iterdir()}
+    # tiny-stories-28M has no E2.logit-diff row: the run stops once collected, before any claim runs
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M,tiny-stories-28M", "--report-dir", "out")
+    assert "no selected claim checks tiny-stories-28M" in only_error_line(result)
+    assert {p.name: p.read_bytes() for p in (claims_pytester.path / "out").iterdir()} == before
+
+
 def test_report_that_cannot_be_written_at_the_end_is_saved_elsewhere(claims_pytester):
     claims_pytester.path.joinpath("claims", "test_fake_claims.py").write_text(FAKE_CLAIMS.split("@pytest.mark.claim")[0] + '''
 from pathlib import Path
