@@ -27,6 +27,7 @@ from mechinterp.patching import (
     patch_resid_pre_by_pos,
     patching_pair_batches,
     run_metric,
+    s2_to_end_handover,
     top_heads,
 )
 from mechinterp.plots.patching import head_heatmap, layer_position_heatmap
@@ -66,15 +67,8 @@ def measure_resid_patch_s2(model) -> Measured:
     except PatchingError as error:
         return _undefined(RESID_QUANTITIES, info, error)
     s2, end = int(clean.pos("S2")[0]), int(clean.pos("END")[0])
-    n_layers = model.cfg.n_layers
     s2_curve, end_curve = effects[:, s2], effects[:, end]
-    handed_over = (end_curve > s2_curve).nonzero()
-    values = {
-        "S2_effect_first_half": s2_curve[: n_layers // 2].mean().item(),
-        "END_effect_last_layer": end_curve[-1].item(),
-        "handover_layer": float(handed_over[0, 0]) if len(handed_over) else float(n_layers),
-        **info,
-    }
+    values = {**s2_to_end_handover(effects, s2, end), **info}
     labels = tokenizer_for(model).convert_ids_to_tokens(clean.tokens[0].tolist())
     figure = layer_position_heatmap(effects, labels, f"{model.cfg.model_name}: residual stream patching (corrupt -> clean)")
     details = {"S2_effect_by_layer": s2_curve.tolist(), "END_effect_by_layer": end_curve.tolist()}

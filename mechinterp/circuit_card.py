@@ -1,0 +1,158 @@
+"""The IOI circuit of any model, found by role rather than by head index (thesis ch. 5 future work).
+
+For every model (every TinyStories version, GPT-2 small, an unidentified checkpoint) the card
+answers: how well does it do IOI, and which heads play which part? No thresholds: the card is
+measured and shown. Each role is a rule over the suite's own measurements:
+
+  name movers           positive direct logit attribution (DLA) at END and END attends IO more
+                        than S1 + S2 (thesis s3.4.2: H7.7; GPT-2 small H9.9, H9.6)
+  negative name movers  the same attention, negative DLA beyond noticeable_dla of the logit
+                        difference (GPT-2 small 10.7, 11.10; none in TS-8M)
+  S-inhibition          head patching moves the logit difference (|effect| >= noticeable_effect),
+                        END attends S2 (noticeably, and more than IO), and the head's own DLA is
+                        small: its effect is indirect (thesis fig 3.13: H5.7; GPT-2 small 8.6)
+  previous-token / duplicate-token / induction
+                        E1's attention scores on repeated random tokens (mechinterp.head_scores),
+                        heads scoring at least min_head_score
+  handover layer        residual patching: first layer where patching END restores more than S2
+
+Inputs are the thesis's: the 8 protocol prompts for logit difference, DLA and attention; its
+patching pair (corrupt -> clean) for head and residual patching; E1's random-token setup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformer_lens import HookedTransformer
+
+from mechinterp.attention import mean_attention
+from mechinterp.dla import head_dla
+from mechinterp.head_scores import HeadScoreConfig, head_scores
+from mechinterp.ioi import make_batch, protocol_prompts
+from mechinterp.metrics import logit_diff, p_io
+from mechinterp.patching import (
+    PatchingConfig,
+    PatchingError,
+    patch_head_out_all_pos,
+    patch_resid_pre_by_pos,
+    patching_pair_batches,
+    s2_to_end_handover,
+)
+
+
+@dataclass(frozen=True)
+class CircuitCardConfig:
+    top_k: int = 3  # heads listed per role
+    noticeable_dla: float = 0.05  # |DLA| / logit difference that counts as a direct effect (E2.no-neg-mover's 5%)
+    noticeable_effect: float = 0.1  # |patching effect| that counts (E2.head-patch's 10% of the gap)
+    noticeable_attention: float = 0.1  # an attention weight that counts: several times the ~0.02-0.05 of a uniform head here
+    min_head_score: float = 0.1  # E1 scores listed from here: 5-10x chance (0.01-0.02 on 50-100 keys)
+    head_scores: HeadScoreConfig = field(default_factory=lambda: HeadScoreConfig(n_sequences=20, seq_len=50, seed=0))  # E1's
+    patching: PatchingConfig = field(default_factory=lambda: PatchingConfig(progress=False))
+
+
+@dataclass(frozen=True)
+class RoleHead:
+    head: tuple[int, int]
+    score: float  # the role's ranking value: DLA fraction, patching effect or attention score
+    attention: float | None = None  # the role's attention: END->IO (movers) or END->S2 (S-inhibition)
+
+    @property
+    def name(self) -> str:
+        return f"H{self.head[0]}.{self.head[1]}"
+
+    def describe(self) -> str:
+        attention = "" if self.attention is None else f", attn {self.attention:.2f}"
+        return f"{self.name} ({self.score:+.2f}{attention})"
+
+
+@dataclass
+class CircuitCard:
+    model_name: str
+    logit_diff: float
+    p_io: float
+    name_movers: list[RoleHead]
+    negative_name_movers: list[RoleHead]
+    s_inhibition: list[RoleHead]
+    previous_token: list[RoleHead]
+    duplicate_token: list[RoleHead]
+    induction: list[RoleHead]
+    handover_layer: float  # n_layers when END never overtakes S2; NaN when patching is undefined
+    notes: list[str] = field(default_factory=list)
+
+    def values(self) -> dict[str, float]:
+        """The card's numbers, for the report's measured-values column."""
+        first = lambda heads: heads[0].score if heads else float("nan")  # noqa: E731
+        return {"logit_diff": self.logit_diff, "p_io": self.p_io, "handover_layer": self.handover_layer,
+                "top_name_mover_dla_fraction": first(self.name_movers),
+                "top_s_inhibition_patching_effect": first(self.s_inhibition),
+                "n_negative_name_movers": float(len(self.negative_name_movers))}
+
+    def table(self) -> dict[str, str]:
+        """Label -> short text, one row per role: what the report shows side by side per model."""
+        heads = lambda role: ", ".join(h.describe() for h in role) or "none"  # noqa: E731
+        return {
+            "logit diff / P(IO)": f"{self.logit_diff:.2f} / {self.p_io:.3f}",
+            "name movers (DLA fraction, END->IO)": heads(self.name_movers),
+            "negative name movers (DLA fraction, END->IO)": heads(self.negative_name_movers),
+            "S-inhibition (patching effect, END->S2)": heads(self.s_inhibition),
+            "duplicate-token (score)": heads(self.duplicate_token),
+            "previous-token (score)": heads(self.previous_token),
+            "induction (score)": heads(self.induction),
+            "S2 -> END handover layer": f"{self.handover_layer:g}",
+            **({"notes": "; ".join(self.notes)} if self.notes else {}),
+        }
+
+
+def _ranked(values: torch.Tensor, keep: torch.Tensor, k: int, attention: torch.Tensor | None = None,
+            descending: bool = True) -> list[RoleHead]:
+    """The k heads where `keep` holds, ordered by `values`."""
+    flat, mask = values.flatten(), keep.flatten()
+    order = flat.argsort(descending=descending)
+    n_heads = values.shape[1]
+    picked = [int(i) for i in order if mask[i]][:k]
+    return [RoleHead((i // n_heads, i % n_heads), float(flat[i]),
+                     None if attention is None else float(attention.flatten()[i])) for i in picked]
+
+
+def circuit_card(model: HookedTransformer, tokenizer, config: CircuitCardConfig | None = None) -> CircuitCard:
+    """Measure the card of `model` (see the module docstring for each role's rule)."""
+    config = config or CircuitCardConfig()
+    batch = make_batch(tokenizer, protocol_prompts())
+    with torch.inference_mode():
+        logits = model(batch.tokens.to(model.cfg.device))
+    total = logit_diff(logits, batch).item()
+    notes = []
+
+    dla = head_dla(model, batch).double().cpu()
+    dla_fraction = dla / abs(total) if abs(total) > 1e-9 else dla * float("nan")
+    attention = mean_attention(model, batch, [("END", "IO"), ("END", "S1"), ("END", "S2")])
+    to_io, to_s = attention[("END", "IO")], attention[("END", "S1")] + attention[("END", "S2")]
+    attends_io = to_io > to_s
+    name_movers = _ranked(dla_fraction, attends_io & (dla_fraction > config.noticeable_dla), config.top_k, to_io)
+    negative = _ranked(dla_fraction, attends_io & (dla_fraction < -config.noticeable_dla), config.top_k, to_io,
+                       descending=False)
+
+    try:
+        clean, corrupt = patching_pair_batches(tokenizer)
+        effects = patch_head_out_all_pos(model, clean, corrupt, cfg=config.patching).double().cpu()
+        resid = patch_resid_pre_by_pos(model, clean, corrupt, cfg=config.patching)
+        handover = s2_to_end_handover(resid, int(clean.pos("S2")[0]), int(clean.pos("END")[0]))["handover_layer"]
+        to_s2 = attention[("END", "S2")]
+        s_inhibition_rule = ((effects.abs() >= config.noticeable_effect) & (to_s2 > to_io)
+                             & (to_s2 >= config.noticeable_attention) & (dla_fraction.abs() < config.noticeable_dla))
+        s_inhibition = _ranked(effects.abs(), s_inhibition_rule, config.top_k, attention[("END", "S2")])
+    except PatchingError as undefined:  # the corruption does not move the metric: no patching role
+        notes.append(f"patching undefined: {undefined}")
+        s_inhibition, handover = [], float("nan")
+
+    scores = head_scores(model, config.head_scores)
+    by_score = lambda kind: _ranked(scores[kind].double().cpu(), scores[kind] >= config.min_head_score, config.top_k)  # noqa: E731
+    return CircuitCard(
+        model_name=model.cfg.model_name, logit_diff=total, p_io=p_io(logits, batch).item(),
+        name_movers=name_movers, negative_name_movers=negative, s_inhibition=s_inhibition,
+        previous_token=by_score("previous_token"), duplicate_token=by_score("duplicate_token"),
+        induction=by_score("induction"), handover_layer=handover, notes=notes,
+    )

@@ -1,0 +1,63 @@
+"""The circuit card names the planted heads of each twin, by role, and follows a moved name mover."""
+
+from __future__ import annotations
+
+import pytest
+
+from claims.framework import tokenizer_for
+from fixtures.planted import build
+from mechinterp.circuit_card import circuit_card
+
+
+@pytest.fixture(scope="module")
+def card_of():
+    cards = {}
+
+    def get(name: str):
+        if name not in cards:
+            model = build(name)
+            cards[name] = (circuit_card(model, tokenizer_for(model)), model.planted)
+        return cards[name]
+
+    return get
+
+
+def names(role_heads) -> list[str]:
+    return [h.name for h in role_heads]
+
+
+def planted(info, role: str) -> set[str]:
+    return {f"H{layer}.{head}" for layer, head in info.heads_with_role(role)}
+
+
+@pytest.mark.parametrize("twin", ["tinystories-8m", "gpt2-small"])
+def test_card_names_the_planted_heads(card_of, twin):
+    card, info = card_of(twin)
+    n_movers = len(planted(info, "name-mover"))
+    assert set(names(card.name_movers)[:n_movers]) == planted(info, "name-mover")
+    assert set(names(card.negative_name_movers)) == planted(info, "negative-name-mover")
+    assert names(card.s_inhibition)[0] in planted(info, "s-inhibition")
+    assert set(names(card.s_inhibition)) <= planted(info, "s-inhibition") | planted(info, "duplicate-token")
+    for role, kind in (("duplicate-token", "duplicate_token"), ("previous-token", "previous_token"), ("induction", "induction")):
+        assert set(names(getattr(card, kind))) == planted(info, role), role  # none listed where none was planted
+    assert card.logit_diff > 0 and 0 < card.p_io < 1
+
+
+def test_card_names_the_ts_twin_as_the_thesis_does(card_of):
+    card, _ = card_of("tinystories-8m")
+    assert names(card.name_movers) == ["H7.7"] and names(card.s_inhibition)[0] == "H5.7"
+    assert names(card.duplicate_token) == ["H4.0"] and card.induction == [] and card.negative_name_movers == []
+
+
+def test_a_moved_name_mover_moves_the_card(card_of):
+    card, info = card_of("tinystories-8m/name-mover-moved")
+    assert planted(info, "name-mover") == {"H7.2"}
+    assert names(card.name_movers) == ["H7.2"]
+
+
+def test_card_table_is_one_short_line_per_role(card_of):
+    card, _ = card_of("tinystories-8m")
+    table = card.table()
+    assert table["name movers (DLA fraction, END->IO)"].startswith("H7.7 (+1.00, attn 0.7")
+    assert table["induction (score)"] == "none" and all("\n" not in v for v in table.values())
+    assert set(card.values()) >= {"logit_diff", "p_io", "handover_layer"}
