@@ -122,12 +122,17 @@ def _result_rows(result: ClaimResult) -> str:
 _SEVERITY = ("passed", "skipped", "not run", "known gap", "failed", "error")
 
 
+def _short(value) -> str:
+    """3 significant digits: a matrix cell is read at a glance; the claim's table has the full value."""
+    return f"{value:.3g}" if isinstance(value, float) and not math.isnan(value) else _fmt(value)
+
+
 def _key_value(row: dict) -> str:
     """A result row's first measured quantity with its thesis value, e.g. '9.36 / 9.4' (or just '9.36')."""
     for q in row["quantities"]:
         if q.get("measured") is not None:
             thesis = q.get("thesis_value")
-            return _fmt(q["measured"]) + ("" if thesis is None else f" / {_fmt(thesis)}")
+            return _short(q["measured"]) + ("" if thesis is None else f" / {_short(thesis)}")
     return ""
 
 
@@ -136,8 +141,6 @@ def render_matrix(rows: list[dict], models: list[str], link: bool = True) -> str
     measured value with its thesis value. `rows` are results.json rows; `link` points claims at their tables."""
     cells: dict[tuple[str, str], tuple[str, str]] = {}  # (claim, spec) -> (status, key value)
     for row in sorted(rows, key=lambda r: r["claim"]):
-        if row["claim"] == CIRCUIT_CARD:
-            continue  # shown as cards, not as a status
         key = (row["claim"], row["spec"])
         status, value = cells.get(key, ("passed", ""))
         worst = max(status, row["status"], key=lambda s: _SEVERITY.index(s) if s in _SEVERITY else len(_SEVERITY))
