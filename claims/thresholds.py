@@ -82,7 +82,34 @@ _LOGIT_DIFF_SETUP = (
     "Thesis s3.4, 8-prompt protocol set; tolerance 0.15 = ±0.05 one-decimal rounding + 0.10 for library/hardware details."
 )
 
+# E0.smallest-ioi (thesis s3.2): TinyStories-8M is "the smallest one in the family that was able to
+# perform the IOI task". The thesis gives no numbers for 1M / 3M. Measured as E2.logit-diff on the 8
+# protocol prompts (claims/test_e0_family.py). "Not able" and "able" are read against the two models
+# the thesis shows doing IOI: TS-8M (9.4) and GPT-2 small (3.6, the weaker of the two).
+_NOT_ABLE = ("Thesis s3.2: {model} is not 'able to perform the IOI task' (only 8M and up are). Read as: IO's logit at most "
+             "1 above S's on average (IO at most e^1 ~ 2.7x as likely as S), under a third of GPT-2 small's 3.6, the weakest "
+             "IOI performer the thesis shows, and a ninth of TS-8M's 9.4.")
+_NOT_ABLE_P = ("Thesis s3.2: {model} is not 'able to perform the IOI task'. Read as: P(IO) not above P(S) by a clear margin, "
+               "at most 10 points at END (TS-8M: 77% vs ~0).")
+E0_ROWS = [
+    *[
+        row
+        for model in ("tiny-stories-1M", "tiny-stories-3M")
+        for row in (
+            Threshold("E0.smallest-ioi", model, "logit_diff", None, "<=", 1.0, None, _NOT_ABLE.format(model=model)),
+            Threshold("E0.smallest-ioi", model, "p_io_minus_p_s", None, "<=", 0.1, None, _NOT_ABLE_P.format(model=model)),
+        )
+    ],
+    Threshold("E0.smallest-ioi", "tiny-stories-8M", "logit_diff", 9.4, ">=", 2.0, 7.4,
+              "Thesis s3.2/s3.4: TS-8M performs IOI (logit difference 9.4, E2.logit-diff). Here only 'able' is claimed: at "
+              "least twice the 'not able' bound of 1M / 3M, so the two sides cannot meet; E2.logit-diff checks the 9.4."),
+    Threshold("E0.smallest-ioi", "tiny-stories-8M", "p_io_minus_p_s", 0.773, ">=", 0.1, 0.673,
+              "Thesis s3.4.2: TS-8M's P(IO) is 77.3% on the clean prompt. 'Able' read as P(IO) above P(S) by a clear "
+              "margin, the 10-point line 1M / 3M must stay under."),
+]
+
 THRESHOLDS: list[Threshold] = [
+    *E0_ROWS,
     # --- E1 ---
     # E1 (thesis s3.3, figs 3.1-3.6): attention-pattern scores on 20 repeated random sequences of 50
     # tokens (claims/test_e1_head_scores.py). The thesis prints no score values, only heatmaps and

@@ -1,4 +1,4 @@
-"""IOI metrics: logit difference logit(IO) - logit(S) at END, and P(IO)."""
+"""IOI metrics: logit difference logit(IO) - logit(S) at END, P(IO) and P(S)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,17 @@ def logit_diff(logits: torch.Tensor, batch: IOIBatch, per_prompt: bool = False) 
     return diff if per_prompt else diff.mean()
 
 
+def _token_probability(logits: torch.Tensor, batch: IOIBatch, tokens: torch.Tensor, per_prompt: bool) -> torch.Tensor:
+    probs = end_logits(logits, batch).float().softmax(-1)
+    p = probs.gather(-1, tokens.to(probs.device)[:, None])[:, 0]
+    return p if per_prompt else p.mean()
+
+
 def p_io(logits: torch.Tensor, batch: IOIBatch, per_prompt: bool = False) -> torch.Tensor:
     """Softmax probability of the IO token at END: per prompt [batch], or its mean."""
-    probs = end_logits(logits, batch).float().softmax(-1)
-    p = probs.gather(-1, batch.io_token.to(probs.device)[:, None])[:, 0]
-    return p if per_prompt else p.mean()
+    return _token_probability(logits, batch, batch.io_token, per_prompt)
+
+
+def p_s(logits: torch.Tensor, batch: IOIBatch, per_prompt: bool = False) -> torch.Tensor:
+    """Softmax probability of the S token at END: per prompt [batch], or its mean."""
+    return _token_probability(logits, batch, batch.s_token, per_prompt)
