@@ -303,13 +303,19 @@ def write_directory_atomically(directory, files: dict[str, str]) -> Path:
         if directory.exists():
             aside = staged.with_name(staged.name.replace(f".{_STAGING}-", f".{_REPLACED}-", 1))
             directory.rename(aside)
-            staged.rename(directory)
+            try:
+                staged.rename(directory)
+            except BaseException:
+                aside.rename(directory)  # the new report cannot go in place: the old one stays
+                raise
             shutil.rmtree(aside, ignore_errors=True)
         else:
             staged.rename(directory)
-    except OSError as err:
+    except BaseException as err:  # also Ctrl-C: no staging directory is left behind
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
+        if not isinstance(err, OSError):
+            raise
         where = f" ({err.filename})" if err.filename else ""
         raise ReportWriteError(f"cannot write the report to {directory}: {err.strerror or err}{where}") from err
     return directory

@@ -288,6 +288,24 @@ def test_a_failed_write_is_one_error_and_keeps_the_older_report(tmp_path, monkey
         write_report(run_info(), sample_results(), tmp_path / "a-file")
 
 
+def test_a_report_that_cannot_be_put_in_place_keeps_the_older_one(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    write_report(run_info(), sample_results(), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_rename = Path.rename
+
+    def staged_rename_fails(self, target):
+        if ".staging-" in self.name:
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(self))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", staged_rename_fails)
+    with pytest.raises(ReportWriteError, match="Invalid cross-device link"):
+        write_report(run_info(), sample_results()[1:], out)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and siblings(out) == ["out"]
+
+
 def test_results_saved_to_the_fallback_load_back(tmp_path):
     document = results_to_dict(run_info(), sample_results())
     saved = save_results_fallback(document)
