@@ -60,6 +60,15 @@ def pytest_configure(config):
     except report.ReportDirError as err:
         raise pytest.UsageError(f"--report-dir: {err}") from None
     config.stash[REPORT_DIR] = report_dir
+    sae_config, sae_dir = config.getoption("sae_config"), config.getoption("sae_dir")
+    if sae_config is not None or sae_dir is not None:  # checked even when no E3 test is selected
+        from claims.test_e3_features import check_sae_options
+        from mechinterp.sae_training import SAEOptionError
+
+        try:
+            check_sae_options(sae_config, sae_dir, config.stash[RECORDER].models)
+        except SAEOptionError as err:
+            raise pytest.UsageError(str(err)) from None
     baseline = config.getoption("baseline")
     if baseline is not None:
         try:
