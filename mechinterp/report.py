@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import glob
 import html
 import json
 import math
@@ -388,6 +389,22 @@ def merge_reports(run_paths, out_dir) -> Path:
     return write_directory_atomically(out, {"index.html": render_merged(runs)}) / "index.html"
 
 
+def expand_runs(patterns: list[str], out_dir) -> list[str]:
+    """RUN arguments with their wildcards expanded here (tox runs commands without a shell); the output
+    directory a pattern such as reports/tox-* also matches on a re-run is not a run."""
+    out = Path(out_dir).resolve()
+    runs = []
+    for pattern in patterns:
+        if not any(c in pattern for c in "*?["):
+            runs.append(pattern)
+            continue
+        matches = [m for m in sorted(glob.glob(pattern)) if Path(m).resolve() != out]
+        if not matches:
+            raise ReportDirError(f"{pattern} matches no run")
+        runs += matches
+    return runs
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mechinterp.report", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -396,7 +413,7 @@ def main(argv=None) -> int:
     merge.add_argument("--out", required=True, metavar="DIR", help="where to write the merged index.html (replaced as a whole)")
     args = parser.parse_args(argv)
     try:
-        index = merge_reports(args.runs, args.out)
+        index = merge_reports(expand_runs(args.runs, args.out), args.out)
     except (ResultsFileError, ReportDirError, ReportWriteError) as err:
         print(f"merge: {err}", file=sys.stderr)
         return 2

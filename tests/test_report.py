@@ -389,6 +389,16 @@ def test_merge_keeps_one_column_per_run_for_a_model_in_several_runs(tmp_path):
     assert f"<th>gpt2-small ({tmp_path / 'a'})</th><th>gpt2-small ({tmp_path / 'b'})</th>" in page
 
 
+def test_merge_expands_wildcards_itself_and_skips_its_own_output(tmp_path, monkeypatch):
+    for name in ("tox-a", "tox-b"):
+        write_report(RunInfo("", "", [name]), [ClaimResult("E2.logit-diff", name, name, False, "passed")], tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # the second time reports/tox-* also matches the merged page's directory
+        assert main(["merge", "tox-*", "--out", "tox-matrix"]) == 0
+    assert "<th>tox-a</th><th>tox-b</th>" in (tmp_path / "tox-matrix" / "index.html").read_text()
+    assert main(["merge", "nothing-*", "--out", "tox-matrix"]) == 2
+
+
 def test_merge_refuses_a_bad_run_or_writing_over_a_run(tmp_path, capsys):
     write_report(run_info(), sample_results(), tmp_path / "run")
     (tmp_path / "junk.json").write_text("[]")
