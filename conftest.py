@@ -146,7 +146,8 @@ def pytest_runtest_makereport(item, call):
 def pytest_sessionfinish(session, exitstatus):
     recorder = session.config.stash[RECORDER]
     # A run refused at its start (usage error) measured nothing: it leaves any older report alone.
-    if recorder.has_claims and exitstatus != pytest.ExitCode.USAGE_ERROR:
+    # A collect-only run (--co) measured nothing either.
+    if recorder.has_claims and exitstatus != pytest.ExitCode.USAGE_ERROR and not session.config.option.collectonly:
         config = session.config
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldfail or session.shouldstop)
         try:

@@ -231,7 +231,7 @@ class Recorder:
             spec = parse_spec(raw) if raw else None
             self.results[item.nodeid] = report.ClaimResult(
                 claim, raw, spec.row_key if spec else "", bool(spec and spec.planted), "not run", nodeid=item.nodeid,
-                quantities=unevaluated(lookup_all(claim, spec)) if spec else [],
+                quantities=unevaluated(lookup_all(claim, spec)) if spec else [], identity=spec.identity() if spec else "",
             )
 
     def record_collect_error(self, collect_report) -> None:
@@ -264,7 +264,7 @@ class Recorder:
                 result.status = "failed" if is_failed_check else "error"
                 result.message = _exception_message(call.excinfo)
         elif test_report.when == "call":
-            result.status, result.message = "passed", ""
+            result.status, result.message = ("measured" if result.claim in INFO_CLAIMS else "passed"), ""
 
     @property
     def has_claims(self) -> bool:

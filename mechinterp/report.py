@@ -63,7 +63,7 @@ table{border-collapse:collapse;margin:.5em 0 1.5em;width:100%}
 th,td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;font-size:14px}
 th{background:#f0f0f0;text-align:left}
 .num{text-align:right;font-family:monospace}
-.passed{background:#dff0d8}.failed{background:#f2dede}.error{background:#f7c6a3}
+.passed{background:#dff0d8}.measured{background:#d9edf7}.failed{background:#f2dede}.error{background:#f7c6a3}
 .skipped,.not-run{background:#eee}.known-gap{background:#fcf8e3}
 .banner{background:#fff3cd;border:3px solid #d39e00;padding:1em;font-size:18px;font-weight:bold;margin:1em 0}
 .interrupted{background:#f2dede;border:3px solid #a94442;padding:1em;font-size:18px;font-weight:bold;margin:1em 0}
@@ -120,7 +120,7 @@ def _result_rows(result: ClaimResult) -> str:
     return "\n".join(rows)
 
 
-_SEVERITY = ("passed", "skipped", "not run", "known gap", "failed", "error")
+_SEVERITY = ("passed", "measured", "skipped", "not run", "known gap", "failed", "error")
 
 
 def _short(value) -> str:

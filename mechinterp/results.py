@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-STATUSES = ("passed", "failed", "known gap", "skipped", "error", "not run")
+# "measured": a claim with no threshold row that ran (the circuit card): a value shown, nothing asserted.
+STATUSES = ("passed", "measured", "failed", "known gap", "skipped", "error", "not run")
 VERSIONED_PACKAGES = ("torch", "transformer_lens", "sae_lens", "transformers")
 RESULTS_FILE = "results.json"
 

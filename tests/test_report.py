@@ -153,7 +153,7 @@ def test_results_json_holds_the_table(tmp_path):
     write_report(run_info(), sample_results(), tmp_path)
     data = load_results(tmp_path)
     assert data["planted_in_run"] is True
-    assert data["counts"] == {"passed": 1, "failed": 1, "known gap": 0, "skipped": 1, "error": 1, "not run": 0}
+    assert data["counts"] == {"passed": 1, "measured": 0, "failed": 1, "known gap": 0, "skipped": 1, "error": 1, "not run": 0}
     first = data["results"][0]
     assert first["has_figure"] is True and first["details"] == {"per_prompt": [9.0, 9.82]}
     assert first["quantities"][0] == {"quantity": "logit_diff", "measured": 9.41, "thesis_value": 9.4, "op": "within",
@@ -692,3 +692,28 @@ def test_a_run_killed_while_writing_its_report_loses_nothing(claims_pytester, mo
     claims_pytester.runpytest(*run).assert_outcomes(passed=1)
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith((".out", "out"))) == ["out"]
     assert load_results(out)["run"]["started_utc"] != json.loads(previous["results.json"])["run"]["started_utc"]
+
+
+FAKE_CARD = '''
+import pytest
+from claims.framework import Measured
+
+@pytest.mark.claim("circuit-card")
+def test_card(subject, check):
+    check(Measured({"logit_diff": 1.5}, details={"card": {"name movers": "H7.7 (+1.00)"}}))
+'''
+
+
+def test_a_claim_without_rows_that_ran_is_measured_and_every_row_names_its_model_identity(claims_pytester):
+    claims_pytester.path.joinpath("claims", "test_fake_card.py").write_text(FAKE_CARD)
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims/test_fake_card.py", "--model", "planted:gpt2-small",
+                                       "--report-dir", "out")
+    result.assert_outcomes(passed=1)
+    (row,) = load_results(claims_pytester.path / "out")["results"]
+    assert row["status"] == "measured" and row["quantities"][0]["passed"] is None
+    assert row["identity"].startswith("planted twin of gpt2-small")
+
+
+def test_collect_only_writes_no_report(claims_pytester):
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--co", "--model", "tiny-stories-8M", "--report-dir", "out")
+    assert result.ret == 0 and not (claims_pytester.path / "out").exists()
