@@ -40,6 +40,9 @@ PLANTED_WARNING = (
     "Synthetic models with planted circuits: these rows are a check of the suite itself "
     "(it finds circuits that were put there by hand), not evidence about the real models."
 )
+# Tag on a row whose quantity the planted model was built to (PlantedInfo.calibrated).
+CALIBRATED_NOTE = ("The planted model was built to this quantity (e.g. its name mover's gain set so the logit "
+                   "difference is the thesis's): a pass shows only that the suite measures what the builder set.")
 REPORT_FILES = ("index.html", RESULTS_FILE, "comparison.csv")
 CIRCUIT_CARD = "circuit-card"  # the claim id whose details["card"] the matrix pages show side by side
 # Fault injection for tests: write_report writes the staged directory's path into this file, then waits
@@ -68,6 +71,7 @@ th{background:#f0f0f0;text-align:left}
 .banner{background:#fff3cd;border:3px solid #d39e00;padding:1em;font-size:18px;font-weight:bold;margin:1em 0}
 .interrupted{background:#f2dede;border:3px solid #a94442;padding:1em;font-size:18px;font-weight:bold;margin:1em 0}
 .tag{background:#d39e00;color:white;border-radius:3px;padding:1px 5px;font-size:12px;font-weight:bold}
+.tag.calibrated{background:#6c757d;font-weight:normal}
 .why{font-size:12px;color:#444;max-width:30em}
 pre{white-space:pre-wrap;font-size:12px;margin:0}
 img{max-width:480px}
@@ -112,6 +116,8 @@ def _result_rows(result: ClaimResult) -> str:
     rows = []
     for i, q in enumerate(quantities):
         verdict = {True: "✓", False: "✗", None: ""}[q.passed]
+        if getattr(q, "calibrated", False):
+            verdict += f' <span class="tag calibrated" title="{html.escape(CALIBRATED_NOTE)}">calibrated by construction</span>'
         cells = [f'<td class="num">{_fmt(q.measured)} {verdict}</td>', f'<td class="num">{_fmt(q.thesis_value)}</td>',
                  f"<td>{html.escape(q.rule or '(no threshold row: for information)')}</td>", f'<td class="why">{html.escape(q.why)}</td>']
         head = (f'<td rowspan="{span}">{html.escape(result.claim)}</td><td rowspan="{span}">{model}</td>') if i == 0 else ""
@@ -411,14 +417,30 @@ def main(argv=None) -> int:
     merge = commands.add_parser("merge", help="merge several runs into one page: claims x models, circuit cards side by side")
     merge.add_argument("runs", nargs="+", metavar="RUN", help="a run's directory or its results.json (e.g. reports/tox-*)")
     merge.add_argument("--out", required=True, metavar="DIR", help="where to write the merged index.html (replaced as a whole)")
+    merge.add_argument("--strict", action="store_true",
+                       help="exit 1 when a merged claim failed or errored, or a run was interrupted (the page is written first)")
     args = parser.parse_args(argv)
     try:
-        index = merge_reports(expand_runs(args.runs, args.out), args.out)
+        runs = expand_runs(args.runs, args.out)
+        index = merge_reports(runs, args.out)
     except (ResultsFileError, ReportDirError, ReportWriteError) as err:
         print(f"merge: {err}", file=sys.stderr)
         return 2
     print(f"merged report: {index}")
-    return 0
+    problems = [f"{run}: {line}" for run in runs for line in run_problems(load_results(results_file(run)))]
+    for line in problems:
+        print(line)
+    return 1 if args.strict and problems else 0
+
+
+def run_problems(document: dict) -> list[str]:
+    """One line per claim that failed or errored in a run, and one if the run was interrupted: what a
+    merged page must not let pass as green (`merge --strict`)."""
+    lines = [f"{row['claim']} on {row['spec']}: {row['status']}" for row in document["results"]
+             if row["status"] in ("failed", "error")]
+    if document["run"].get("interrupted"):
+        lines.append(f"interrupted: {document['run'].get('not_run', '?')} claims not run")
+    return lines
 
 
 if __name__ == "__main__":

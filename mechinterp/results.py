@@ -39,6 +39,9 @@ class QuantityResult:
     rule: str = ""  # Threshold.describe()
     why: str = ""
     passed: bool | None = None  # None: not evaluated
+    # The planted model was built to this quantity (PlantedInfo.calibrated): passing shows only that the
+    # suite measures what the builder set, not the thesis's finding.
+    calibrated: bool = False
 
 
 @dataclass

@@ -370,7 +370,9 @@ def test_merge_puts_runs_side_by_side(tmp_path, capsys):
     write_report(small, [sample_results(planted=False)[0], card("tiny-stories-8M", ["H7.7"], 5)], tmp_path / "tox-8M")
     write_report(gpt2, [sample_results()[1], card("gpt2-small", ["H9.9", "H10.0"], 8)], tmp_path / "tox-gpt2")
     assert main(["merge", str(tmp_path / "tox-8M"), str(tmp_path / "tox-gpt2" / "results.json"), "--out", str(tmp_path / "all")]) == 0
-    assert capsys.readouterr().out == f"merged report: {tmp_path / 'all' / 'index.html'}\n"
+    assert capsys.readouterr().out == (f"merged report: {tmp_path / 'all' / 'index.html'}\n"
+                                       f"{tmp_path / 'tox-gpt2' / 'results.json'}: E2.logit-diff on gpt2-small: failed\n"
+                                       f"{tmp_path / 'tox-gpt2' / 'results.json'}: interrupted: 1 claims not run\n")
     page = (tmp_path / "all" / "index.html").read_text()
     assert "<tr><th>Claim</th><th>tiny-stories-8M</th><th>gpt2-small</th></tr>" in page
     assert ('<tr><td>E2.logit-diff</td><td class="passed">passed<br><span class="num">9.41 / 9.4</span></td>'
@@ -379,6 +381,14 @@ def test_merge_puts_runs_side_by_side(tmp_path, capsys):
     assert "<tr><th>S2 -&gt; END handover layer</th><td>5</td><td>8</td></tr>" in page
     assert "interrupted: 1 not run" in page
     assert 'class="banner"' not in page  # no planted model in these runs
+
+
+def test_strict_merge_fails_on_a_failed_claim_after_writing_the_page(tmp_path):
+    write_report(run_info(), sample_results()[:1], tmp_path / "good")
+    assert main(["merge", str(tmp_path / "good"), "--out", str(tmp_path / "all"), "--strict"]) == 0
+    write_report(run_info(), sample_results()[1:2], tmp_path / "bad")  # E2.logit-diff failed on gpt2-small
+    assert main(["merge", str(tmp_path / "good"), str(tmp_path / "bad"), "--out", str(tmp_path / "all"), "--strict"]) == 1
+    assert "<th>gpt2-small</th>" in (tmp_path / "all" / "index.html").read_text()
 
 
 def test_merge_keeps_one_column_per_run_for_a_model_in_several_runs(tmp_path):
