@@ -62,7 +62,7 @@ def pytest_configure(config):
     config.stash[REPORT_DIR] = report_dir
     sae_config, sae_dir = config.getoption("sae_config"), config.getoption("sae_dir")
     if sae_config is not None or sae_dir is not None:  # checked even when no E3 test is selected
-        from claims.test_e3_features import check_sae_options
+        from claims.sae_sources import check_sae_options
         from mechinterp.sae_training import SAEOptionError
 
         try:

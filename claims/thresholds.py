@@ -117,7 +117,8 @@ THRESHOLDS: list[Threshold] = [
     # a number and says why. A score is a fraction of attention: chance is ~0.01-0.02 on 50-100 keys.
     Threshold("E1.prev-weaker", "gpt2-small", "H4.11_prev_token_score", 1.0, ">=", 0.9, 0.1,
               "Thesis s3.3/fig 3.2: GPT-2 small's H4.11 puts 'approximately all' attention on the previous token (~1). "
-              "Tolerance 0.1: 'approximately all' read as at least 90%."),
+              "Tolerance 0.1: 'approximately all' read as at least 90%. Real weights: near 1 (Wang et al.'s previous-"
+              "token head; ARENA's replication)."),
     Threshold("E1.prev-weaker", "tiny-stories-8M", "max_prev_token_score", None, "<=", 0.5, None,
               "Thesis s3.3/fig 3.1: TS-8M's previous-token heads are 'far weaker' than GPT-2 small's (~1, fig 3.2). "
               "'Far weaker' read as at most half of that: no TS-8M head above 0.5. The bound also sits below the GPT-2 row's 0.9, "
@@ -127,23 +128,26 @@ THRESHOLDS: list[Threshold] = [
               "(40% of attention on the token after the earlier copy; chance ~0.01-0.02), the same cut-off that counts GPT-2's."),
     Threshold("E1.no-induction", "gpt2-small", "n_heads_induction_score_ge_0.4", None, ">=", 2, None,
               "Thesis s3.3/fig 3.4: GPT-2 small has 'many' induction heads (Olsson et al.; 5.5 and 6.9 in Wang et al.). "
-              "The thesis gives no count; at least the literature's two named heads must reach the cut-off 0.4."),
+              "The thesis gives no count; 'many' read as at least the literature's two named heads at the cut-off 0.4 "
+              "(a lower bound: real weights are expected to show 5.5 and 6.9 among more, listed in details)."),
     Threshold("E1.dup-weak", "tiny-stories-8M", "H4.0_dup_margin_over_next_head", None, ">", 0.0, None,
               "Thesis s3.3/fig 3.5: H4.0 is TS-8M's single duplicate-token head, so it must score above every other head."),
-    Threshold("E1.dup-weak", "tiny-stories-8M", "H4.0_dup_score", None, "<", 0.5, None,
-              "Thesis s3.3/fig 3.5: H4.0 is 'weak', against GPT-2's 'strong' heads. Weak read as under half of its attention "
-              "on the earlier copy, the same 0.5 line the GPT-2 rows must clear."),
+    Threshold("E1.dup-weak", "tiny-stories-8M", "H4.0_dup_score", None, "<", 0.4, None,
+              "Thesis s3.3/fig 3.5: H4.0 is 'weak', against GPT-2's 'strong' heads. Weak read as under 0.4 on the earlier "
+              "copy, the line GPT-2's H0.5 must clear (a head sharing its attention between itself, the copy and the "
+              "BOS sink gets ~1/3)."),
     Threshold("E1.dup-weak", "gpt2-small", "H3.0_dup_score", None, ">=", 0.5, None,
               "Thesis s3.3/fig 3.6: GPT-2 small's H3.0 is a 'strong' duplicate-token head: at least half its attention on the "
               "earlier copy (the line TS-8M's H4.0 stays under). Literature heads 0.1, 0.10, 3.0 shown in details."),
-    Threshold("E1.dup-weak", "gpt2-small", "H0.5_dup_score", None, ">=", 0.5, None,
+    Threshold("E1.dup-weak", "gpt2-small", "H0.5_dup_score", None, ">=", 0.4, None,
               "Thesis s3.3/fig 3.6: GPT-2 small's H0.5 is a 'strong' duplicate-token head (the thesis's finding; Wang et al. "
-              "list 0.1, 0.10, 3.0 instead, shown in details): at least half its attention on the earlier copy."),
+              "list 0.1, 0.10, 3.0 instead, shown in details). A layer-0 duplicate head attends about evenly to every copy "
+              "of its token, itself included, so 0.5 is its ceiling on one earlier copy: at least 0.4, a tenth left for BOS."),
     # --- E2 ---
     Threshold("E2.logit-diff", "tiny-stories-8M", "logit_diff", 9.4, "within", 9.4, 0.15,
               f"TinyStories-8M's mean logit diff is 9.4. {_LOGIT_DIFF_SETUP}"),
     Threshold("E2.logit-diff", "gpt2-small", "logit_diff", 3.6, "within", 3.6, 0.15,
-              f"GPT-2 small's mean logit diff is 3.6 (public reference 3.55, inside the band). {_LOGIT_DIFF_SETUP}"),
+              f"GPT-2 small's mean logit diff is 3.6 (real weights: public reference 3.55, inside the band). {_LOGIT_DIFF_SETUP}"),
     # The ordering TS-8M > GPT-2 small, per model against the other model's thesis value, so it needs
     # no cross-model run: each model is checked alone, and the two rows together imply the ordering.
     Threshold("E2.logit-diff", "tiny-stories-8M", "logit_diff", 9.4, ">", 3.6, None,
@@ -154,14 +158,17 @@ THRESHOLDS: list[Threshold] = [
     # test_e2_attention.py), all on the 8 protocol prompts, final LayerNorm scale frozen from the
     # clean run as in the thesis's figures. The thesis reads these off figures and gives words, not
     # numbers, except H7.7's ~0.7; each bound below turns a word into a number and says why.
-    Threshold("E2.lens-monotone", "tiny-stories-8M", "largest_drop_fraction", 0.0, "<=", 0.02, 0.02,
+    Threshold("E2.lens-monotone", "tiny-stories-8M", "largest_drop_fraction", 0.0, "<=", 0.05, 0.05,
               "Thesis s3.4.2/fig 3.7: in TS-8M the logit difference 'only increases' across the residual stream. "
-              "Tolerance: no sublayer may lower it by more than 2% of the lens's total movement, below what a plot "
-              "of the figure's scale can show."),
+              "Tolerance: no sublayer may lower it by more than 5% of the lens's total movement (~0.5 logit of 9.4, "
+              "about the smallest dip a plot of the figure's 0-10 scale shows); the GPT-2 row's 'clear dip' starts there."),
     Threshold("E2.lens-monotone", "gpt2-small", "largest_drop_fraction", None, ">=", 0.05, None,
               "Thesis s3.4.2/fig 3.8: in GPT-2 small the logit difference 'sometimes decreases' (negative name movers, "
-              "Wang et al.). A clear dip: one sublayer takes away at least 5% of the lens's total movement, "
-              "2.5x the noise allowance of the TS-8M row."),
+              "Wang et al.). A clear dip: one sublayer takes away at least 5% of the lens's total movement, the "
+              "line the TS-8M row stays under. Real weights: the negative movers take ~0.3 of the logit difference."),
+    Threshold("E2.lens-monotone", "gpt2-small", "largest_drop_layer", None, "within", 10.5, 0.5,
+              "Thesis s3.4.2: the dip is 'attributed to Negative Name Mover Heads' (Wang et al.: 10.7, 11.10), so the "
+              "largest drop sits in layer 10 or 11."),
     Threshold("E2.lens-jump", "tiny-stories-8M", "jump_layer", 7, "within", 7, 0,
               "Thesis s3.4.2: the largest part of the logit difference is written at layer 7 in TS-8M (exact layer)."),
     Threshold("E2.lens-jump", "gpt2-small", "jump_layer", 9, "within", 9, 0,
@@ -180,16 +187,27 @@ THRESHOLDS: list[Threshold] = [
               "Thesis s3.4.2/fig 3.10: in GPT-2 small the direct effect is 'more distributed', and Wang et al.'s "
               "strongest name movers H9.9, H9.6, H10.0 'also have the largest logit difference attribution'. So the "
               "answer is written by several heads: the top positive head is under 3x the second (the factor the TS-8M "
-              "row requires of H7.7). Negative heads are E2.no-neg-mover's."),
+              "row requires of H7.7). Real weights: the top name mover about 2x the second. Negative heads are "
+              "E2.no-neg-mover's."),
+    Threshold("E2.dla-single", "gpt2-small", "top_positive_head_fraction", None, ">=", 0.25, None,
+              "Floor for the row above, which a model whose heads write nothing would also pass: name movers write "
+              "the answer (Wang et al.: H9.9, H9.6, H10.0 hold the largest attribution), so the top head carries at "
+              "least a quarter of the logit difference. With the top ~2x the second, three movers and negative heads "
+              "taking ~0.3, real weights should give about half."),
     Threshold("E2.no-neg-mover", "tiny-stories-8M", "most_negative_head_fraction", 0.0, ">=", -0.05, 0.05,
               "Thesis s3.4.2/fig 3.9: TS-8M has no negative name mover heads. No head may take away more than 5% of "
               "the logit difference (~0.5 of 9.4) directly."),
     Threshold("E2.no-neg-mover", "gpt2-small", "most_negative_head_fraction", None, "<=", -0.1, None,
               "Thesis s3.4.2/fig 3.10 and Wang et al.: GPT-2 small has negative name movers (10.7, 11.10, shown in "
-              "details). One head must take away at least 10% of the logit difference, twice the TS-8M allowance."),
+              "details). One head must take away at least 10% of the logit difference, twice the TS-8M allowance. "
+              "Real weights: about -0.3 of the logit difference (10.7 and 11.10 together)."),
+    Threshold("E2.no-neg-mover", "gpt2-small", "most_negative_head_layer", None, "within", 10.5, 0.5,
+              "Wang et al.'s negative name movers are 10.7 and 11.10 (after the name movers of layer 9): the most "
+              "negative head sits in layer 10 or 11."),
     Threshold("E2.h77-name-mover", "tiny-stories-8M", "H7.7_END_to_IO", 0.7, ">=", 0.5, 0.2,
               "Thesis s3.4.2/fig 3.17 and s3.5.1: H7.7 attends from END ('to') to IO with weight ~0.7. Tolerance 0.2: "
-              "the thesis reads 0.7 off one prompt's figure; the mean over 8 prompts may differ."),
+              "the thesis reads 0.7 off one prompt's figure; the mean over 8 prompts may differ. (The thesis's 'H7.7 "
+              "0.7 -> 0.3' after ablation is given for two features, 44 and 2338: see DESIGN.md.)"),
     Threshold("E2.h77-name-mover", "tiny-stories-8M", "H7.7_IO_over_S", None, ">=", 3.0, None,
               "Thesis s3.4.2/fig 3.17, s3.5.1: H7.7 'only moves the IO name'; END->IO at least 3x END->S (S1 + S2)."),
     Threshold("E2.h77-name-mover", "gpt2-small", "H9.9_END_to_IO", None, ">=", 0.5, None,
@@ -209,8 +227,9 @@ THRESHOLDS: list[Threshold] = [
              "0.2 is 3x the uniform share over END's 15 keys (1/15)."),
             ("verb_to_S2", 0.2, "sends S2 to the 'gave' position",
              "0.2 is 2.4x the uniform share over the verb's 12 keys (1/12)."),
-            ("and_to_S1", 0.4, "sends S1 to the following 'and' (prompts where S1 comes first)",
-             "the 'and' sees only 4 keys (BOS, first word, S1, itself), so 0.4 is 1.6x their uniform share 0.25."),
+            ("and_to_S1", 0.25, "sends S1 to the following 'and' (prompts where S1 comes first)",
+             "the 'and' sees only 4 keys (BOS, first word, S1, itself), and real heads keep much of their attention on "
+             "the BOS sink: S1 gets at least their uniform share 0.25, where a head not reading S1 gives it little."),
         )
     ],
     Threshold("E2.h611-secondary", "tiny-stories-8M", "H6.11_END_to_IO", None, ">=", 0.15, None,
@@ -226,8 +245,8 @@ THRESHOLDS: list[Threshold] = [
     # (clean activations into the corrupted run, s2.5.6), effects normalized: corrupted 0, clean 1.
     Threshold("E2.resid-patch-s2", "tiny-stories-8M", "S2_effect_first_half", None, ">=", 0.5, None,
               "Fig 3.11 (s3.4.2): in the early and middle layers the residual-patching effect sits at S2. Mean effect at "
-              "S2 over layers 0-3 at least 0.5, i.e. most of the clean-corrupted gap (layer 0 is 1 by construction, "
-              "as only S2's token differs; the rest tests that S2 keeps it through the middle layers)."),
+              "S2 over layers 1-3 at least 0.5, most of the clean-corrupted gap. Layer 0 is left out: only S2's token "
+              "differs, so it is 1 in any model (mechinterp.patching.s2_to_end_handover)."),
     Threshold("E2.resid-patch-s2", "tiny-stories-8M", "END_effect_last_layer", None, ">=", 0.5, None,
               "Fig 3.11 (s3.4.2): in the late layers the effect sits at END. Patching END before the last block "
               "restores at least half the gap."),
@@ -238,7 +257,7 @@ THRESHOLDS: list[Threshold] = [
               "s3.4.2: the handover from S2 to END happens inside the model (8 means END never overtakes S2)."),
     Threshold("E2.resid-patch-s2", "gpt2-small", "S2_effect_first_half", None, ">=", 0.5, None,
               "Fig 3.12 (s3.4.2, 'just like in GPT2-small'): the effect sits at S2 in early/middle layers; mean over "
-              "layers 0-5 at least 0.5 of the gap, as for TS-8M."),
+              "layers 1-5 at least 0.5 of the gap, as for TS-8M (layer 0 left out, 1 by construction)."),
     Threshold("E2.resid-patch-s2", "gpt2-small", "END_effect_last_layer", None, ">=", 0.5, None,
               "Fig 3.12 (s3.4.2): in the late layers the effect sits at END; patching END before block 11 restores "
               "at least half the gap."),
@@ -256,20 +275,24 @@ THRESHOLDS: list[Threshold] = [
     Threshold("E2.head-patch", "tiny-stories-8M", "H5.7_over_H7.7_abs_dla", 0.0, "<=", 0.1, 0.1,
               "s3.4.2: H5.7 'didn't have any direct contribution to the logit difference' (fig 3.9: only H7.7 is "
               "noticeable). Tolerance: its |DLA| on the clean prompt at most 10% of H7.7's."),
-    Threshold("E2.head-patch", "tiny-stories-8M", "heads_above_0.1", None, "<=", 4, None,
-              "s3.4.2: compared with GPT-2 small 'there's a smaller amount of heads used to perform the task'; the "
-              "thesis's TS-8M circuit names four heads (H4.0, H5.7, H6.11, H7.7), so at most 4 heads move >= 10% of "
-              "the gap."),
-    Threshold("E2.head-patch", "gpt2-small", "heads_above_0.1", None, ">=", 5, None,
-              "s3.4.2, GPT-2 side of the same sentence (fig 3.14): more heads matter than TS-8M's bound of 4 (Wang et "
-              "al.'s circuit: name movers, S-inhibition, induction, duplicate and negative heads)."),
+    # 'A smaller amount of heads' read relatively, not as a head count the thesis never gives: the share of all
+    # heads' |patching effect| that the top two carry, one line for both models (128 vs 144 heads alike).
+    Threshold("E2.head-patch", "tiny-stories-8M", "top2_share_of_abs_effect", None, ">=", 0.5, None,
+              "s3.4.2: compared with GPT-2 small 'there's a smaller amount of heads used to perform the task', and in "
+              "fig 3.13 H7.7 and H5.7 stand out: the top two heads carry at least half of all heads' |effect|."),
+    Threshold("E2.head-patch", "gpt2-small", "top2_share_of_abs_effect", None, "<", 0.5, None,
+              "s3.4.2, GPT-2 side of the same sentence (fig 3.14): the effect is spread over Wang et al.'s circuit "
+              "(duplicate, induction, S-inhibition, name mover and negative heads), so the top two carry under half."),
     *[
         Threshold("E2.eap-edges", "tiny-stories-8M", f"in_rank_{down}<-{up}", None, "<=", bound, None,
                   f"s3.4.2 (list under fig 3.20): {text}. Among the in-edges of {down} (by |EAP score|) the edge from "
-                  f"{up} ranks {'first' if bound == 1 else 'in the top two (with its partner)'}.")
+                  f"{up} ranks {'first' if bound == 1 else 'in the top two'}.")
         for up, down, bound, text in (
             ("H5.7", "H7.7.q", 1, "H7.7's query matrix reads from the output of H5.7"),
-            ("H4.0", "H5.7.v", 1, "H5.7's value matrix reads from the output of H4.0"),
+            # The corruption changes S2's token, so embed and MLP0 at S2 differ too, and H5.7 reads S2 directly:
+            # they can outrank H4.0 among H5.7.v's in-edges without H4.0 mattering less (hence top two).
+            ("H4.0", "H5.7.v", 2, "H5.7's value matrix reads from the output of H4.0"),
+            # The thesis also says heads 'tend to read from MLP0 instead of the Embedding' (DESIGN.md): either order.
             ("MLP0", "H7.7.v", 2, "H7.7's value matrix reads from the output of MLP0 and Embed"),
             ("embed", "H7.7.v", 2, "H7.7's value matrix reads from the output of MLP0 and Embed"),
         )
@@ -283,13 +306,17 @@ THRESHOLDS: list[Threshold] = [
     ],
     # --- E3 ---
     # E3 (s3.5): each claim names its feature by role (mechinterp.features.ROLES); the thesis's index is the
-    # role's alias. Measured on the 8 protocol prompts; ablation = projecting the decoder direction out of the
-    # residual stream after the block, at every position. The thesis's attention numbers are one-decimal
-    # readings of figures, so ratios of them carry about +-0.1 of rounding.
+    # role's alias. Measured on the thesis's prompt, the clean prompt of s3.4.2 (IO = Mary; the 8 protocol
+    # prompts are reported beside, prefixed '8p.', no rows). Ablation = projecting the decoder direction out
+    # of the residual stream after the block, at every position. The thesis's attention numbers are
+    # one-decimal readings of figures, so ratios of them carry about +-0.1 of rounding. Where the thesis
+    # reports a graded effect (L5 ablations: P(IO) 4.8%, H7.7 keeps 0.3 of 0.7) the band is two-sided: a
+    # total collapse is not what it found. Attribution leads are summed over near-copies (decoder cos >= 0.9)
+    # of each feature first, so they do not hang on how one SAE splits a direction.
     Threshold("E3.L6-to-feature-collapse", "tiny-stories-8M", "p_io_ablated", 0.0025, "<=", 0.05, 0.0475,
               "s3.5.2: ablating feature 1059 drops P(IO) from 77.3% to 0.25%. Bound 5%: 20x the thesis value, yet "
               "under 1/15 of the clean 77.3%, so a pass still means P(IO) collapsed; the slack is for a retrained SAE "
-              "whose role feature carries the direction less purely than the thesis's."),
+              "whose role feature carries the direction less purely than the thesis's. One-sided: the thesis reports a collapse."),
     Threshold("E3.L6-to-feature-collapse", "tiny-stories-8M", "p_io_ablated_over_clean", 0.0032, "<=", 0.1, 0.097,
               "s3.5.2: the same collapse relative to the model's own clean P(IO) (0.25 / 77.3 = 0.003): at most a "
               "tenth of it remains."),
@@ -299,6 +326,9 @@ THRESHOLDS: list[Threshold] = [
     Threshold("E3.L5-to-feature", "tiny-stories-8M", "p_io_ablated", 0.048, "<=", 0.15, 0.102,
               "s3.5.1: ablating feature 44 changes P(IO) from 77.3% to 4.8%. Bound 15%: about 3x the thesis value, "
               "still under a fifth of the clean 77.3%."),
+    Threshold("E3.L5-to-feature", "tiny-stories-8M", "p_io_ablated", 0.048, ">=", 0.01, 0.038,
+              "s3.5.1 vs s3.5.2: ablating 44 leaves P(IO) at 4.8%, 19x what ablating the layer-6 feature leaves "
+              "(0.25%): a graded effect, not a collapse. Bound 1%: 4x the layer-6 value, a fifth of 4.8%."),
     Threshold("E3.L5-to-feature", "tiny-stories-8M", "p_io_ablated_over_clean", 0.062, "<=", 0.2, 0.138,
               "s3.5.1: relative to the clean P(IO), 4.8 / 77.3 = 0.062 remains; bound 0.2 (about 3x, as above)."),
     Threshold("E3.L5-to-feature", "tiny-stories-8M", "H6.11_END_to_names_after_over_before", None, "<=", 0.5, None,
@@ -307,15 +337,25 @@ THRESHOLDS: list[Threshold] = [
     Threshold("E3.L5-to-feature", "tiny-stories-8M", "H7.7_END_to_IO_after_over_before", 0.43, "<=", 0.7, 0.27,
               "s3.5.1: H7.7's END->IO attention goes 0.7 -> 0.3 (ratio 0.43; 0.36-0.54 given one-decimal rounding). "
               "Bound 0.7: a fall of at least 30%, the tolerance covering rounding and SAE differences."),
+    Threshold("E3.L5-to-feature", "tiny-stories-8M", "H7.7_END_to_IO_after_over_before", 0.43, ">=", 0.2, 0.23,
+              "s3.5.1: after the ablation IO 'is still the only position attended to except for the beginning of "
+              "string': H7.7 keeps part of its attention (0.3 of 0.7). Bound 0.2: under half the thesis's 0.43, "
+              "well above the near-zero of a collapse."),
+    Threshold("E3.L5-to-feature", "tiny-stories-8M", "attribution", None, "<", 0.0, None,
+              "s3.5.1: 44 'had quite large negative feature attribution, in fact third most negative of all "
+              "features' (the thesis's reading: decreasing it stops H6.11 moving S into END). Its sign must be "
+              "negative; the rank is reported (attribution_rank_from_most_negative), not bounded."),
     Threshold("E3.L5-gave-feature", "tiny-stories-8M", "verb_share", 1.0, ">=", 0.75, 0.25,
               "s3.5.1: feature 2338 'activates on gave'. Its strongest activation (BOS excluded) is at the verb after S2 "
-              "on at least 6 of the 8 protocol prompts."),
+              "(on the one prompt: 1 = yes; on the 8, at least 6 of them)."),
     Threshold("E3.L5-gave-feature", "tiny-stories-8M", "attribution_over_runner_up", 2.63, ">=", 1.5, 1.13,
               "Table 3.3: 2338 has attribution 5.15, the next 1.96 (ratio 2.6, 'significantly higher than the others'). "
-              "Bound 1.5: the role feature leads the next by at least half again."),
+              "Bound 1.5: the role feature (with its near-copies) leads the next (with its copies) by at least half again."),
     Threshold("E3.L5-gave-feature", "tiny-stories-8M", "H7.7_END_to_IO_after_over_before", 0.43, "<=", 0.7, 0.27,
               "s3.5.1: ablating 2338 changes H7.7's 'to'->IO attention from 0.7 to 0.3 (ratio 0.43, 0.36-0.54 with "
               "rounding). Bound 0.7: a fall of at least 30%."),
+    Threshold("E3.L5-gave-feature", "tiny-stories-8M", "H7.7_END_to_IO_after_over_before", 0.43, ">=", 0.2, 0.23,
+              "s3.5.1: the same 0.7 -> 0.3: H7.7 keeps part of its attention to IO. Bound 0.2, as for feature 44."),
     Threshold("E3.L5-gave-feature", "tiny-stories-8M", "H6.11_END_to_names_after_over_before", None, ">=", 0.75, None,
               "s3.5.1: 2338 'doesn't influence the attention pattern of H6.11 significantly': H6.11 keeps at least 75% "
               "of its END attention to the names."),
@@ -330,18 +370,23 @@ THRESHOLDS: list[Threshold] = [
               "Table 3.8: the role's feature (2837) has the most negative attribution, -7.79; it must be negative."),
     Threshold("E3.L6-negative-names", "tiny-stories-8M", "attribution_over_runner_up", 1.98, ">=", 1.5, 0.48,
               "s3.5.2, table 3.8: 2837 has 'by far the largest negative attribution', -7.79 against the next -3.93 "
-              "(ratio 1.98). Bound 1.5, as for the L5 verb feature: the role feature leads the next by at least half again."),
+              "(ratio 1.98). Bound 1.5, as for the L5 verb feature: the role feature (with its near-copies) leads the "
+              "next by at least half again."),
     Threshold("E3.L6-negative-names", "tiny-stories-8M", "name_share_top_contexts", 1.0, ">=", 0.7, 0.3,
               "Table 3.9: all 11 max-activating tokens of 2837 are names (Amy, Lily, Mary, Anna, Molly, Sarah). "
               "Bound: at least 7 of the top 10 tokens over the text searched are names ('mostly names')."),
+    Threshold("E3.L6-negative-names", "tiny-stories-8M", "distinct_names_top_contexts", 6.0, ">=", 3.0, 3.0,
+              "Table 3.9: 'a cluster of names': 6 different names among its top 11 tokens. Bound 3: a feature firing "
+              "on one or two names is a name's own feature, not a cluster."),
     Threshold("E3.L7-logit-feature", "tiny-stories-8M", "attribution_over_runner_up", 58.6, ">=", 10.0, 48.6,
               "s3.5.3: 1854 is 'the only feature that had any significant feature attribution' (4.1, next 0.07: 59x). "
-              "Bound 10x: one feature still far above every other."),
+              "Bound 10x: one feature (with its near-copies) still far above every other."),
     Threshold("E3.L7-logit-feature", "tiny-stories-8M", "name_share_top_unembed_tokens", 1.0, ">=", 0.7, 0.3,
               "s3.5.3: W_dec[1854] @ W_U ranks 'Mary' and ' Mary' first, 'after which are a bunch of other names': at "
               "least 7 of the top 10 tokens are names."),
-    Threshold("E3.L7-logit-feature", "tiny-stories-8M", "top_unembed_token_is_name", 1.0, ">=", 1.0, None,
-              "s3.5.3: the top token of W_dec[1854] @ W_U is a name ('Mary'); 1 = name, 0 = not."),
+    Threshold("E3.L7-logit-feature", "tiny-stories-8M", "top_unembed_token_is_io", 1.0, ">=", 1.0, None,
+              "s3.5.3: the top token of W_dec[1854] @ W_U is the prompt's IO ('Mary' on the s3.4.2 prompt); "
+              "1 = it is, 0 = not (on the 8 prompts, reported only: the share of prompts whose IO it is)."),
     *[
         Threshold("E3.random-control", "tiny-stories-8M", f"mean_abs_delta_p_io_L{block}", None, "<=", 0.02, None,
                   f"s3.5.1: 'Ablating random features doesn't impact performance by any significant amount.' Mean "
@@ -350,6 +395,65 @@ THRESHOLDS: list[Threshold] = [
         for block in (5, 6)
     ],
 ]
+
+
+@dataclass(frozen=True)
+class KnownGap:
+    """A planted model that cannot show a finding: the claim still runs there, and its failure is an
+    expected one (report: "known gap"), strictly: once it passes, the test fails until the entry goes.
+    Keyed by claim and the exact --model value; `why` is the measured cause, from a run."""
+
+    claim: str
+    model: str  # exact --model value, e.g. "planted:tinystories-8m" (mutants are not covered)
+    quantities: tuple[str, ...]  # the rows the model fails; every other row of the claim passes there
+    why: str
+    unless_options: tuple[str, ...] = ()  # pytest options (dest names) under which it was not measured
+
+    def __post_init__(self):
+        if not self.quantities or not self.why.strip():
+            raise ValueError(f"known gap {self.claim} on {self.model}: name the failing rows and the measured cause")
+
+
+# E3: gaps measured with the default SAEs of the run (PLANTED_SAE_CONFIG, claims/sae_sources.py); with
+# --sae-config / --sae-dir the claim is checked plainly, whatever it shows.
+E3_DEFAULT_SAES = ("sae_dir", "sae_config")
+# Values: the thesis's prompt, trained SAEs (seed 0) and, in brackets, the oracle SAEs of
+# fixtures.planted.oracle_sae (exact planted directions: a gap there is the twin's, not SAE training's).
+TS_TWIN = "planted:tinystories-8m"
+KNOWN_GAPS: list[KnownGap] = [
+    KnownGap("E3.L5-to-feature", TS_TWIN, ("p_io_ablated", "H7.7_END_to_IO_after_over_before", "attribution"),
+             "the twin's L5 ablation is a collapse, not the thesis's graded effect: P(IO) 77% -> 2e-5 (oracle 4e-4; "
+             "thesis 4.8%), since projecting to@5 also turns off H6.11's lift of both names, which is what lifts IO "
+             "above the vocabulary at the calibrated P(IO); H7.7 keeps 0.0006 of its END->IO attention (oracle "
+             "0.28, passing). The feature's attribution is +1.58 (oracle +4.2; thesis: third most negative): "
+             "H6.11 lifts IO and S alike, so to@5 only helps through its share of to@6", E3_DEFAULT_SAES),
+    KnownGap("E3.L5-gave-feature", TS_TWIN, ("verb_share", "H7.7_END_to_IO_after_over_before"),
+             "ablating the verb feature leaves H7.7 0.002 of its END->IO attention (oracle 0.008; thesis 0.43): "
+             "verb@5 carries 0.7 of to@6, a score drop H7.7 cannot absorb. On the one prompt the trained "
+             "top-attribution feature (7 copies summed) peaks off the verb (verb_share 0; 1.0 on the 8 prompts; "
+             "oracle 1.0)", E3_DEFAULT_SAES),
+    KnownGap("E3.L5-infinitive-to", TS_TWIN, ("to_attention_after",),
+             "the trained infinitive feature carries is-to and the ' to' position code with inf@5, so projecting "
+             "it removes the later heads' attraction to earlier ' to' together with what cancels it: attention "
+             "to earlier ' to' goes ~1e-6 -> ~5e-6 (ratio 5.4 passes, 'strong' fails); the exact direction "
+             "(oracle) gives 0.90", E3_DEFAULT_SAES),
+    KnownGap("E3.L6-negative-names", TS_TWIN, ("distinct_names_top_contexts",),
+             "the trained feature of most negative attribution (-13.8 with its copy) is one name's own feature: "
+             "its top 10 contexts hold 1 distinct name (oracle names@6: 8). names@6 always comes with a name's "
+             "code, so the SAE folds it into one feature per name", E3_DEFAULT_SAES),
+    KnownGap("E3.L7-logit-feature", TS_TWIN, ("attribution_over_runner_up",),
+             "the top feature (3 copies, attribution 4.26, W_U top token ' Mary', the IO) leads the next by 2.06 "
+             "(oracle 6.6; thesis 59): the next is another name's logit direction, as the twin packs 40 names into "
+             "12 dimensions (overlaps up to ~0.4). On the 8 prompts the lead is 0.52 (oracle 1.0): 8 IO names "
+             "share the attribution, so no name-specific feature can lead there",
+             E3_DEFAULT_SAES),
+]
+
+
+def known_gap(claim: str, model: str) -> KnownGap | None:
+    """The KNOWN_GAPS entry of `claim` on the --model value `model`, if any."""
+    found = [gap for gap in KNOWN_GAPS if gap.claim == claim and gap.model == model]
+    return found[0] if found else None
 
 
 def lookup_all(claim: str, spec: str | ModelSpec) -> list[Threshold]:

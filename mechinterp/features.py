@@ -209,6 +209,19 @@ def near_duplicates(sae, features: Sequence[int], min_cosine: float = 0.9) -> li
     return sorted(set((cosines >= min_cosine).any(-1).nonzero().flatten().tolist()) | set(features))
 
 
+def grouped_lead(scores: torch.Tensor, sae, feature: int, min_cosine: float = 0.9) -> tuple[float, float, list[int], list[int]]:
+    """(score of `feature`'s group, score of the best other group, the two groups): `scores` [d_sae]
+    (higher is better, e.g. attribution) summed over near-duplicates (decoder cos >= `min_cosine`), so a
+    lead does not depend on how one SAE splits a direction over copies. The runner-up group is the best
+    feature outside the first group with its own copies (those not already in the first group)."""
+    first = near_duplicates(sae, [feature], min_cosine)
+    rest = scores.clone().double()
+    rest[first] = float("-inf")
+    runner = int(rest.argmax())
+    second = sorted(set(near_duplicates(sae, [runner], min_cosine)) - set(first))
+    return float(scores[first].sum()), float(scores[second].sum()), first, second
+
+
 def random_feature_control(
     model, sae, batch: IOIBatch, n_features: int = 50, seed: int = 0, exclude: Sequence[int] = (),
     live: torch.Tensor | None = None,
@@ -249,6 +262,21 @@ def attention_to_token(
     if not bool(is_target.any()):
         raise ValueError(f"no occurrence of token {token_id} before {source} in any prompt")
     return (from_source * is_target[None].to(from_source.dtype)).sum(-1).double().mean().item()
+
+
+def peak_share(model, sae, feature: int, batch: IOIBatch, position: str = "verb") -> float:
+    """Fraction of prompts whose strongest activation of `feature` (BOS excluded) is at `position`."""
+    acts = feature_acts(model, sae, batch.tokens)[:, 1:, feature]
+    peak = acts.argmax(-1) + 1
+    return (peak == batch.pos(position).to(peak.device)).double().mean().item()
+
+
+def attention_change(result: AblationResult, head: tuple[int, int], targets: Sequence[str]) -> tuple[float, float, float]:
+    """(before, after, after / before) of one head's attention (from the result's source) summed over `targets`."""
+    table = result.attention[result.attention["head"] == f"{head[0]}.{head[1]}"].set_index("target")
+    before = float(table.loc[list(targets), "before"].sum())
+    after = float(table.loc[list(targets), "after"].sum())
+    return before, after, (after / before if before > 0 else float("nan"))
 
 
 # --- contexts and unembedding ---------------------------------------------------------------------
@@ -341,6 +369,11 @@ STORY_NAMES = frozenset(NAMES) | {
 def is_name(token: str) -> bool:
     """Whether a decoded token is a name (leading space and case of the first letter as written)."""
     return token.strip() in STORY_NAMES
+
+
+def distinct_names(tokens: Sequence[str]) -> int:
+    """How many different names `tokens` hold (a names cluster, not one name firing everywhere)."""
+    return len({t.strip() for t in tokens if is_name(t)})
 
 
 def name_share(tokens: Sequence[str]) -> float:

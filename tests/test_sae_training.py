@@ -3,7 +3,7 @@ and ground truth: on planted:tinystories-8m with its story corpus, the gated SAE
 the planted trigger directions, the role finder picks those features, and ablating them does what the
 planted mechanism dictates.
 
-The planted SAEs are the claims' own (claims.test_e3_features.PLANTED_SAE_CONFIG, disk-cached), so
+The planted SAEs are the claims' own (claims.sae_sources.PLANTED_SAE_CONFIG, disk-cached), so
 training happens once whether this file or the claims run first.
 """
 
@@ -17,6 +17,7 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+import claims.sae_sources as sources
 import claims.test_e3_features as e3
 from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
@@ -180,7 +181,7 @@ def test_config_range_checks_each_field(name, value, message):
 def test_config_takes_ints_for_floats_with_one_cache_key():
     assert SAETrainingConfig(l1_coefficient=40).to_dict() == SAETrainingConfig(l1_coefficient=40.0).to_dict()
     assert isinstance(SAETrainingConfig(l1_coefficient=40).l1_coefficient, float)
-    assert e3.PLANTED_SAE_CONFIG == SAETrainingConfig.from_dict(e3.PLANTED_SAE_CONFIG.to_dict())
+    assert sources.PLANTED_SAE_CONFIG == SAETrainingConfig.from_dict(sources.PLANTED_SAE_CONFIG.to_dict())
 
 
 def test_train_sae_rejects_a_context_longer_than_the_models():
@@ -215,8 +216,8 @@ def test_sae_config_file_problems_are_one_line_errors_naming_the_file(tmp_path, 
 def test_sae_config_file_overrides_its_base(tmp_path):
     path = tmp_path / "sae.json"
     path.write_text('{"l1_coefficient": 20, "seed": 3}')
-    config = sae_training.sae_config_from_file(path, base=e3.PLANTED_SAE_CONFIG)
-    assert config == dataclasses.replace(e3.PLANTED_SAE_CONFIG, l1_coefficient=20.0, seed=3)
+    config = sae_training.sae_config_from_file(path, base=sources.PLANTED_SAE_CONFIG)
+    assert config == dataclasses.replace(sources.PLANTED_SAE_CONFIG, l1_coefficient=20.0, seed=3)
     assert sae_training.sae_config_from_file(path).width is None  # the default base
     with pytest.raises(SAEOptionError, match="not a file"):
         sae_training.sae_config_from_file(tmp_path)
@@ -225,16 +226,16 @@ def test_sae_config_file_overrides_its_base(tmp_path):
 def test_e3_reads_sae_config_over_each_model_kinds_defaults(tmp_path):
     path = tmp_path / "sae.json"
     path.write_text('{"n_batches_in_buffer": 2}')  # fits the planted base's batches of 128, not the default 4096
-    assert e3.read_sae_config(str(path), planted=True).n_batches_in_buffer == 2
+    assert sources.read_sae_config(str(path), planted=True).n_batches_in_buffer == 2
     with pytest.raises(SAEOptionError, match="use n_batches_in_buffer >= 32"):
-        e3.read_sae_config(str(path), planted=False)
-    e3.check_sae_options(str(path), None, specs=["planted:tinystories-8m"])
+        sources.read_sae_config(str(path), planted=False)
+    sources.check_sae_options(str(path), None, specs=["planted:tinystories-8m"])
     with pytest.raises(SAEOptionError, match="use n_batches_in_buffer >= 32"):
-        e3.check_sae_options(str(path), None, specs=["planted:tinystories-8m", "tiny-stories-8M"])
+        sources.check_sae_options(str(path), None, specs=["planted:tinystories-8m", "tiny-stories-8M"])
     path.write_text('{"training_tokens": 100}')  # under the planted batch of 128
     with pytest.raises(SAEOptionError, match="less than one batch.*come from PLANTED_SAE_CONFIG"):
-        e3.check_sae_options(str(path), None, specs=["planted:tinystories-8m"])
-    assert e3.read_sae_config(None, planted=False) is None
+        sources.check_sae_options(str(path), None, specs=["planted:tinystories-8m"])
+    assert sources.read_sae_config(None, planted=False) is None
 
 
 def _sae_dir_with_entry(tiny_trained, tmp_path, name="blocks.1"):
@@ -382,7 +383,7 @@ def planted_twin():
 @functools.lru_cache(maxsize=None)
 def planted_saes():
     model = planted_twin()
-    return e3.SAESet("planted:tinystories-8m", model, config=e3.PLANTED_SAE_CONFIG)
+    return sources.SAESet("planted:tinystories-8m", model, config=sources.PLANTED_SAE_CONFIG)
 
 
 @functools.lru_cache(maxsize=None)
@@ -399,7 +400,7 @@ def decoder_cosines(block: int, direction: str) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=None)
 def live(block: int) -> torch.Tensor:
-    texts = e3.planted_corpus()[: e3.RANDOM_CONTROL_LIVE_TEXTS]
+    texts = sources.planted_corpus()[: e3.RANDOM_CONTROL_LIVE_TEXTS]
     return features.firing_rates(planted_twin(), planted_saes()[block], texts) > 0
 
 

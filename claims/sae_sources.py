@@ -1,0 +1,164 @@
+"""Where the E3 claims' SAEs come from: the SAE set of a model, --sae-config / --sae-dir, the corpus,
+and the session fixture `e3_sae_sets`.
+
+- `--sae-dir DIR`: trained SAEs, one sae_lens SAE per subdirectory;
+- `--sae-config FILE.json`: SAETrainingConfig fields over the model kind's defaults; trained on
+  TinyStories from the HF hub for real models, on the story corpus for planted ones, and cached;
+- `--sae-config oracle` (planted models only): fixtures.planted.oracle_sae, decoder rows = the
+  planted directions, no training (checks the measuring code, not the thesis);
+- by default, planted models train PLANTED_SAE_CONFIG on the story corpus. A real model with neither
+  option is skipped with one line saying how to provide them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable
+
+import pytest
+
+from mechinterp.models import is_planted, real_counterpart
+from mechinterp.sae_training import (SAEOptionError, SAETrainingConfig, check_sae_dir, load_sae_dir,
+                                     sae_config_from_file, train_sae)
+
+SAE_BLOCKS = (5, 6, 7)
+ORACLE = "oracle"  # --sae-config value: planted models get fixtures.planted.oracle_sae
+
+# The planted twin's SAEs, trained in the test session and cached (keyed by config, model weights and
+# corpus). Sized for CI on a 2-core CPU: the story corpus is run through the model once (~36k tokens)
+# and cycled for 100k training tokens in batches of 128 (~780 steps: with batches of 1024, 100 steps
+# left the SAE unconverged). Width 1024 = 4 x d_model: the twin's residual stream holds a few dozen
+# planted directions, not thousands of features. L1 40 from a sweep over 5, 10, 20, 40 (lr 1e-3): every
+# setting recovered each planted direction at decoder cos >= 0.93, but at L1 <= 20 the features that
+# fire at END absorb the twin's other content at "to" tokens (its rotating position code, the names
+# H6.11 moved there) and split the trigger over many features (112 with cos > 0.5 at L1 5), so the
+# top feature at END had cos 0.5-0.9 with the trigger; at 40 it is 0.92-0.95. The price is
+# reconstruction: explained variance ~0.45, since most of the twin's residual is dense (constant,
+# positional sinusoids, a random code per token), which a sparse code cannot carry.
+PLANTED_SAE_CONFIG = SAETrainingConfig(
+    width=1024, l1_coefficient=40.0, lr=1e-3, training_tokens=100_000, train_batch_size_tokens=128,
+    context_size=128, store_batch_size_prompts=8, n_batches_in_buffer=8, n_eval_batches=2, seed=0,
+)
+PLANTED_CORPUS_STORIES = 600  # fixtures.corpus.story_corpus(600, seed=0): ~37k tokens, ~850 giving "to"s
+TINYSTORIES_CONTEXT_STORIES = 2000  # real models: validation stories searched for max-activating contexts
+
+
+def planted_corpus() -> list[str]:
+    from fixtures.corpus import story_corpus
+
+    return story_corpus(PLANTED_CORPUS_STORIES, seed=0)
+
+
+def read_sae_config(path: str | None, planted: bool) -> SAETrainingConfig | str | None:
+    """--sae-config: a JSON object of SAETrainingConfig fields over the model kind's defaults, or
+    ORACLE (planted models only)."""
+    base = PLANTED_SAE_CONFIG if planted else SAETrainingConfig()
+    if path is None:
+        return base if planted else None
+    if path == ORACLE:
+        if not planted:
+            raise SAEOptionError("--sae-config oracle: oracle SAEs exist for planted models only (their decoder rows "
+                                 "are the planted directions); give a config file or --sae-dir for real models")
+        return ORACLE
+    try:
+        return sae_config_from_file(path, base)
+    except SAEOptionError as err:
+        if not planted:
+            raise
+        raise SAEOptionError(f"{err} (fields the file does not set come from PLANTED_SAE_CONFIG, the planted twin's)") from None
+
+
+def check_sae_options(sae_config: str | None, sae_dir: str | None, specs: Iterable[str] = ()) -> None:
+    """--sae-config / --sae-dir checked at the start of a run, before any model loads (conftest): a
+    one-line SAEOptionError naming the bad file. The config file is read over the defaults of each
+    kind of model in `specs` (planted and/or real; both when no specs are given, except for `oracle`,
+    which is for planted models)."""
+    if sae_config is not None:
+        kinds = {is_planted(spec) for spec in specs} or ({True} if sae_config == ORACLE else {True, False})
+        for planted in sorted(kinds):
+            read_sae_config(sae_config, planted)
+    if sae_dir is not None:
+        check_sae_dir(sae_dir)
+
+
+def default_sae_source(config) -> bool:
+    """Whether a run uses the default SAEs (no --sae-dir / --sae-config): the known gaps of planted
+    models (claims.thresholds.KNOWN_GAPS, `sae_source='default'`) were measured with those."""
+    return config.getoption("sae_dir", None) is None and config.getoption("sae_config", None) is None
+
+
+@dataclass
+class SAESet:
+    """The SAE of each block for one model under test, fetched on first use."""
+
+    spec: str
+    model: object
+    sae_dir: str | None = None
+    config: SAETrainingConfig | str | None = None  # or ORACLE
+    cache_dir: str | None = None
+    _saes: dict = field(default_factory=dict)
+
+    def how_to_provide(self) -> str:
+        return (f"E3 needs gated SAEs of {real_counterpart(self.spec)} blocks {', '.join(map(str, SAE_BLOCKS))}: "
+                "pass --sae-dir DIR (trained SAEs, sae_lens format) or --sae-config FILE.json (trains them on "
+                "TinyStories from the HF hub; mechinterp/sae_training.py)")
+
+    def __getitem__(self, block: int):
+        if block not in self._saes:
+            self._saes[block] = self._fetch(block)
+        return self._saes[block]
+
+    def _fetch(self, block: int):
+        hook = f"blocks.{block}.hook_resid_post"
+        if self.sae_dir is not None:
+            found = check_sae_dir(self.sae_dir)
+            if hook not in found:
+                pytest.skip(f"--sae-dir {self.sae_dir} has no SAE for {hook} (found: {', '.join(found) or 'none'})")
+            return load_sae_dir(found[hook]) if (found[hook] / "training.json").exists() else _load_foreign(found[hook])
+        if self.config is None:
+            pytest.skip(self.how_to_provide())
+        if self.config == ORACLE:
+            from fixtures.planted.oracle_sae import oracle_sae
+
+            return oracle_sae(self.model, block)
+        corpus = planted_corpus() if is_planted(self.spec) else None
+        return train_sae(self.model, corpus, replace(self.config, block=block), cache_dir=self.cache_dir)
+
+
+def _load_foreign(directory: Path):
+    """An SAE trained elsewhere (no training.json): loaded as sae_lens saved it."""
+    from sae_lens import SAE
+
+    try:
+        return SAE.load_from_disk(str(directory))
+    except Exception as err:  # sae_lens raises KeyError/ValueError/safetensors errors for what check_sae_dir cannot see
+        raise SAEOptionError(f"--sae-dir: cannot load the SAE in {directory} ({type(err).__name__}: {err})") from err
+
+
+def context_corpus(spec: str) -> list[str]:
+    """Text searched for max-activating contexts: the story corpus, or TinyStories validation stories."""
+    if is_planted(spec):
+        return planted_corpus()
+    try:
+        import datasets
+
+        rows = datasets.load_dataset("roneneldan/TinyStories", split="validation", streaming=True)
+        return [row["text"] for _, row in zip(range(TINYSTORIES_CONTEXT_STORIES), rows)]
+    except Exception as err:  # offline, no cache: the datasets library raises many kinds
+        pytest.skip(f"max-activating contexts need TinyStories text (HF datasets, roneneldan/TinyStories): {type(err).__name__}")
+
+
+@pytest.fixture(scope="session")
+def e3_sae_sets(request):
+    """spec -> SAESet, built once per session from --sae-dir / --sae-config."""
+    sets: dict[str, SAESet] = {}
+
+    def get(subject) -> SAESet:
+        if subject.spec not in sets:
+            config_path = request.config.getoption("sae_config", None)
+            sets[subject.spec] = SAESet(subject.spec, subject.model, request.config.getoption("sae_dir", None),
+                                        read_sae_config(config_path, subject.planted))
+        return sets[subject.spec]
+
+    return get
