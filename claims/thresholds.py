@@ -447,6 +447,11 @@ KNOWN_GAPS: list[KnownGap] = [
              "12 dimensions (overlaps up to ~0.4). On the 8 prompts the lead is 0.52 (oracle 1.0): 8 IO names "
              "share the attribution, so no name-specific feature can lead there",
              E3_DEFAULT_SAES),
+    KnownGap("E3.random-control", TS_TWIN, ("mean_abs_delta_p_io_L5", "mean_abs_delta_p_io_L6"),
+             "mean |dP(IO)| over 30 random live trained features is 0.19 after block 5 and 0.19 after block 6 "
+             "(8 prompts: 0.15 / 0.16; oracle filler: 0.0): the twin's P(IO) is steep in everything H7.7 reads, and "
+             "its live SAE features carry is-name, inhibition or verb content next to their tokens' codes",
+             E3_DEFAULT_SAES),
 ]
 
 
