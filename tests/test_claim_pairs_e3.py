@@ -43,11 +43,11 @@ ORACLE_TWIN_GAPS = {
     # others' at up to ~0.4 (lead 6.6, thesis 59)
     "E3.L7-logit-feature": {"attribution_over_runner_up"},
 }
-# No mutant yet: no single planted part is "the reason random features do not matter" (a mutant reading the
-# oracle's filler content is item-2 work left open), and every top-attribution layer-7 feature of the twin is
-# the IO's logit direction as long as anything lifts IO (a mutant needs the answer written through a shared
-# direction).
-WITHOUT_MUTANT = {"E3.random-control", "E3.L7-logit-feature"}
+# No mutant yet. With the oracle the lead row is the twin's gap above, and the other two rows cannot fail
+# while anything lifts IO: the oracle holds W_U[:, IO] / |W_U[:, IO]|, whose attribution is then the IO's own
+# direct logit, ahead of every other direction (a mutant needs an oracle encoder that does not fire every
+# overlapping name direction, e.g. a non-negative least-squares one, so the lead row can be checked).
+WITHOUT_MUTANT = {"E3.L7-logit-feature"}
 
 
 @functools.lru_cache(maxsize=None)
