@@ -6,6 +6,8 @@ and the session fixture `e3_sae_sets`.
   TinyStories from the HF hub for real models, on the story corpus for planted ones, and cached;
 - `--sae-config oracle` (planted models only): fixtures.planted.oracle_sae, decoder rows = the
   planted directions, no training (checks the measuring code, not the thesis);
+- `--sae-config thesis`: THESIS_SAE_CONFIG, the thesis's SAEs (gated, 4096 wide, blocks 5-7,
+  TinyStories), every setting with its source in THESIS_SAE_SOURCES;
 - by default, planted models train PLANTED_SAE_CONFIG on the story corpus. A real model with neither
   option is skipped with one line saying how to provide them.
 """
@@ -40,6 +42,46 @@ PLANTED_SAE_CONFIG = SAETrainingConfig(
     width=1024, l1_coefficient=40.0, lr=1e-3, training_tokens=100_000, train_batch_size_tokens=128,
     context_size=128, store_batch_size_prompts=8, n_batches_in_buffer=8, n_eval_batches=2, seed=0,
 )
+THESIS = "thesis"  # --sae-config value: THESIS_SAE_CONFIG
+
+# The thesis's SAEs (s3.5). Where each setting comes from; a test checks every SAETrainingConfig field is here.
+# "suite default" = SAETrainingConfig's value: the thesis does not state it, so it is an assumption (sae_lens's
+# gated-SAE runner defaults where the suite has none), to be swept before reading a failure as the thesis's.
+THESIS_SAE_SOURCES = {
+    "block": "thesis s3.5: residual streams of 'layer 6, 7, and 8' (1-indexed), the features it names are of "
+             "layers 5, 6, 7 (0-indexed blocks 5, 6, 7); set per block by SAESet, the value here is a placeholder",
+    "hook_point": "thesis s3.5.1: the ablation projects 'the residual stream in layer 5', the block's output",
+    "width": "thesis s3.5: feature indices up to 4021 (table 3.8) on d_model 256: 4096 = 16 x d_model",
+    "width_factor": "unused when width is set (16 would give the same 4096)",
+    "l1_coefficient": "not in the thesis: suite default 3.0 (gated sparsity on normalized activations)",
+    "l1_warm_up_steps": "not in the thesis: suite default (none)",
+    "lr": "not in the thesis: suite default 3e-4 (sae_lens's default)",
+    "lr_warm_up_steps": "not in the thesis: suite default (none)",
+    "lr_scheduler_name": "not in the thesis: suite default (constant, sae_lens's default)",
+    "training_tokens": "not in the thesis: suite default 5M tokens per SAE",
+    "context_size": "not in the thesis: suite default 128 (sae_lens's; TinyStories stories are ~200 tokens)",
+    "train_batch_size_tokens": "not in the thesis: suite default 4096 (sae_lens's)",
+    "store_batch_size_prompts": "not in the thesis: suite default 16",
+    "n_batches_in_buffer": "not in the thesis: suite default 64 (mixing buffer of 8k tokens)",
+    "normalize_activations": "not in the thesis: suite default (expected average norm, so l1 is scale-free)",
+    "exclude_special_tokens": "not in the thesis: suite default (BOS residuals are outliers, not text)",
+    "n_batches_for_norm_estimate": "not in the thesis: suite default 10",
+    "seed": "not in the thesis: 0 (one SAE per block, as the thesis trained)",
+    "device": "not in the thesis: 'cuda' when a GPU is visible at the start of the run, else 'cpu'",
+    "dtype": "not in the thesis: float32",
+    "dataset_path": "thesis s3.5: trained on TinyStories text (roneneldan/TinyStories, the model's own training data)",
+    "heldout_fraction": "unused for a streamed dataset (quality is measured on its validation split)",
+    "n_eval_batches": "not in the thesis: suite default 4 (quality on the validation split)",
+}
+
+
+def thesis_sae_config() -> SAETrainingConfig:
+    import torch
+
+    return SAETrainingConfig(block=SAE_BLOCKS[0], width=4096, dataset_path="roneneldan/TinyStories",
+                             device="cuda" if torch.cuda.is_available() else "cpu")
+
+
 PLANTED_CORPUS_STORIES = 600  # fixtures.corpus.story_corpus(600, seed=0): ~37k tokens, ~850 giving "to"s
 TINYSTORIES_CONTEXT_STORIES = 2000  # real models: validation stories searched for max-activating contexts
 
@@ -51,11 +93,14 @@ def planted_corpus() -> list[str]:
 
 
 def read_sae_config(path: str | None, planted: bool) -> SAETrainingConfig | str | None:
-    """--sae-config: a JSON object of SAETrainingConfig fields over the model kind's defaults, or
-    ORACLE (planted models only)."""
+    """--sae-config: a JSON object of SAETrainingConfig fields over the model kind's defaults, THESIS
+    (the thesis's SAEs, any model; a planted one trains them on its story corpus), or ORACLE (planted
+    models only)."""
     base = PLANTED_SAE_CONFIG if planted else SAETrainingConfig()
     if path is None:
         return base if planted else None
+    if path == THESIS:
+        return thesis_sae_config()
     if path == ORACLE:
         if not planted:
             raise SAEOptionError("--sae-config oracle: oracle SAEs exist for planted models only (their decoder rows "
@@ -101,8 +146,8 @@ class SAESet:
 
     def how_to_provide(self) -> str:
         return (f"E3 needs gated SAEs of {real_counterpart(self.spec)} blocks {', '.join(map(str, SAE_BLOCKS))}: "
-                "pass --sae-dir DIR (trained SAEs, sae_lens format) or --sae-config FILE.json (trains them on "
-                "TinyStories from the HF hub; mechinterp/sae_training.py)")
+                "pass --sae-dir DIR (trained SAEs, sae_lens format), --sae-config thesis (the thesis's settings) or "
+                "--sae-config FILE.json (each trains them on TinyStories from the HF hub; mechinterp/sae_training.py)")
 
     def __getitem__(self, block: int):
         if block not in self._saes:
