@@ -12,8 +12,12 @@ quantities on every model; the threshold rows (claims/thresholds.py, section E1)
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import weakref
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +33,31 @@ CONFIG = HeadScoreConfig(n_sequences=20, seq_len=50, seed=0)
 # Head "present" cut-off for counting induction heads: a head spending at least 40% of its attention
 # on the induction target (chance on 50-100 keys is ~0.01-0.02). Stated with the rows too.
 INDUCTION_HEAD_MIN_SCORE = 0.4
+
+# For information (a measured value with no row): the thesis draws random tokens from all of GPT-2's
+# 50k-token vocabulary, most of which TinyStories never contains, so TS-8M's heads see embeddings its
+# training never updated. The same induction score on TinyStories's own tokens is shown beside "no
+# induction heads". Offline, TinyStories's vocabulary is approximated by the tokens of the synthetic story
+# corpus (fixtures.corpus, a few hundred tokens: a subset of the real one); a text file of real stories
+# given as $MECHINTERP_TINYSTORIES_TEXT replaces it.
+TINYSTORIES_TEXT_ENV = "MECHINTERP_TINYSTORIES_TEXT"
+CORPUS_STORIES = 500
+
+
+@functools.lru_cache(maxsize=None)
+def tinystories_vocabulary(path: str | None = None) -> tuple[tuple[int, ...], str]:
+    """(token ids, where they came from): the tokens of `path` (real TinyStories text) or of the synthetic corpus."""
+    from fixtures.corpus import story_corpus
+    from fixtures.tokenizer import gpt2_tokenizer
+
+    if path:
+        texts, source = Path(path).read_text(encoding="utf-8").splitlines(), f"tokens of {path}"
+    else:
+        texts = story_corpus(CORPUS_STORIES, seed=0)
+        source = f"tokens of {CORPUS_STORIES} synthetic stories (fixtures.corpus), standing in for TinyStories offline"
+    tokenizer = gpt2_tokenizer()
+    return tuple(sorted({t for text in texts for t in tokenizer.encode(text)})), source
+
 
 LITERATURE_DUPLICATE_HEADS_GPT2 = [(0, 1), (0, 10), (3, 0)]  # Wang et al. 2022, fig 2
 THESIS_DUPLICATE_HEADS_GPT2 = [(3, 0), (0, 5)]  # thesis s3.3, fig 3.6
@@ -81,7 +110,12 @@ def measure_no_induction(model) -> Measured:
         "max_induction_score": induction.max().item(),
         f"n_heads_induction_score_ge_{INDUCTION_HEAD_MIN_SCORE}": float((induction >= INDUCTION_HEAD_MIN_SCORE).sum().item()),
     }
+    vocabulary, source = tinystories_vocabulary(os.environ.get(TINYSTORIES_TEXT_ENV))
+    on_ts_tokens = head_scores(model, replace(CONFIG, vocabulary=vocabulary))["induction"]
+    values["max_induction_score_tinystories_vocab"] = on_ts_tokens.max().item()
     details = _details({"induction": induction})
+    details["tinystories_vocabulary"] = {"source": source, "n_tokens": len(vocabulary),
+                                         "top_heads": top_heads(on_ts_tokens, 5)}
     details["literature_induction_heads_gpt2"] = {_name(h): _score(induction, h) for h in LITERATURE_INDUCTION_HEADS_GPT2}
     figure = head_scores_figure({"induction": induction}, model.cfg.model_name, {"induction": LITERATURE_INDUCTION_HEADS_GPT2})
     return Measured(values, figure, details)

@@ -10,6 +10,9 @@ query positions that have one and over sequences:
                    queries in the second copy.
 So all three come from one batch of forward passes that keeps only the attention patterns.
 
+Vocabulary: uniform over the model's whole vocabulary by default; `HeadScoreConfig.vocabulary` restricts
+the draw to given token ids (e.g. the tokens of TinyStories, which most of GPT-2's 50k tokens never occur in).
+
 BOS and special tokens: BOS is prepended when the model prepends it (cfg.default_prepend_bos), as
 attention sinks depend on it; it is never a target (the query right after BOS, whose previous
 token is BOS, is not scored). Random tokens are drawn from the vocabulary minus the BOS/EOS/pad
@@ -46,6 +49,9 @@ class HeadScoreConfig:
     prepend_bos: bool | None = None  # None: the model's cfg.default_prepend_bos
     bos_token_id: int | None = None  # None: the tokenizer's BOS id
     progress: bool = False
+    # Token ids the random tokens are drawn from; None: the whole vocabulary (the thesis's protocol).
+    # E.g. the tokens a model was trained on: TinyStories uses a small part of GPT-2's 50k vocabulary.
+    vocabulary: tuple[int, ...] | None = None
 
 
 def _bos_id(model: HookedTransformer, config: HeadScoreConfig) -> int:
@@ -72,7 +78,14 @@ def repeated_random_tokens(model: HookedTransformer, config: HeadScoreConfig) ->
         raise ValueError(f"seq_len={n} gives {total} tokens; need seq_len >= 2 and at most n_ctx={model.cfg.n_ctx} tokens")
     if config.n_sequences < 1:
         raise ValueError(f"n_sequences must be >= 1, got {config.n_sequences}")
-    allowed = torch.ones(model.cfg.d_vocab)
+    if config.vocabulary is None:
+        allowed = torch.ones(model.cfg.d_vocab)
+    else:
+        ids = torch.tensor(sorted(set(config.vocabulary)), dtype=torch.long)
+        if len(ids) and (ids.min() < 0 or ids.max() >= model.cfg.d_vocab):
+            raise ValueError(f"vocabulary has token ids outside the model's vocabulary of {model.cfg.d_vocab}")
+        allowed = torch.zeros(model.cfg.d_vocab)
+        allowed[ids] = 1
     allowed[list(_special_ids(model, config, prepend_bos))] = 0
     if allowed.sum() < n:
         raise ValueError(f"vocabulary of {int(allowed.sum())} usable tokens is smaller than seq_len={n}")

@@ -105,6 +105,18 @@ def test_random_tokens_protocol():
     assert not torch.equal(tokens, repeated_random_tokens(model, HeadScoreConfig(n_sequences=50, seq_len=30, bos_token_id=BOS, seed=2)))
 
 
+def test_vocabulary_option_draws_only_those_tokens():
+    model = small_model()
+    vocabulary = tuple(range(10, 40)) + (BOS,)  # BOS listed too: still never drawn
+    config = HeadScoreConfig(n_sequences=20, seq_len=12, bos_token_id=BOS, seed=3, vocabulary=vocabulary)
+    drawn = set(repeated_random_tokens(model, config)[:, 1:].flatten().tolist())
+    assert drawn <= set(range(10, 40)) and len(drawn) > 20
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        repeated_random_tokens(model, HeadScoreConfig(bos_token_id=BOS, vocabulary=(5, 100)))
+    with pytest.raises(ValueError, match="smaller than seq_len"):
+        repeated_random_tokens(model, HeadScoreConfig(seq_len=12, bos_token_id=BOS, vocabulary=tuple(range(11))))
+
+
 def test_without_bos():
     model = small_model()
     config = HeadScoreConfig(n_sequences=3, seq_len=8, prepend_bos=False)
