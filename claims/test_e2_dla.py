@@ -44,7 +44,8 @@ def _top_over_second_positive(heads) -> float:
 
 
 def measure_dla_single(model) -> Measured:
-    _, heads = protocol_dla(model)
+    table, heads = protocol_dla(model)
+    total = table["dla"].sum()  # the model's logit difference (the components add up to it)
     magnitude = heads.abs().flatten().sort(descending=True).values
     layer, h = NAME_MOVER_TS8M
     others = heads.abs().clone()
@@ -56,6 +57,8 @@ def measure_dla_single(model) -> Measured:
         "top_over_second_head": (magnitude[0] / magnitude[1]).item(),
         # the largest positive DLA over the second largest: large = one head writes the answer, small = shared
         "top_over_second_positive_head": _top_over_second_positive(heads),
+        # the top positive head's DLA as a fraction of the logit difference; NaN (fails) if that is not positive
+        "top_positive_head_fraction": heads.max().item() / total if total > 0 else float("nan"),
     }
     details = {"top_heads_by_abs_dla": _ranked(heads)}
     return Measured(values, dla_figure(heads, f"{model.cfg.model_name}: per-head DLA", [NAME_MOVER_TS8M]), details)
@@ -69,6 +72,7 @@ def measure_no_neg_mover(model) -> Measured:
     values = {
         # the most negative head's DLA as a fraction of the logit difference; NaN (fails) if that is not positive
         "most_negative_head_fraction": heads.min().item() / total if total > 0 else float("nan"),
+        "most_negative_head_layer": float(most_negative // n_heads),
         "logit_diff": total,
     }
     details = {

@@ -21,10 +21,21 @@ THESIS_EDGES = [("MLP0", "H7.7.v"), ("embed", "H7.7.v"), ("H5.7", "H7.7.q"), ("H
 FIGURE_EDGES = 30  # edges drawn in the report's circuit figure
 
 
+# An edge scoring under this fraction of the graph's strongest edge is no edge: float32 resolution is ~1e-7,
+# and a rank among edges scored (numerically) zero says nothing (a resting head's in-edges are all zero).
+NEGLIGIBLE_SCORE = 1e-6
+
+
 def in_edge_rank(edges, upstream: str, downstream: str) -> int:
     """1-based rank of the edge by |score| among the in-edges of `downstream` (table is sorted)."""
     into = edges[edges["downstream"] == downstream].reset_index(drop=True)
     return edge_rank(into, upstream, downstream)
+
+
+def _scored(edges, upstream: str, downstream: str, rank: int) -> float:
+    """`rank` as a float, NaN (fails its row) when the edge's score is negligible."""
+    score = edges.loc[(edges["upstream"] == upstream) & (edges["downstream"] == downstream), "score"].iloc[0]
+    return float(rank) if abs(score) >= NEGLIGIBLE_SCORE * edges["score"].abs().max() else float("nan")
 
 
 def measure_eap_edges(model) -> Measured:
@@ -33,8 +44,8 @@ def measure_eap_edges(model) -> Measured:
     values = {}
     for upstream, downstream in THESIS_EDGES:
         try:
-            values[f"rank_{downstream}<-{upstream}"] = float(edge_rank(edges, upstream, downstream))
-            values[f"in_rank_{downstream}<-{upstream}"] = float(in_edge_rank(edges, upstream, downstream))
+            values[f"rank_{downstream}<-{upstream}"] = _scored(edges, upstream, downstream, edge_rank(edges, upstream, downstream))
+            values[f"in_rank_{downstream}<-{upstream}"] = _scored(edges, upstream, downstream, in_edge_rank(edges, upstream, downstream))
         except KeyError:  # a model too small to have the node: the quantity is missing and its row fails
             continue
     compositions = composition_by_head(edges).head(8)

@@ -35,6 +35,7 @@ def measure_lens_monotone(model) -> Measured:
     values = {
         # the largest single-sublayer decrease as a fraction of the lens's total movement; 0 if it never decreases
         "largest_drop_fraction": max(0.0, -worst["step"]) / movement,
+        "largest_drop_layer": float(worst["layer"]),  # the layer of that sublayer (attention or MLP)
         "logit_diff": lens["logit_diff"].iloc[-1],
     }
     details = {"lens": dict(zip(lens["label"], lens["logit_diff"])), "largest_drop_at": worst["label"]}

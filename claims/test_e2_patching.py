@@ -82,7 +82,7 @@ def test_resid_patch_s2(subject, check):
 
 # --- E2.head-patch ------------------------------------------------------------------------------
 
-HEAD_QUANTITIES = ["H7.7_rank", "H5.7_rank", "heads_above_0.1", "H5.7_over_H7.7_abs_dla"]
+HEAD_QUANTITIES = ["H7.7_rank", "H5.7_rank", "heads_above_0.1", "top2_share_of_abs_effect", "H5.7_over_H7.7_abs_dla"]
 
 
 def measure_head_patch(model) -> Measured:
@@ -97,7 +97,13 @@ def measure_head_patch(model) -> Measured:
     rank = torch.empty_like(order)
     rank[order] = torch.arange(1, len(order) + 1)
     rank = rank.view_as(effects)
-    values = {"heads_above_0.1": float((effects.abs() >= NOTICEABLE_EFFECT).sum()), **info}
+    magnitudes = effects.abs().flatten().sort(descending=True).values
+    values = {
+        "heads_above_0.1": float((effects.abs() >= NOTICEABLE_EFFECT).sum()),  # shown, no row
+        # how concentrated the effect is, whatever the model's size: the top two heads' share of all |effects|
+        "top2_share_of_abs_effect": (magnitudes[:2].sum() / magnitudes.sum()).item(),
+        **info,
+    }
     fits = model.cfg.n_layers > NAME_MOVER_TS8M[0] and model.cfg.n_heads > NAME_MOVER_TS8M[1]
     if fits:
         dla = head_dla(model, clean)

@@ -289,19 +289,20 @@ THRESHOLDS: list[Threshold] = [
                   f"{up} ranks {'first' if bound == 1 else 'in the top two'}.")
         for up, down, bound, text in (
             ("H5.7", "H7.7.q", 1, "H7.7's query matrix reads from the output of H5.7"),
-            # The corruption changes S2's token, so embed and MLP0 at S2 differ too, and H5.7 reads S2 directly:
-            # they can outrank H4.0 among H5.7.v's in-edges without H4.0 mattering less (hence top two).
-            ("H4.0", "H5.7.v", 2, "H5.7's value matrix reads from the output of H4.0"),
-            # The thesis also says heads 'tend to read from MLP0 instead of the Embedding' (DESIGN.md): either order.
-            ("MLP0", "H7.7.v", 2, "H7.7's value matrix reads from the output of MLP0 and Embed"),
-            ("embed", "H7.7.v", 2, "H7.7's value matrix reads from the output of MLP0 and Embed"),
+            ("H4.0", "H5.7.v", 2, "H5.7's value matrix reads from the output of H4.0. The corruption changes S2's token, "
+             "so embed and MLP0 at S2 differ too and H5.7 reads S2 directly: one of them may outrank H4.0 without H4.0 "
+             "mattering less (the no-mlp0-copy mutant: rank 2, H4.0 intact)"),
+            *((up, "H7.7.v", 2, "H7.7's value matrix reads from the output of MLP0 and Embed (inconsistent with the "
+               "next paragraph's 'heads tend to read from MLP0 instead of the Embedding', DESIGN.md: either order "
+               "passes)") for up in ("MLP0", "embed")),
         )
     ],
     *[
         Threshold("E2.eap-edges", "tiny-stories-8M", f"rank_{down}<-{up}", None, "<=", 30, None,
                   f"Fig 3.20 (s3.4.2): {up} -> {down} is drawn in the discovered circuit. Its size is not stated; a "
                   "figure-readable circuit is taken as at most 30 edges, so the edge ranks in the top 30 of the whole "
-                  "graph (about 24,000 edges) by |EAP score|.")
+                  "graph (about 24,000 edges) by |EAP score|. The 30 is a reading, not a thesis number; the in-rank rows "
+                  "carry the composition, this one that the edge stands out in the whole graph.")
         for up, down in (("H5.7", "H7.7.q"), ("H4.0", "H5.7.v"), ("MLP0", "H7.7.v"), ("embed", "H7.7.v"))
     ],
     # --- E3 ---

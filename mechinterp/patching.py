@@ -308,13 +308,17 @@ def top_heads(head_effects: torch.Tensor, k: int = 5) -> list[tuple[int, int, fl
 
 def s2_to_end_handover(resid_effects: torch.Tensor, s2: int, end: int) -> dict[str, float]:
     """Residual patching's summary (thesis figs 3.11/3.12) from a [layer, pos] effect map: S2's mean
-    effect over the first half of the layers, END's at the last layer, and the first layer at which
-    patching END restores more than patching S2 (n_layers if never)."""
+    effect over layers 1 to n_layers / 2 - 1, END's at the last layer, and the first layer at which
+    patching END restores more than patching S2 (n_layers if never).
+
+    Layer 0 is left out of the S2 mean: its residual input is the embedding, and S2's token is the only
+    one the corruption changes, so patching S2 there restores everything (effect 1) in any model. What
+    the thesis's figures show is that S2 keeps the information through the early and middle layers."""
     n_layers = resid_effects.shape[0]
     s2_curve, end_curve = resid_effects[:, s2], resid_effects[:, end]
     handed_over = (end_curve > s2_curve).nonzero()
     return {
-        "S2_effect_first_half": s2_curve[: n_layers // 2].mean().item(),
+        "S2_effect_first_half": s2_curve[1 : n_layers // 2].mean().item(),
         "END_effect_last_layer": end_curve[-1].item(),
         "handover_layer": float(handed_over[0, 0]) if len(handed_over) else float(n_layers),
     }

@@ -3,9 +3,10 @@ claim pairs), on the planted twins.
 
 1. The analyses find the heads that were planted (fixtures.planted, `model.planted.head_roles`):
    head scores, DLA and attention on planted:tinystories-8m and planted:gpt2-small.
-2. Claim pairs: every E1 / E2-observational claim passes on its twin, and fails on each mutant that
-   fixtures.planted.MUTANTS lists as breaking it (the mutant lacks the finding). A claim no mutant
-   breaks is reported as skipped, naming what is missing.
+2. Claim pairs: every E1 / E2-observational claim passes on its twin, and each of its threshold rows
+   fails on the mutants tests/claim_pairs.py ROW_BREAKERS names for it (a row naming none is a
+   collection error).
+3. Calibration: the off-calibration twin keeps every qualitative finding and fails only numeric rows.
 
 Each planted model is built once per module; mutants are built one at a time and dropped.
 """
@@ -23,7 +24,7 @@ import claims.test_e2_dla as dla_claims
 import claims.test_e2_logit_diff as logit_diff_claims
 import claims.test_e2_logit_lens as lens_claims
 from claims.thresholds import lookup_all
-from claim_pairs import mutant_params
+from claim_pairs import row_breaker_params, row_key
 from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp.attention import attention_between
@@ -104,15 +105,26 @@ def test_gpt2_twin_dla():
     assert top_k(dla, 3) == heads_with_role(model, "name-mover") == {(9, 9), (9, 6), (10, 0)}
 
 
+def test_induction_on_the_tinystories_vocabulary_is_shown_beside_the_claim():
+    """For information (no row): E1.no-induction also reports the top induction score on TinyStories's
+    tokens (offline: the synthetic corpus's); the twins' heads read every token alike, so it agrees."""
+    for name, has_induction in (("tinystories-8m", False), ("gpt2-small", True)):
+        measured = e1.measure_no_induction(twin(name))
+        assert (measured.values["max_induction_score_tinystories_vocab"] >= e1.INDUCTION_HEAD_MIN_SCORE) == has_induction
+        assert "synthetic stories" in measured.details["tinystories_vocabulary"]["source"]
+    assert not any(row.quantity == "max_induction_score_tinystories_vocab" for row in lookup_all("E1.no-induction", "gpt2-small"))
+
+
 # --- 2. claims pass on the twin, fail on the mutant lacking the finding ----------------------------
 
 
-def failing_rows(claim: str, spec: str, model) -> list[str]:
+def failing_rows(claim: str, spec: str, model) -> dict:
+    """row key -> why it fails, for every threshold row of `claim` on `spec` that `model` fails."""
     rows = lookup_all(claim, spec)
     assert rows, f"no threshold row for {claim} on {spec}"
     values = MEASURES[claim](model).values
-    return [f"{r.quantity}={values.get(r.quantity)} vs '{r.describe()}'" for r in rows
-            if r.quantity not in values or not r.passes(values[r.quantity])]
+    return {row_key(r): f"{r.quantity}={values.get(r.quantity)} vs '{r.describe()}'" for r in rows
+            if r.quantity not in values or not r.passes(values[r.quantity])}
 
 
 def twin_cases():
@@ -121,11 +133,70 @@ def twin_cases():
 
 @pytest.mark.parametrize("claim, name", twin_cases())
 def test_claim_passes_on_twin(claim, name):
-    assert failing_rows(claim, f"planted:{name}", twin(name)) == []
+    assert failing_rows(claim, f"planted:{name}", twin(name)) == {}
 
 
-@pytest.mark.parametrize("claim, mutant", mutant_params(MEASURES))
-def test_claim_fails_on_mutant(claim, mutant):
+@pytest.mark.parametrize("claim, mutant, rows", row_breaker_params(MEASURES))
+def test_rows_fail_on_mutant(claim, mutant, rows):
+    """Every row ROW_BREAKERS lists for the mutant fails on it (the twin passes them all, above)."""
     description, _ = planted.MUTANTS[mutant]
     failures = failing_rows(claim, f"planted:{mutant}", planted.build(mutant))
-    assert failures, f"{claim} still passes on mutant {mutant} ({description})"
+    still_passing = [row for row in rows if row not in failures]
+    assert not still_passing, f"on mutant {mutant} ({description}) these rows still pass: {still_passing}"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda table: table.pop(("E1.dup-weak", "tiny-stories-8M", "H4.0_dup_margin_over_next_head", ">")), "names no model it fails on"),
+    (lambda table: table.update({("E1.dup-weak", "tiny-stories-8M", "no_such_quantity", ">"): ("tinystories-8m/strong-duplicate",)}),
+     "matches no threshold row"),
+    (lambda table: table.update({("E1.dup-weak", "tiny-stories-8M", "H4.0_dup_score", "<"): ("tinystories-8m/no-such",)}),
+     "not a planted twin or mutant"),
+    (lambda table: table.update({("E1.dup-weak", "tiny-stories-8M", "H4.0_dup_score", "<"): ("tinystories-8m/induction-head",)}),
+     "does not list E1.dup-weak"),
+])
+def test_row_breakers_table_is_checked(monkeypatch, edit, message):
+    """A row without a breaker (or a stale or unknown entry) stops collection of every pair file."""
+    import claim_pairs
+
+    table = dict(claim_pairs.ROW_BREAKERS)
+    edit(table)
+    monkeypatch.setattr(claim_pairs, "ROW_BREAKERS", table)
+    with pytest.raises(ValueError, match=message):
+        claim_pairs.check_row_breakers()
+
+
+# --- 3. calibration ------------------------------------------------------------------------------
+
+
+def test_off_calibration_twin_fails_only_the_numeric_rows():
+    """The TS twin built to a logit difference of 6 (not 9.4) and ~0.6 END->IO attention (not ~0.77):
+    every qualitative row (no induction, single name mover, S-inhibition, handover, EAP edges, ...) still
+    passes; only the 9.4 band fails (0.6 is inside H7.7's 0.7 - 0.2 row)."""
+    import claims.test_e2_eap as eap_claims
+    import claims.test_e2_patching as patching_claims
+
+    name = "tinystories-8m/off-calibration"
+    model = planted.build(name)
+    measures = {**MEASURES, "E2.resid-patch-s2": patching_claims.measure_resid_patch_s2,
+                "E2.head-patch": patching_claims.measure_head_patch, "E2.eap-edges": eap_claims.measure_eap_edges}
+    values = {claim: measure(model).values for claim, measure in measures.items()}
+    assert values["E2.logit-diff"]["logit_diff"] == pytest.approx(6.0, abs=0.15)
+    assert values["E2.h77-name-mover"]["H7.7_END_to_IO"] == pytest.approx(0.6, abs=0.02)
+    failing = {row_key(r) for claim in measures for r in lookup_all(claim, "planted:tinystories-8m")
+               if not r.passes(values[claim].get(r.quantity, float("nan")))}
+    assert failing == {("E2.logit-diff", "tiny-stories-8M", "logit_diff", "within")}
+    assert model.planted.calibrated == twin("tinystories-8m").planted.calibrated
+
+
+def test_calibrated_rows_are_marked_and_tagged():
+    from claims.framework import Measured, SubjectRows, evaluate
+    from mechinterp.report import ClaimResult, RunInfo, render_html
+
+    model = twin("tinystories-8m")
+    rows = SubjectRows(lookup_all("E2.logit-diff", "planted:tinystories-8m"), model.planted.calibrated)
+    results = evaluate(Measured({"logit_diff": 9.36}), rows)
+    assert [q.calibrated for q in results] == [True, True]  # the 9.4 band and the ordering: both read 9.4
+    assert not any(q.calibrated for q in evaluate(Measured({"logit_diff": 9.36}), list(rows)))  # a real model
+    result = ClaimResult("E2.logit-diff", "planted:tinystories-8m", "tiny-stories-8M", True, "passed", quantities=results)
+    page = render_html(RunInfo("2025-01-01 00:00:00 UTC", "2025-01-01 00:01:00 UTC", [result.spec]), [result])
+    assert page.count(">calibrated by construction<") == 2

@@ -4,8 +4,8 @@ planted twins, and the claim pairs of E2.resid-patch-s2, E2.head-patch and E2.ea
 1. The analyses find what was planted (`model.planted.head_roles`): the heads that matter under
    patching, the S2 -> END handover after the S-inhibition layer, EAP's compositions
    (H7.7.q <- H5.7, H5.7.v <- H4.0, H7.7.v <- embed/MLP0), and attribution patching tracks patching.
-2. Claim pairs: each claim passes on its twin and fails on every mutant that
-   fixtures.planted.MUTANTS lists as breaking it.
+2. Claim pairs: each claim passes on its twin, and each of its threshold rows fails on the mutants
+   tests/claim_pairs.py ROW_BREAKERS names for it.
 
 All on the thesis's patching pair; each planted model is built once per module.
 """
@@ -20,7 +20,7 @@ import torch
 import claims.test_e2_eap as eap_claims
 import claims.test_e2_patching as patching_claims
 from claims.thresholds import lookup_all
-from claim_pairs import mutant_params
+from claim_pairs import row_breaker_params, row_key
 from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp import attribution_patching, eap, patching
@@ -136,12 +136,12 @@ def test_attribution_patching_tracks_patching(name):
 # --- 2. claims pass on the twin, fail on the mutant lacking the finding -------------------------
 
 
-def failing_quantities(claim: str, spec: str, model) -> dict[str, str]:
-    """quantity -> why it fails, for every threshold row of `claim` on `spec` that `model` fails."""
+def failing_quantities(claim: str, spec: str, model) -> dict:
+    """row key -> why it fails, for every threshold row of `claim` on `spec` that `model` fails."""
     rows = lookup_all(claim, spec)
     assert rows, f"no threshold row for {claim} on {spec}"
     values = MEASURES[claim](model).values
-    return {r.quantity: f"{values.get(r.quantity)} vs '{r.describe()}'" for r in rows
+    return {row_key(r): f"{values.get(r.quantity)} vs '{r.describe()}'" for r in rows
             if r.quantity not in values or not r.passes(values[r.quantity])}
 
 
@@ -164,10 +164,12 @@ def test_claim_passes_on_twin(claim, name):
     assert failing_quantities(claim, f"planted:{name}", twin(name)) == {}
 
 
-@pytest.mark.parametrize("claim, mutant", mutant_params(MEASURES))
-def test_claim_fails_on_mutant(claim, mutant):
-    """The mutant fails a row that its twin passes (so a twin that already fails cannot make this pass)."""
+@pytest.mark.parametrize("claim, mutant, rows", row_breaker_params(MEASURES))
+def test_rows_fail_on_mutant(claim, mutant, rows):
+    """Every row ROW_BREAKERS lists for the mutant fails on it and passes on its twin (so a twin that
+    already fails cannot make this pass)."""
     description, _ = planted.MUTANTS[mutant]
     failures = failing_quantities(claim, f"planted:{mutant}", planted.build(mutant))
-    new_failures = set(failures) - twin_failures(claim, mutant.split("/")[0])
-    assert new_failures, f"{claim} fails no row on mutant {mutant} ({description}) beyond its twin's: {failures}"
+    twin_fails = twin_failures(claim, mutant.split("/")[0])
+    still_passing = [row for row in rows if row not in failures or row in twin_fails]
+    assert not still_passing, f"on mutant {mutant} ({description}) these rows do not fail (beyond the twin): {still_passing}"

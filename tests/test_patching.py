@@ -276,3 +276,21 @@ def test_heatmaps():
         layer_position_heatmap(effects, ["a"], "title")
     figure = head_heatmap(effects, "heads", annotate_top=2)
     assert sorted(t.get_text() for t in figure.axes[0].texts) == ["0.1", "1.2"]
+
+
+def test_s2_to_end_handover_leaves_layer_0_out_of_the_s2_mean():
+    """Layer 0's S2 effect is 1 in any model (only S2's token differs), so it must not count: a map
+    whose S2 effect is 1 at layer 0 only gives an S2 mean of 0, and one handing over at layer 2 a third."""
+    s2, end = 1, 3
+    only_layer_0 = torch.zeros(8, 4)
+    only_layer_0[0, s2] = 1.0
+    only_layer_0[1:, end] = 1.0
+    assert patching.s2_to_end_handover(only_layer_0, s2, end) == {
+        "S2_effect_first_half": 0.0, "END_effect_last_layer": 1.0, "handover_layer": 1.0}
+    handover_at_2 = torch.zeros(8, 4)
+    handover_at_2[:2, s2] = 1.0
+    handover_at_2[2:, end] = 1.0
+    assert patching.s2_to_end_handover(handover_at_2, s2, end)["S2_effect_first_half"] == pytest.approx(1 / 3)
+    never = torch.zeros(8, 4)
+    never[:, s2] = 1.0
+    assert patching.s2_to_end_handover(never, s2, end)["handover_layer"] == 8.0

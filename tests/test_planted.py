@@ -485,12 +485,46 @@ def check_mutant(name: str, m, batch) -> None:
     elif name.endswith("/no-name-repeller"):
         _, pat_n = run(m, batch.tokens, [("blocks.6.hook_resid_post", project_out(d["names@6"]))], logits=False)
         assert abs(names_attention(pat_n, (7, 7), batch) - names_attention(pat, (7, 7), batch)) < 1e-4
+    elif name.endswith("/dense-name-mover-query"):
+        # intact circuit unchanged; projecting out any one of the 15 code rows (the twin: no effect) costs H7.7 END->IO
+        # attention (measured: 8 of 15 rows above 0.01, up to 0.42)
+        io = attention(pat, (7, 7), batch, "END", "IO")
+        drops = [io - attention(run(m, batch.tokens, [("blocks.6.hook_resid_post", project_out(row))], logits=False)[1],
+                                (7, 7), batch, "END", "IO") for row in m.planted.subspaces["dup_code"]]
+        assert abs(ld - 9.4) < 0.15 and min(drops) > -1e-4 and sum(d > 0.01 for d in drops) >= 5, drops
     elif name.endswith("/late-name-movers"):
         steps = _direct_effects(m, batch)["lens"].diff()
         assert steps.argmax().item() == 20 and attention(pat, (9, 9), batch, "END", "IO") < 0.01
     elif name.endswith("/one-name-mover"):
         heads = _direct_effects(m, batch)["heads"]
         assert heads[9, 6].abs().item() < 0.01 and heads[10, 0].abs().item() < 0.01 and heads[9, 9].item() > 1
+    elif name.endswith("/duplicate-head-moved"):
+        dup = head_scores(m, 20)["dup"]
+        assert dup[4, 3].item() > 0.3 and dup[4, 0].item() < 0.05 and abs(ld - 9.4) < 0.15
+    elif name.endswith("/early-s2-circuit"):
+        assert attention(pat, (1, 7), batch, "END", "S2") > 0.9 and head_scores(m, 20)["dup"][0, 0].item() > 0.3
+    elif name.endswith("/swapped-name-movers"):
+        assert attention(pat, (6, 11), batch, "END", "IO") > 0.7 and names_attention(pat, (7, 7), batch) < 0.1
+    elif name.endswith("/perfect-inhibition"):
+        assert attention(pat, (7, 7), batch, "END", "S2") < 1e-3 and abs(ld - 9.4) < 0.15
+    elif name.endswith("/spread-circuit"):
+        heads = _direct_effects(m, batch)["heads"]
+        movers = torch.stack([heads[7, 7], heads[7, 2], heads[7, 3]])
+        assert (movers - movers.mean()).abs().max().item() < 0.01 and abs(ld - 9.4) < 0.15
+        assert min(attention(pat, (5, h), batch, "END", "S2") for h in (7, 8, 9, 10)) > 0.9
+    elif name.endswith("/tinystories-strength"):
+        assert abs(ld - 10.0) < 0.15
+    elif name.endswith("/early-s-inhibition"):
+        assert attention(pat, (1, 3), batch, "END", "S2") > 0.5 and attention(pat, (8, 6), batch, "END", "S2") < 0.01
+    elif name.endswith("/last-layer-circuit"):
+        assert attention(pat, (8, 6), batch, "END", "S2") < 0.01 and names_attention(pat, (11, 9), batch) > 0.5
+    elif name.endswith("/early-negative-movers"):
+        heads = _direct_effects(m, batch)["heads"]
+        assert heads[8, 1].item() < -0.5 and heads[10, 7].abs().item() < 0.01
+    elif name.endswith("/diffuse-name-movers"):
+        heads = _direct_effects(m, batch)["heads"]
+        movers = heads[9, :8]
+        assert movers.min().item() > 0 and movers.max().item() < 1.1 * movers.min().item() and heads[9, 9].abs().item() < 0.01
     else:
         raise AssertionError(f"no intended-effect check for mutant {name}")
 
