@@ -1,9 +1,12 @@
 """The claims report: a self-contained index.html beside results.json, written atomically.
 
-The page shows one row per (claim, model) quantity: the measured value beside the thesis value and
-the threshold row. Figures are embedded as base64 PNG so the page needs nothing else (no CDN, no side
-files). When a planted model is among the subjects, the page says loudly that those rows check the
-suite, not the real models. The results model and results.json live in mechinterp/results.py, the
+The page (layout in templates/report.html.j2, jinja2 with autoescaping; each claim's statement in
+templates/claims.json) opens with the overview: per claim its finding in words and per model its status
+with the key value beside the thesis value, filterable by status and model. Then one section per claim:
+per model a table quantity | measured | thesis | rule | status, each reason under its row. Figures are
+embedded as base64 PNG and a Content-Security-Policy forbids any load, so nothing is fetched.
+When a planted model is among the subjects, the page says loudly that those rows check the suite, not
+the real models. The results model and results.json live in mechinterp/results.py, the
 regression comparison in mechinterp/compare.py.
 
 `write_report` stages every file in a temporary sibling directory and renames it into place, so a
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import glob
-import html
 import json
 import math
 import os
@@ -28,7 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+import jinja2
 import pandas as pd
+from markupsafe import Markup
 
 from mechinterp.compare import compare_results, comparison_summary, render_comparison  # noqa: F401 (re-exported)
 from mechinterp.results import (  # noqa: F401 (re-exported: callers that know them as report.X)
@@ -58,24 +62,18 @@ class ReportWriteError(RuntimeError):
     """Writing the report failed; nothing was put in place (one line naming the directory and why)."""
 
 
-# --- index.html ---
+# --- index.html: mechinterp/templates/report.html.j2 holds the layout, this part its content ---
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;width:100%}
-th,td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;font-size:14px}
-th{background:#f0f0f0;text-align:left}
-.num{text-align:right;font-family:monospace}
-.passed{background:#dff0d8}.measured{background:#d9edf7}.failed{background:#f2dede}.error{background:#f7c6a3}
-.skipped,.not-run{background:#eee}.known-gap{background:#fcf8e3}
-.banner{background:#fff3cd;border:3px solid #d39e00;padding:1em;font-size:18px;font-weight:bold;margin:1em 0}
-.interrupted{background:#f2dede;border:3px solid #a94442;padding:1em;font-size:18px;font-weight:bold;margin:1em 0}
-.tag{background:#d39e00;color:white;border-radius:3px;padding:1px 5px;font-size:12px;font-weight:bold}
-.tag.calibrated{background:#6c757d;font-weight:normal}
-.why{font-size:12px;color:#444;max-width:30em}
-pre{white-space:pre-wrap;font-size:12px;margin:0}
-img{max-width:480px}
-"""
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def _claim_statements() -> dict[str, tuple[str, str]]:
+    """Claim ID -> (the thesis's finding in a sentence, where the thesis shows it), from templates/claims.json."""
+    table = json.loads((TEMPLATES / "claims.json").read_text(encoding="utf-8"))
+    return {claim: tuple(entry) for claim, entry in table.items() if not claim.startswith("_")}
+
+
+CLAIM_STATEMENTS = _claim_statements()
 
 
 def _fmt(value) -> str:
@@ -85,45 +83,45 @@ def _fmt(value) -> str:
         return "NaN"
     if isinstance(value, bool):
         return str(value)
-    return f"{value:.4g}" if isinstance(value, (int, float)) else html.escape(str(value))
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
 
 
 def _css(status: str) -> str:
     return status.replace(" ", "-")
 
 
-def _status_cell(result: ClaimResult, rowspan: int) -> str:
-    message = f"<pre>{html.escape(result.message)}</pre>" if result.message else ""
-    return f'<td rowspan="{rowspan}" class="{_css(result.status)}"><b>{html.escape(result.status)}</b>{message}</td>'
+_ENVIRONMENT = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
+                                  lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+_ENVIRONMENT.filters["css"] = _css
+_ENVIRONMENT.globals.update(PLANTED_WARNING=PLANTED_WARNING, CALIBRATED_NOTE=CALIBRATED_NOTE)
+
+
+def _template():
+    return _ENVIRONMENT.get_template("report.html.j2")
+
+
+def _result_view(result: ClaimResult) -> dict:
+    """What the template shows of one claim test: its model, status, quantities, figure and details."""
+    quantities = result.quantities or [QuantityResult(quantity="—", measured=None, rule="—")]
+    figure = ""
+    if result.figure_png:
+        figure = "data:image/png;base64," + base64.b64encode(result.figure_png).decode("ascii")
+    return {
+        "spec": result.spec, "planted": result.planted, "status": result.status, "message": result.message,
+        "identity": result.identity, "figure": figure,
+        "rows_of": result.real_model if result.real_model and result.real_model != result.spec else "",
+        "details": json.dumps(result.details, indent=1, default=to_jsonable) if result.details else "",
+        "quantities": [{"quantity": q.quantity, "measured": _fmt(q.measured), "thesis": _fmt(q.thesis_value),
+                        "rule": q.rule or "(no threshold row: for information)", "why": q.why,
+                        "passed": q.passed, "verdict": {True: "✓", False: "✗", None: ""}[q.passed],
+                        "calibrated": getattr(q, "calibrated", False)} for q in quantities],
+    }
 
 
 def _result_rows(result: ClaimResult) -> str:
-    quantities = result.quantities or [QuantityResult(quantity="—", measured=None, rule="—")]
-    span = len(quantities)
-    tag = ' <span class="tag" title="' + html.escape(PLANTED_WARNING) + '">PLANTED: synthetic, checks the suite</span>' if result.planted else ""
-    model = html.escape(result.spec) + tag
-    if result.identity:
-        model += f'<br><small class="identity">{html.escape(result.identity)}</small>'
-    if result.real_model and result.real_model != result.spec:
-        model += f"<br><small>rows of {html.escape(result.real_model)}</small>"
-    figure = ""
-    if result.figure_png:
-        encoded = base64.b64encode(result.figure_png).decode("ascii")
-        figure = f'<img alt="figure for {html.escape(result.claim)} on {html.escape(result.spec)}" src="data:image/png;base64,{encoded}">'
-    if result.details:
-        details = json.dumps(result.details, indent=1, default=to_jsonable)
-        figure += f"<details><summary>details</summary><pre>{html.escape(details)}</pre></details>"
-    rows = []
-    for i, q in enumerate(quantities):
-        verdict = {True: "✓", False: "✗", None: ""}[q.passed]
-        if getattr(q, "calibrated", False):
-            verdict += f' <span class="tag calibrated" title="{html.escape(CALIBRATED_NOTE)}">calibrated by construction</span>'
-        cells = [f'<td class="num">{_fmt(q.measured)} {verdict}</td>', f'<td class="num">{_fmt(q.thesis_value)}</td>',
-                 f"<td>{html.escape(q.rule or '(no threshold row: for information)')}</td>", f'<td class="why">{html.escape(q.why)}</td>']
-        head = (f'<td rowspan="{span}">{html.escape(result.claim)}</td><td rowspan="{span}">{model}</td>') if i == 0 else ""
-        tail = (_status_cell(result, span) + f'<td rowspan="{span}">{figure}</td>') if i == 0 else ""
-        rows.append(f"<tr>{head}<td>{html.escape(q.quantity)}</td>{''.join(cells)}{tail}</tr>")
-    return "\n".join(rows)
+    """One claim test's block of the page (its model, status, quantity table, figure)."""
+    page = _template().make_module({**_PAGE_DEFAULTS, "title": "", "overview_title": "", "overview": overview([], [])})
+    return str(page.result_block(result.claim, _result_view(result)))
 
 
 _SEVERITY = ("passed", "measured", "skipped", "not run", "known gap", "failed", "error")
@@ -143,29 +141,23 @@ def _key_value(row: dict) -> str:
     return ""
 
 
-def render_matrix(rows: list[dict], models: list[str], link: bool = True) -> str:
+def overview(rows: list[dict], models: list[str]) -> dict:
     """Claims x models: per cell the worst status of that claim's tests on that model and the first
-    measured value with its thesis value. `rows` are results.json rows; `link` points claims at their tables."""
+    measured value with its thesis value; per claim its statement. `rows` are results.json rows."""
     cells: dict[tuple[str, str], tuple[str, str]] = {}  # (claim, spec) -> (status, key value)
     for row in sorted(rows, key=lambda r: r["claim"]):
         key = (row["claim"], row["spec"])
         status, value = cells.get(key, ("passed", ""))
         worst = max(status, row["status"], key=lambda s: _SEVERITY.index(s) if s in _SEVERITY else len(_SEVERITY))
         cells[key] = (worst, value or _key_value(row))
-    head = "<tr><th>Claim</th>" + "".join(f"<th>{html.escape(m) or '(no model: collection)'}</th>" for m in models) + "</tr>"
     lines = []
     for claim in dict.fromkeys(claim for claim, _ in cells):
-        name = f'<a href="#{html.escape(claim)}">{html.escape(claim)}</a>' if link else html.escape(claim)
-        line = []
-        for model in models:
-            if (claim, model) not in cells:
-                line.append("<td>—</td>")
-                continue
-            status, value = cells[(claim, model)]
-            shown = f'<br><span class="num">{value}</span>' if value else ""
-            line.append(f'<td class="{_css(status)}">{html.escape(status)}{shown}</td>')
-        lines.append(f"<tr><td>{name}</td>{''.join(line)}</tr>")
-    return f'<table class="matrix">{head}{"".join(lines)}</table>'
+        statement, where = CLAIM_STATEMENTS.get(claim, ("", ""))
+        line = [{"model": m, "status": cells[(claim, m)][0], "value": cells[(claim, m)][1]} if (claim, m) in cells else None
+                for m in models]
+        lines.append({"claim": claim, "statement": statement, "where": where, "cells": line})
+    statuses = [s for s in STATUSES if any(status == s for status, _ in cells.values())]
+    return {"models": models, "rows": lines, "statuses": statuses}
 
 
 def _card_value(value) -> str:
@@ -174,65 +166,49 @@ def _card_value(value) -> str:
     return _fmt(value)
 
 
-def render_cards(rows: list[dict], models: list[str]) -> str:
+def circuit_cards(rows: list[dict], models: list[str]) -> dict | None:
     """The circuit cards (rows of claim 'circuit-card', details['card']: label -> value or short list),
-    one column per model; '' when there are none."""
+    one column per model; None when there are none."""
     cards = {}
     for row in rows:
         card = (row.get("details") or {}).get("card")
         if row["claim"] == CIRCUIT_CARD and isinstance(card, dict):
             cards.setdefault(row["spec"], card)
     if not cards:
-        return ""
+        return None
     columns = [m for m in models if m in cards]
     labels = list(dict.fromkeys(label for m in columns for label in cards[m]))
-    head = "<tr><th></th>" + "".join(f"<th>{html.escape(m)}</th>" for m in columns) + "</tr>"
-    body = "".join(f"<tr><th>{html.escape(str(label))}</th>"
-                   + "".join(f"<td>{_card_value(cards[m][label]) if label in cards[m] else '—'}</td>" for m in columns) + "</tr>"
-                   for label in labels)
-    return f'<h2 id="circuit-cards">Circuit cards</h2><table class="cards">{head}{body}</table>'
+    return {"models": columns, "rows": [(str(label), [_card_value(cards[m][label]) if label in cards[m] else "—" for m in columns])
+                                        for label in labels]}
 
 
-def _interrupted_banner(run: RunInfo, total: int) -> str:
-    if not run.interrupted:
-        return ""
-    return f'<div class="interrupted">interrupted: {run.not_run} of {total} claims not run</div>'
+_PAGE_DEFAULTS = {"interrupted": "", "planted_warning": "", "planted_specs": [], "run": None, "merged_runs": [],
+                  "cards": None, "comparison": "", "sections": [], "link": True}
 
 
-def _page(title: str, banners: str, body: str) -> str:
-    return (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_CSS}</style></head><body>\n{banners}\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
-    )
+def _page(**content) -> str:
+    return _template().render({**_PAGE_DEFAULTS, **content})
 
 
 def render_html(run: RunInfo, results: list[ClaimResult], comparison: str = "") -> str:
-    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
     planted = sorted({r.spec for r in results if r.planted})
-    banners = _interrupted_banner(run, len(results))
-    if planted:
-        banners += f'<div class="banner">⚠ {html.escape(PLANTED_WARNING)}<br>Planted subjects in this run: {html.escape(", ".join(planted))}</div>'
-    versions = ", ".join(f"{k} {v}" for k, v in run.versions.items())
-    header = (
-        f"<p>Run {html.escape(run.started_utc)} → {html.escape(run.finished_utc)}<br>"
-        f"Models: {html.escape(', '.join(run.models))}<br>Versions: {html.escape(versions)}<br>"
-        f"Command: <code>{html.escape(run.command)}</code><br>"
-        + " · ".join(f'<span class="{_css(s)}">{counts[s]} {s}</span>' for s in STATUSES)
-        + "</p>"
-    )
     rows = results_to_dict(run, results)["results"]
     models = list(dict.fromkeys([*run.models, *(r.spec for r in results)]))
-    sections = ["<h2>Overview</h2>" + render_matrix(rows, models), render_cards(rows, models), comparison]
-    columns = ["Claim", "Model", "Quantity", "Measured", "Thesis", "Threshold", "Why", "Status", "Figure"]
-    thead = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
     by_claim: dict[str, list[ClaimResult]] = {}
     for result in sorted(results, key=lambda r: r.claim):
         by_claim.setdefault(result.claim, []).append(result)
-    for claim, claim_results in by_claim.items():
-        body = "\n".join(_result_rows(r) for r in claim_results)
-        sections.append(f'<h2 id="{html.escape(claim)}">{html.escape(claim)}</h2>\n<table>{thead}\n{body}</table>')
-    title = "Claims report: IOI circuits in TinyStories-8M vs GPT-2 small"
-    return _page(title, banners, header + "\n" + "\n".join(s for s in sections if s))
+    sections = [{"claim": claim, "statement": CLAIM_STATEMENTS.get(claim, ("", ""))[0], "where": CLAIM_STATEMENTS.get(claim, ("", ""))[1],
+                 "results": [_result_view(r) for r in claim_results]} for claim, claim_results in by_claim.items()]
+    return _page(
+        title="Claims report: IOI circuits in TinyStories-8M vs GPT-2 small",
+        interrupted=f"interrupted: {run.not_run} of {len(results)} claims not run" if run.interrupted else "",
+        planted_warning=PLANTED_WARNING if planted else "", planted_specs=planted,
+        run=run, versions=", ".join(f"{k} {v}" for k, v in run.versions.items()),
+        counts=[(s, sum(r.status == s for r in results)) for s in STATUSES],
+        overview_title="Overview", overview=overview(rows, models), cards=circuit_cards(rows, models),
+        comparison=Markup(comparison),  # compare.render_comparison escapes its own values
+        sections=sections,
+    )
 
 
 # --- writing: checked at the start of a run, put in place atomically ---
@@ -368,16 +344,13 @@ def render_merged(runs: list[tuple[str, dict]]) -> str:
             rows.append({**row, "spec": spec})
             models.append(spec)
         run = document["run"]
-        stopped = f" · interrupted: {run.get('not_run', 0)} not run" if run.get("interrupted") else ""
-        summaries.append(f"<li><code>{html.escape(label)}</code>: {html.escape(str(run.get('started_utc', '')))} · "
-                         f"models {html.escape(', '.join(map(str, run.get('models', []))))}{html.escape(stopped)}</li>")
+        summaries.append({"label": label, "started": str(run.get("started_utc", "")), "models": list(map(str, run.get("models", []))),
+                          "stopped": f" · interrupted: {run.get('not_run', 0)} not run" if run.get("interrupted") else ""})
     models = list(dict.fromkeys(models))
-    banners = ""
-    if any(document.get("planted_in_run") for _, document in runs):
-        banners = f'<div class="banner">⚠ {html.escape(PLANTED_WARNING)}</div>'
-    body = (f"<p>{len(runs)} runs merged:</p><ul>{''.join(summaries)}</ul>"
-            "<h2>Claims x models</h2>" + render_matrix(rows, models, link=False) + render_cards(rows, models))
-    return _page("Claims across models: IOI circuits in the TinyStories family and GPT-2 small", banners, body)
+    planted = any(document.get("planted_in_run") for _, document in runs)
+    return _page(title="Claims across models: IOI circuits in the TinyStories family and GPT-2 small",
+                 planted_warning=PLANTED_WARNING if planted else "", merged_runs=summaries, link=False,  # no sections to link to
+                 overview_title="Claims x models", overview=overview(rows, models), cards=circuit_cards(rows, models))
 
 
 def merge_reports(run_paths, out_dir) -> Path:

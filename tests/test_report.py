@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from claims.thresholds import THRESHOLDS, Threshold, lookup_all
@@ -346,6 +347,46 @@ def test_model_identity_is_shown_beside_the_spec(tmp_path):
     assert page.count('class="identity"') == 1  # only where one is known
 
 
+def test_a_claim_section_states_the_claim_with_its_quantities_and_each_reason_under_its_row(tmp_path):
+    page = write_report(run_info(), sample_results(), tmp_path).read_text()
+    section = page[page.index('<section class="claim" id="E2.logit-diff">'):]
+    section = section[:section.index("</section>")]
+    assert '<p class="statement">Mean logit difference IO - S: 9.4 in TinyStories-8M, 3.6 in GPT-2 small.' in section
+    assert "<tr><th>Quantity</th><th>Measured</th><th>Thesis</th><th>Rule</th><th>Status</th></tr>" in section
+    assert ('<tr><td>logit_diff</td><td class="num">9.41</td><td class="num">9.4</td><td>logit_diff within 9.4 ± 0.15</td>\n'
+            '<td class="passed">✓</td></tr>\n<tr class="why"><td colspan="5"><details><summary>why</summary>thesis s3.4</details></td></tr>') in section
+    assert section.count('<div class="result"') == 3 and section.count("<img ") == 1  # one block per model
+
+
+def test_calibrated_quantities_are_tagged_in_their_row():
+    from mechinterp.report import _result_rows
+
+    calibrated = quantity(9.36, True)
+    calibrated.calibrated = True
+    block = _result_rows(ClaimResult("E2.logit-diff", "planted:tinystories-8m", "tiny-stories-8M", True, "passed",
+                                     quantities=[calibrated, quantity(9.36, True)]))
+    assert block.count('<td class="passed">✓ <span class="tag calibrated"') == 1 and block.count("calibrated by construction") == 1
+
+
+def test_report_figures_label_tokens_as_text_and_waste_no_height():
+    import torch
+    from mechinterp.plots import readable_token
+    from mechinterp.plots.sae import attention_before_after
+
+    assert [readable_token(t) for t in ("ĠJohn", "Ċ", "When", " John", "é", "Ã©")] == [" John", "\\n", "When", " John", "é", "é"]
+    tokens = ["When", "ĠMary", "Ġand", "ĠJohn", "Ġwent", "Ġto", "Ġthe", "Ġstore", ",", "ĠJohn", "Ġgave", "Ġa", "Ġdrink", "Ġto"]
+    pattern = torch.full((len(tokens), len(tokens)), 1 / len(tokens))
+    figure = attention_before_after(pattern, pattern, tokens, "H7.7")
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()][:2] == ["When", " Mary"]
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    patterns = [a.get_tightbbox(renderer) for a in figure.axes[:2]]  # pixels, titles and token labels included
+    drawn = figure.get_tightbbox(renderer).height * figure.dpi  # what the report's PNG keeps (bbox_inches="tight")
+    # the patterns fill the height but for the two-line title (0.78 before, with a one-line title)
+    assert (max(p.y1 for p in patterns) - min(p.y0 for p in patterns)) / drawn > 0.85
+
+
 # --- the claims x models matrix and merged runs ---
 
 
@@ -357,10 +398,12 @@ def card(spec, name_movers, handover):
 def test_a_multi_model_report_has_the_matrix_with_key_values(tmp_path):
     results = sample_results() + [card("gpt2-small", ["H9.9", "H10.0"], 8)]
     page = write_report(run_info(), results, tmp_path).read_text()
-    overview = page[page.index("<h2>Overview</h2>"):page.index("</table>", page.index("<h2>Overview</h2>"))]
-    assert '<td class="passed">passed<br><span class="num">9.41 / 9.4</span></td>' in overview
-    assert '<td class="failed">failed<br><span class="num">5 / 9.4</span></td>' in overview
-    assert '<td class="passed">passed<br><span class="num">3.3</span></td>' in overview  # the card's status too: an errored card shows
+    overview = page[page.index('<h2 id="overview">Overview</h2>'):page.index("</table>", page.index('<h2 id="overview">'))]
+    assert '<td data-model="planted:tinystories-8m" data-status="passed" class="passed">passed<br><span class="num">9.41 / 9.4</span></td>' in overview
+    assert '<td data-model="gpt2-small" data-status="failed" class="failed">failed<br><span class="num">5 / 9.4</span></td>' in overview
+    # the card's status too: an errored card shows
+    assert '<td data-model="gpt2-small" data-status="passed" class="passed">passed<br><span class="num">3.3</span></td>' in overview
+    assert "Mean logit difference IO - S: 9.4 in TinyStories-8M, 3.6 in GPT-2 small." in overview  # the claim in words
     assert "<th>name movers</th><td>H9.9, H10.0</td>" in page
 
 
@@ -374,9 +417,10 @@ def test_merge_puts_runs_side_by_side(tmp_path, capsys):
                                        f"{tmp_path / 'tox-gpt2' / 'results.json'}: E2.logit-diff on gpt2-small: failed\n"
                                        f"{tmp_path / 'tox-gpt2' / 'results.json'}: interrupted: 1 claims not run\n")
     page = (tmp_path / "all" / "index.html").read_text()
-    assert "<tr><th>Claim</th><th>tiny-stories-8M</th><th>gpt2-small</th></tr>" in page
-    assert ('<tr><td>E2.logit-diff</td><td class="passed">passed<br><span class="num">9.41 / 9.4</span></td>'
-            '<td class="failed">failed<br><span class="num">5 / 9.4</span></td></tr>') in page
+    assert '<tr><th>Claim</th><th data-model="tiny-stories-8M">tiny-stories-8M</th><th data-model="gpt2-small">gpt2-small</th></tr>' in page
+    assert ('<td data-model="tiny-stories-8M" data-status="passed" class="passed">passed<br><span class="num">9.41 / 9.4</span></td>'
+            '<td data-model="gpt2-small" data-status="failed" class="failed">failed<br><span class="num">5 / 9.4</span></td></tr>') in page
+    assert '<a href="#E2.logit-diff">' not in page  # the merged page has no claim sections to link to
     assert "<tr><th>name movers</th><td>H7.7</td><td>H9.9, H10.0</td></tr>" in page
     assert "<tr><th>S2 -&gt; END handover layer</th><td>5</td><td>8</td></tr>" in page
     assert "interrupted: 1 not run" in page
@@ -388,7 +432,7 @@ def test_strict_merge_fails_on_a_failed_claim_after_writing_the_page(tmp_path):
     assert main(["merge", str(tmp_path / "good"), "--out", str(tmp_path / "all"), "--strict"]) == 0
     write_report(run_info(), sample_results()[1:2], tmp_path / "bad")  # E2.logit-diff failed on gpt2-small
     assert main(["merge", str(tmp_path / "good"), str(tmp_path / "bad"), "--out", str(tmp_path / "all"), "--strict"]) == 1
-    assert "<th>gpt2-small</th>" in (tmp_path / "all" / "index.html").read_text()
+    assert '<th data-model="gpt2-small">gpt2-small</th>' in (tmp_path / "all" / "index.html").read_text()
 
 
 def test_merge_keeps_one_column_per_run_for_a_model_in_several_runs(tmp_path):
@@ -396,7 +440,8 @@ def test_merge_keeps_one_column_per_run_for_a_model_in_several_runs(tmp_path):
         write_report(run_info(), sample_results()[1:2], tmp_path / name)
     assert main(["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "all")]) == 0
     page = (tmp_path / "all" / "index.html").read_text()
-    assert f"<th>gpt2-small ({tmp_path / 'a'})</th><th>gpt2-small ({tmp_path / 'b'})</th>" in page
+    a, b = f"gpt2-small ({tmp_path / 'a'})", f"gpt2-small ({tmp_path / 'b'})"
+    assert f'<th data-model="{a}">{a}</th><th data-model="{b}">{b}</th>' in page
 
 
 def test_merge_expands_wildcards_itself_and_skips_its_own_output(tmp_path, monkeypatch):
@@ -405,7 +450,7 @@ def test_merge_expands_wildcards_itself_and_skips_its_own_output(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     for _ in range(2):  # the second time reports/tox-* also matches the merged page's directory
         assert main(["merge", "tox-*", "--out", "tox-matrix"]) == 0
-    assert "<th>tox-a</th><th>tox-b</th>" in (tmp_path / "tox-matrix" / "index.html").read_text()
+    assert '<th data-model="tox-a">tox-a</th><th data-model="tox-b">tox-b</th>' in (tmp_path / "tox-matrix" / "index.html").read_text()
     assert main(["merge", "nothing-*", "--out", "tox-matrix"]) == 2
 
 

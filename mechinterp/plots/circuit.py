@@ -9,6 +9,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from mechinterp.plots import readable_tokens
+
 
 def head_heatmap(
     values: torch.Tensor,
@@ -85,7 +87,8 @@ def logit_lens_figure(lens: pd.DataFrame, title: str) -> Figure:
 
 def dla_figure(head_values: torch.Tensor, title: str, highlight: Sequence[tuple[int, int]] = ()) -> Figure:
     """Per-head direct logit attribution (thesis figs 3.9/3.10): blue helps IO, red helps S."""
-    return head_heatmap(head_values, title, "direct logit attribution", diverging=True, highlight=highlight)
+    return head_heatmap(head_values, f"{title}\nblue: the head writes the IO name, red: the S name", "direct logit attribution",
+                        diverging=True, highlight=highlight)
 
 
 def attention_pattern_figure(patterns: torch.Tensor, tokens: Sequence[str], titles: Sequence[str]) -> Figure:
@@ -93,7 +96,7 @@ def attention_pattern_figure(patterns: torch.Tensor, tokens: Sequence[str], titl
     (thesis figs 3.15-3.19)."""
     if patterns.ndim != 3 or patterns.shape[0] != len(titles) or patterns.shape[-1] != len(tokens):
         raise ValueError(f"need [n, T, T] patterns with n titles and T tokens; got {tuple(patterns.shape)}, {len(titles)} titles, {len(tokens)} tokens")
-    n, size = patterns.shape[0], len(tokens)
+    n, size, tokens = patterns.shape[0], len(tokens), readable_tokens(tokens)
     figure = Figure(figsize=(5.2 * n, 0.3 * size + 1.8))
     for i in range(n):
         axes = figure.add_subplot(1, n, i + 1)
@@ -101,8 +104,8 @@ def attention_pattern_figure(patterns: torch.Tensor, tokens: Sequence[str], titl
         axes.set_xticks(range(size), tokens, rotation=90, fontsize=7)
         axes.set_yticks(range(size), tokens, fontsize=7)
         axes.set_xlabel("key (attended to)")
-        axes.set_ylabel("query")
+        axes.set_ylabel("query (attending from)")
         axes.set_title(titles[i], fontsize=9)
-        figure.colorbar(image, ax=axes, fraction=0.046)
+        figure.colorbar(image, ax=axes, fraction=0.046, label="attention weight")
     figure.tight_layout()
     return figure

@@ -11,6 +11,8 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
+from mechinterp.plots import readable_tokens
+
 
 def _diverging_heatmap(axes, values: torch.Tensor, title: str, xlabel: str, ylabel: str, colorbar_label: str):
     values = values.detach().double().cpu()
@@ -31,8 +33,10 @@ def layer_position_heatmap(
         raise ValueError(f"need [layer, pos] effects with one label per position, got {tuple(effects.shape)} and {len(token_labels)} labels")
     figure = Figure(figsize=(0.55 * len(token_labels) + 2.5, 0.35 * effects.shape[0] + 2.0))
     axes = figure.add_subplot()
-    _diverging_heatmap(axes, effects, title, "position", "layer (resid_pre)", value_label)
-    axes.set_xticks(range(len(token_labels)), [f"{t} ({i})" for i, t in enumerate(token_labels)], rotation=60, ha="right", fontsize=7)
+    _diverging_heatmap(axes, effects, f"{title}\nblue: patching this token at this layer restores the answer", "position",
+                       "layer (resid_pre)", value_label)
+    tokens = readable_tokens(token_labels)
+    axes.set_xticks(range(len(tokens)), [f"{t} ({i})" for i, t in enumerate(tokens)], rotation=60, ha="right", fontsize=7)
     axes.set_yticks(range(effects.shape[0]))
     figure.tight_layout()
     return figure
@@ -47,7 +51,7 @@ def head_heatmap(
     n_layers, n_heads = effects.shape
     figure = Figure(figsize=(0.4 * n_heads + 2.5, 0.35 * n_layers + 2.0))
     axes = figure.add_subplot()
-    _diverging_heatmap(axes, effects, title, "head", "layer", value_label)
+    _diverging_heatmap(axes, effects, f"{title}\nblue: patching this head restores the answer", "head", "layer", value_label)
     axes.set_xticks(range(n_heads))
     axes.set_yticks(range(n_layers))
     flat = effects.flatten()

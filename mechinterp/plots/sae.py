@@ -9,27 +9,31 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from mechinterp.plots import readable_tokens
+
 
 def attention_before_after(
     before: torch.Tensor, after: torch.Tensor, token_labels: Sequence[str], title: str
 ) -> Figure:
-    """Two [query, key] attention patterns of one head on one prompt, side by side (figs 3.21-3.25)."""
+    """Two [query, key] attention patterns of one head on one prompt, side by side (figs 3.21-3.25),
+    sized to the square patterns so no band of the figure is left blank."""
     if before.shape != after.shape or before.ndim != 2:
         raise ValueError(f"need two [query, key] patterns of one shape, got {tuple(before.shape)} and {tuple(after.shape)}")
     if len(token_labels) != before.shape[-1]:
         raise ValueError(f"{len(token_labels)} token labels for {before.shape[-1]} positions")
-    n = len(token_labels)
-    figure = Figure(figsize=(2 * (0.32 * n + 1.5), 0.32 * n + 1.8))
+    n, tokens = len(token_labels), readable_tokens(token_labels)
+    side = 0.22 * n + 1.0  # one square pattern with its token labels, in inches
+    figure = Figure(figsize=(2 * side + 0.9, side + 0.7), layout="constrained")
     axes = figure.subplots(1, 2)
     for ax, pattern, name in zip(axes, (before, after), ("before ablation", "after ablation")):
         image = ax.imshow(pattern.detach().float().cpu().numpy(), vmin=0, vmax=1, cmap="Blues")
-        ax.set_xticks(range(n), token_labels, rotation=90, fontsize=6)
-        ax.set_yticks(range(n), token_labels, fontsize=6)
+        ax.set_xticks(range(n), tokens, rotation=90, fontsize=6)
+        ax.set_yticks(range(n), tokens, fontsize=6)
         ax.set_xlabel("key (attended to)", fontsize=7)
         ax.set_ylabel("query", fontsize=7)
         ax.set_title(name, fontsize=9)
-    figure.colorbar(image, ax=list(axes), shrink=0.7)
-    figure.suptitle(title, fontsize=10)
+    figure.colorbar(image, ax=list(axes), shrink=0.7, label="attention weight")
+    figure.suptitle(f"{title}\nthe last row (END) is what the head reads at the answer: compare it before and after", fontsize=9)
     return figure
 
 
