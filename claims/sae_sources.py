@@ -75,6 +75,9 @@ THESIS_SAE_SOURCES = {
 }
 
 
+# Cost, measured with benchmarks/bench_sae.py --budget 5000000 (streamed: an LM forward plus an SAE step per
+# token) on this project's 2-core CPU, one thread, shared: ~420-500 tokens/s, about 3 h per block, 9 h for all
+# three. Not measured on a GPU (none lent to this task).
 def thesis_sae_config() -> SAETrainingConfig:
     import torch
 
