@@ -21,8 +21,9 @@ import torch
 from matplotlib.figure import Figure
 
 from mechinterp.plots.sae import attention_before_after
+from mechinterp.compare import compare_results
 from mechinterp.report import main, write_report
-from mechinterp.results import ClaimResult, QuantityResult, RunInfo, figure_to_png
+from mechinterp.results import ClaimResult, QuantityResult, RunInfo, figure_to_png, results_to_dict
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -85,7 +86,10 @@ def fixture_results() -> list[ClaimResult]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     run = RunInfo("2025-01-01 00:00:00 UTC", "2025-01-01 00:01:00 UTC", MODELS, "pytest claims", {"torch": "2.13.0"})
-    return write_report(run, fixture_results(), tmp_path_factory.mktemp("report") / "run")
+    baseline = fixture_results()
+    baseline[1].quantities[0].measured = 9.38  # the regression table is on the page too
+    changes = compare_results(results_to_dict(run, fixture_results()), results_to_dict(run, baseline))
+    return write_report(run, fixture_results(), tmp_path_factory.mktemp("report") / "run", changes, "reports/2024-12-31")
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +102,7 @@ def selftest(report, tmp_path_factory) -> dict:
 
 def test_no_horizontal_scrolling_at_1280(selftest):
     assert selftest["innerWidth"] == 1280 and 0 < selftest["scrollWidth"] <= 1280
+    assert selftest["scrolledInside"] == []
 
 
 def test_every_figure_is_decoded(selftest):

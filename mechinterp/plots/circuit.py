@@ -107,5 +107,6 @@ def attention_pattern_figure(patterns: torch.Tensor, tokens: Sequence[str], titl
         axes.set_ylabel("query (attending from)")
         axes.set_title(titles[i], fontsize=9)
         figure.colorbar(image, ax=axes, fraction=0.046, label="attention weight")
+    figure.suptitle("each row is where that token looks; the last row (END) is where the answer is read from", fontsize=9)
     figure.tight_layout()
     return figure
