@@ -159,7 +159,7 @@ def test_results_json_holds_the_table(tmp_path):
     assert first["has_figure"] is True and first["details"] == {"per_prompt": [9.0, 9.82]}
     assert first["quantities"][0] == {"quantity": "logit_diff", "measured": 9.41, "thesis_value": 9.4, "op": "within",
                                       "threshold": 9.4, "tolerance": 0.15, "rule": "logit_diff within 9.4 ± 0.15",
-                                      "why": "thesis s3.4", "passed": True}
+                                      "why": "thesis s3.4", "passed": True, "calibrated": False}
 
 
 def test_compare_results_lists_only_changes(tmp_path):
