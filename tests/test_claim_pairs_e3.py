@@ -43,10 +43,12 @@ ORACLE_TWIN_GAPS = {
     # others' at up to ~0.4 (lead 6.6, thesis 59)
     "E3.L7-logit-feature": {"attribution_over_runner_up"},
 }
-# No mutant yet. With the oracle the lead row is the twin's gap above, and the other two rows cannot fail
-# while anything lifts IO: the oracle holds W_U[:, IO] / |W_U[:, IO]|, whose attribution is then the IO's own
-# direct logit, ahead of every other direction (a mutant needs an oracle encoder that does not fire every
-# overlapping name direction, e.g. a non-negative least-squares one, so the lead row can be checked).
+# No mutant yet for L7. With the oracle the lead row is the twin's gap above, and the other two rows cannot
+# fail while anything lifts IO: the oracle holds W_U[:, IO] / |W_U[:, IO]|, whose attribution is then the IO's
+# direct logit, ahead of every other name's (overlap <= 0.4); its W_U top tokens could only change with W_U,
+# which a mutant keeps (test_planted). Open: an oracle encoder that does not fire every overlapping name
+# direction (e.g. non-negative least squares), so the lead row is checkable and a mutant writing the answer
+# through several weaker directions fails it.
 WITHOUT_MUTANT = {"E3.L7-logit-feature"}
 
 
