@@ -49,6 +49,8 @@ def pytest_addoption(parser):
                     help="E3: directory of trained gated SAEs (sae_lens format, one per subdirectory, hooks blocks.5/6/7.hook_resid_post)")
     group.addoption("--sae-config", default=None, metavar="FILE.json",
                     help="E3: SAETrainingConfig fields as JSON; SAEs are trained with it (or reused from the cache)")
+    group.addoption("--sae-seeds", default=None, metavar="SEEDS",
+                    help="E3: train the SAEs once per seed (e.g. 0,1,2); each row must hold on every seed, the report shows each")
 
 
 def pytest_configure(config):
@@ -60,13 +62,13 @@ def pytest_configure(config):
     except report.ReportDirError as err:
         raise pytest.UsageError(f"--report-dir: {err}") from None
     config.stash[REPORT_DIR] = report_dir
-    sae_config, sae_dir = config.getoption("sae_config"), config.getoption("sae_dir")
-    if sae_config is not None or sae_dir is not None:  # checked even when no E3 test is selected
+    sae_config, sae_dir, sae_seeds = (config.getoption(name) for name in ("sae_config", "sae_dir", "sae_seeds"))
+    if sae_config is not None or sae_dir is not None or sae_seeds is not None:  # checked even when no E3 test is selected
         from claims.sae_sources import check_sae_options
         from mechinterp.sae_training import SAEOptionError
 
         try:
-            check_sae_options(sae_config, sae_dir, config.stash[RECORDER].models)
+            check_sae_options(sae_config, sae_dir, config.stash[RECORDER].models, sae_seeds)
         except SAEOptionError as err:
             raise pytest.UsageError(str(err)) from None
     baseline = config.getoption("baseline")
