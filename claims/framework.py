@@ -34,11 +34,16 @@ class Measured:
     values: dict[str, float]
     figure: Any = None  # a matplotlib Figure, embedded in the report
     details: dict = field(default_factory=dict)  # JSON-able extras shown in the report (per-prompt values, ...)
+    # E3 over several SAE seeds (claims.sae_sources.over_seeds): seed -> values; every row is checked on each
+    # seed (thresholds.SAE_SEED_RULE) and `values` are the first seed's
+    per_seed: dict[int, dict[str, float]] | None = None
 
     def __post_init__(self):
         if not isinstance(self.values, dict) or not self.values:
             raise ValueError(f"Measured.values must be a non-empty dict of quantity -> float, got {self.values!r}")
         self.values = {str(k): float(v) for k, v in self.values.items()}
+        if self.per_seed is not None:
+            self.per_seed = {int(seed): {str(k): float(v) for k, v in values.items()} for seed, values in self.per_seed.items()}
 
 
 @dataclass
@@ -207,16 +212,51 @@ def _row_result(row: Threshold, value: float | None = None, passed: bool | None 
 
 def evaluate(measured: Measured, rows: list[Threshold]) -> list[report.QuantityResult]:
     """Every row against its measured value (a missing quantity fails), then values with no row (info).
-    A row its planted model was built to (`rows.calibrated`, see SubjectRows) is marked calibrated."""
+    A row its planted model was built to (`rows.calibrated`, see SubjectRows) is marked calibrated.
+    Measured over several SAE seeds, a row passes when it holds on every seed (SAE_SEED_RULE) and shows
+    its worst seed's value; each seed's values and pass counts go to details['sae_seeds']."""
     calibrated = getattr(rows, "calibrated", frozenset())
+    per_seed = measured.per_seed
     results = []
     for row in rows:
-        value = measured.values.get(row.quantity)
-        results.append(_row_result(row, value, passed=value is not None and row.passes(value),
-                                   calibrated=(row.claim, row.quantity) in calibrated))
+        if per_seed:
+            value, passed = _worst_seed(row, [values.get(row.quantity) for values in per_seed.values()])
+        else:
+            value = measured.values.get(row.quantity)
+            passed = value is not None and row.passes(value)
+        results.append(_row_result(row, value, passed=passed, calibrated=(row.claim, row.quantity) in calibrated))
     with_rows = {row.quantity for row in rows}
     results += [report.QuantityResult(q, v) for q, v in measured.values.items() if q not in with_rows]
+    if per_seed:
+        measured.details["sae_seeds"] = seed_table(per_seed, rows)
     return results
+
+
+def _worst_seed(row: Threshold, values: list[float | None]) -> tuple[float | None, bool]:
+    """(shown value, passed) of a row over seeds: the first failing seed's value (None if unmeasured), or
+    the seed value nearest the bound when every seed passes."""
+    for value in values:
+        if value is None or not row.passes(value):
+            return value, False
+    if row.op == "within":
+        return max(values, key=lambda v: abs(v - row.threshold)), True
+    return (min if row.op in (">", ">=") else max)(values), True
+
+
+def seed_table(per_seed: dict[int, dict[str, float]], rows: list[Threshold]) -> dict:
+    """What the report shows of a multi-seed measurement: seeds, the rule, each quantity's value per seed
+    (in seed order) and, for quantities with rows, how many seeds pass all of them."""
+    from claims.thresholds import SAE_SEED_RULE
+
+    seeds = list(per_seed)
+    quantities = list(dict.fromkeys(q for values in per_seed.values() for q in values))
+    passing = {}
+    for quantity in dict.fromkeys(row.quantity for row in rows):
+        quantity_rows = [row for row in rows if row.quantity == quantity]
+        passing[quantity] = sum(per_seed[seed].get(quantity) is not None
+                                and all(row.passes(per_seed[seed][quantity]) for row in quantity_rows) for seed in seeds)
+    return {"seeds": seeds, "rule": SAE_SEED_RULE, "values": {q: [per_seed[s].get(q) for s in seeds] for q in quantities},
+            "seeds_passing": passing}
 
 
 def unevaluated(rows: list[Threshold]) -> list[report.QuantityResult]:

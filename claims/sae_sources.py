@@ -9,17 +9,20 @@ and the session fixture `e3_sae_sets`.
 - `--sae-config thesis`: THESIS_SAE_CONFIG, the thesis's SAEs (gated, 4096 wide, blocks 5-7,
   TinyStories), every setting with its source in THESIS_SAE_SOURCES;
 - by default, planted models train PLANTED_SAE_CONFIG on the story corpus. A real model with neither
-  option is skipped with one line saying how to provide them.
+  option is skipped with one line saying how to provide them;
+- `--sae-seeds 0,1,2`: the trained SAEs once per seed; every claim is measured on each seed's SAEs and
+  each row checked on every seed (claims.thresholds.SAE_SEED_RULE); the report shows each seed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pytest
 
+from claims.framework import Measured
 from mechinterp.models import is_planted, real_counterpart
 from mechinterp.sae_training import (SAEOptionError, SAETrainingConfig, check_sae_dir, load_sae_dir,
                                      sae_config_from_file, train_sae)
@@ -117,11 +120,33 @@ def read_sae_config(path: str | None, planted: bool) -> SAETrainingConfig | str 
         raise SAEOptionError(f"{err} (fields the file does not set come from PLANTED_SAE_CONFIG, the planted twin's)") from None
 
 
-def check_sae_options(sae_config: str | None, sae_dir: str | None, specs: Iterable[str] = ()) -> None:
-    """--sae-config / --sae-dir checked at the start of a run, before any model loads (conftest): a
-    one-line SAEOptionError naming the bad file. The config file is read over the defaults of each
-    kind of model in `specs` (planted and/or real; both when no specs are given, except for `oracle`,
-    which is for planted models)."""
+def parse_sae_seeds(text: str | None) -> tuple[int, ...] | None:
+    """--sae-seeds '0,1,2' -> (0, 1, 2): distinct non-negative integers, in the order given; None when absent."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        seeds = tuple(int(part) for part in parts)
+    except ValueError:
+        raise SAEOptionError(f"--sae-seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise SAEOptionError(f"--sae-seeds {text!r}: seeds are integers >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise SAEOptionError(f"--sae-seeds {text!r}: a seed is repeated")
+    return seeds
+
+
+def check_sae_options(sae_config: str | None, sae_dir: str | None, specs: Iterable[str] = (),
+                      sae_seeds: str | None = None) -> None:
+    """--sae-config / --sae-dir / --sae-seeds checked at the start of a run, before any model loads
+    (conftest): a one-line SAEOptionError naming the bad file or value. The config file is read over the
+    defaults of each kind of model in `specs` (planted and/or real; both when no specs are given, except
+    for `oracle`, which is for planted models). Seeds train SAEs, so they need SAEs that are trained."""
+    if parse_sae_seeds(sae_seeds) is not None:
+        if sae_dir is not None:
+            raise SAEOptionError("--sae-seeds trains one SAE per seed; --sae-dir holds SAEs already trained: give one of them")
+        if sae_config == ORACLE:
+            raise SAEOptionError("--sae-seeds: oracle SAEs are not trained, so they have no seed")
     if sae_config is not None:
         kinds = {is_planted(spec) for spec in specs} or ({True} if sae_config == ORACLE else {True, False})
         for planted in sorted(kinds):
@@ -146,6 +171,11 @@ class SAESet:
     config: SAETrainingConfig | str | None = None  # or ORACLE
     cache_dir: str | None = None
     _saes: dict = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int | None:
+        """The training seed of this set's SAEs (None for --sae-dir and oracle SAEs)."""
+        return self.config.seed if isinstance(self.config, SAETrainingConfig) else None
 
     def how_to_provide(self) -> str:
         return (f"E3 needs gated SAEs of {real_counterpart(self.spec)} blocks {', '.join(map(str, SAE_BLOCKS))}: "
@@ -197,16 +227,37 @@ def context_corpus(spec: str) -> list[str]:
         pytest.skip(f"max-activating contexts need TinyStories text (HF datasets, roneneldan/TinyStories): {type(err).__name__}")
 
 
+def sae_sets(spec: str, model, sae_dir: str | None, config: SAETrainingConfig | str | None,
+             seeds: tuple[int, ...] | None) -> list[SAESet]:
+    """One SAESet per seed (the config's own seed when `seeds` is None); SAEs are fetched on first use."""
+    if seeds is None or not isinstance(config, SAETrainingConfig):
+        return [SAESet(spec, model, sae_dir, config)]
+    return [SAESet(spec, model, sae_dir, replace(config, seed=seed)) for seed in seeds]
+
+
+def over_seeds(sets: list[SAESet], measure: Callable[[SAESet], Measured]) -> Measured:
+    """`measure` on each seed's SAEs. One set: its Measured as it is. Several: the first seed's values,
+    figure and details, with every seed's values in `per_seed` (the framework checks each row on every
+    seed: claims.thresholds.SAE_SEED_RULE) and each seed's details under details['sae_seed_details']."""
+    if len(sets) == 1:
+        return measure(sets[0])
+    measured = {s.seed: measure(s) for s in sets}
+    first = measured[sets[0].seed]
+    details = {**first.details, "sae_seed_details": {str(seed): m.details for seed, m in measured.items()}}
+    return Measured(first.values, first.figure, details, per_seed={seed: m.values for seed, m in measured.items()})
+
+
 @pytest.fixture(scope="session")
 def e3_sae_sets(request):
-    """spec -> SAESet, built once per session from --sae-dir / --sae-config."""
-    sets: dict[str, SAESet] = {}
+    """spec -> [SAESet per seed], built once per session from --sae-dir / --sae-config / --sae-seeds."""
+    sets: dict[str, list[SAESet]] = {}
 
-    def get(subject) -> SAESet:
+    def get(subject) -> list[SAESet]:
         if subject.spec not in sets:
-            config_path = request.config.getoption("sae_config", None)
-            sets[subject.spec] = SAESet(subject.spec, subject.model, request.config.getoption("sae_dir", None),
-                                        read_sae_config(config_path, subject.planted))
+            option = request.config.getoption
+            sets[subject.spec] = sae_sets(subject.spec, subject.model, option("sae_dir", None),
+                                          read_sae_config(option("sae_config", None), subject.planted),
+                                          parse_sae_seeds(option("sae_seeds", None)))
         return sets[subject.spec]
 
     return get

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from claims.framework import Measured, tokenizer_for
-from claims.sae_sources import e3_sae_sets, context_corpus  # noqa: F401  (e3_sae_sets: the session fixture)
+from claims.sae_sources import e3_sae_sets, context_corpus, over_seeds  # noqa: F401  (e3_sae_sets: the session fixture)
 from mechinterp import features
 from mechinterp.attention import attention_patterns
 from mechinterp.ioi import IOIBatch, make_batch, patching_pair, protocol_prompts, single_token_id
@@ -268,39 +268,42 @@ def measure_random_control(model, saes: Mapping[int, object], corpus: list[str],
     return on_thesis_prompt(model, on)
 
 
-# --- tests: measure and check; known gaps are claims.thresholds.KNOWN_GAPS, applied by the framework -----
+# --- tests: measure (on each --sae-seeds seed's SAEs) and check; known gaps are claims.thresholds.KNOWN_GAPS,
+# applied by the framework -----
 
 
 @pytest.mark.claim("E3.L6-to-feature-collapse")
 def test_l6_to_feature_collapse(subject, check, e3_sae_sets):
-    check(measure_l6_to_feature_collapse(subject.model, e3_sae_sets(subject)))
+    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l6_to_feature_collapse(subject.model, saes)))
 
 
 @pytest.mark.claim("E3.L5-to-feature")
 def test_l5_to_feature(subject, check, e3_sae_sets):
-    check(measure_l5_to_feature(subject.model, e3_sae_sets(subject)))
+    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l5_to_feature(subject.model, saes)))
 
 
 @pytest.mark.claim("E3.L5-gave-feature")
 def test_l5_gave_feature(subject, check, e3_sae_sets):
-    check(measure_l5_gave_feature(subject.model, e3_sae_sets(subject)))
+    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l5_gave_feature(subject.model, saes)))
 
 
 @pytest.mark.claim("E3.L5-infinitive-to")
 def test_l5_infinitive_to(subject, check, e3_sae_sets):
-    check(measure_l5_infinitive_to(subject.model, e3_sae_sets(subject)))
+    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l5_infinitive_to(subject.model, saes)))
 
 
 @pytest.mark.claim("E3.L6-negative-names")
 def test_l6_negative_names(subject, check, e3_sae_sets):
-    check(measure_l6_negative_names(subject.model, e3_sae_sets(subject), context_corpus(subject.spec)))
+    corpus = context_corpus(subject.spec)
+    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l6_negative_names(subject.model, saes, corpus)))
 
 
 @pytest.mark.claim("E3.L7-logit-feature")
 def test_l7_logit_feature(subject, check, e3_sae_sets):
-    check(measure_l7_logit_feature(subject.model, e3_sae_sets(subject)))
+    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l7_logit_feature(subject.model, saes)))
 
 
 @pytest.mark.claim("E3.random-control")
 def test_random_control(subject, check, e3_sae_sets):
-    check(measure_random_control(subject.model, e3_sae_sets(subject), context_corpus(subject.spec)))
+    corpus = context_corpus(subject.spec)
+    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_random_control(subject.model, saes, corpus)))

@@ -421,6 +421,12 @@ E3_DEFAULT_SAES = ("sae_dir", "sae_config")
 # Values: the thesis's prompt, trained SAEs (seed 0) and, in brackets, the oracle SAEs of
 # fixtures.planted.oracle_sae (exact planted directions: a gap there is the twin's, not SAE training's).
 TS_TWIN = "planted:tinystories-8m"
+# E3 measured over several SAE seeds (--sae-seeds): a row holds only when it holds on every seed. The thesis
+# trained one SAE per block, so its findings are claims about that SAE; a finding that some seeds show and
+# others do not depends on SAE training, and a majority would hide the seed that flips it. The report shows
+# each seed's value and how many seeds pass.
+SAE_SEED_RULE = "every seed"
+
 KNOWN_GAPS: list[KnownGap] = [
     KnownGap("E3.L5-to-feature", TS_TWIN, ("p_io_ablated", "H7.7_END_to_IO_after_over_before", "attribution"),
              "the twin's L5 ablation is a collapse, not the thesis's graded effect: P(IO) 77% -> 2e-5 (oracle 4e-4; "

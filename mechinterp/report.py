@@ -111,11 +111,24 @@ def _result_view(result: ClaimResult) -> dict:
         "identity": result.identity, "figure": figure,
         "rows_of": result.real_model if result.real_model and result.real_model != result.spec else "",
         "details": json.dumps(result.details, indent=1, default=to_jsonable) if result.details else "",
+        "seeds": _seed_view((result.details or {}).get("sae_seeds") if isinstance(result.details, dict) else None),
         "quantities": [{"quantity": q.quantity, "measured": _fmt(q.measured), "thesis": _fmt(q.thesis_value),
                         "rule": q.rule or "(no threshold row: for information)", "why": q.why,
                         "passed": q.passed, "verdict": {True: "✓", False: "✗", None: ""}[q.passed],
                         "calibrated": getattr(q, "calibrated", False)} for q in quantities],
     }
+
+
+def _seed_view(table: dict | None) -> dict | None:
+    """A multi-seed E3 measurement (claims.framework.seed_table) as rows: quantity, value per seed, seeds passing."""
+    if not table:
+        return None
+    n = len(table["seeds"])
+    passing = table.get("seeds_passing", {})
+    return {"seeds": table["seeds"], "rule": table["rule"],
+            "rows": [{"quantity": q, "values": [_fmt(v) for v in values],
+                      "passing": f"{passing[q]}/{n}" if q in passing else "", "all": passing.get(q) == n}
+                     for q, values in table["values"].items()]}
 
 
 def _result_rows(result: ClaimResult) -> str:

@@ -20,6 +20,7 @@ the default for users with network or a datasets cache; a list of strings trains
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -482,11 +483,33 @@ def _activation_store(model, runner_config, dataset):
         return ActivationsStore.from_config(model, runner_config, override_dataset=dataset)
 
 
-@torch.no_grad()
+# Activations of the last corpus passes, reused in-process by SAEs that differ only in what does not change
+# them (seed, width, sparsity, lr, training length: several seeds per block pay the model's pass once).
+_ACTIVATION_MEMO: "collections.OrderedDict[tuple, torch.Tensor]" = collections.OrderedDict()
+_ACTIVATION_MEMO_SIZE = 3  # one entry per block of the E3 SAEs
+_ACTIVATION_FIELDS = ("block", "hook_point", "context_size", "store_batch_size_prompts", "n_batches_in_buffer",
+                      "normalize_activations", "exclude_special_tokens", "device", "dtype", "dataset_path")
+
+
 def corpus_activations(model, texts: list[str], config: SAETrainingConfig) -> torch.Tensor:
     """[n_tokens, d_model] activations at `config.hook_name` over one pass of `texts`, packed into
     `config.context_size` windows by sae_lens's ActivationsStore (its tokenization, BOS handling and
-    special-token filter). The last partial LM batch of the pass is dropped."""
+    special-token filter). The last partial LM batch of the pass is dropped. Memoised per model
+    weights, texts and the settings that shape the pass (not the seed); callers must not modify it."""
+    key = (model_identity(model)["weights_sha256"], corpus_identity(texts, config.dataset_path)["sha256"],
+           tuple(getattr(config, name) for name in _ACTIVATION_FIELDS))
+    if key in _ACTIVATION_MEMO:
+        _ACTIVATION_MEMO.move_to_end(key)
+        return _ACTIVATION_MEMO[key]
+    activations = _corpus_pass(model, texts, config)
+    _ACTIVATION_MEMO[key] = activations
+    while len(_ACTIVATION_MEMO) > _ACTIVATION_MEMO_SIZE:
+        _ACTIVATION_MEMO.popitem(last=False)
+    return activations
+
+
+@torch.no_grad()
+def _corpus_pass(model, texts: list[str], config: SAETrainingConfig) -> torch.Tensor:
     store = _activation_store(model, _runner_config(model, config), _dataset(texts, config.dataset_path, "train"))
     chunks = []
     with tqdm(desc=f"activations at {config.hook_name}", unit="tok", unit_scale=True) as bar:
