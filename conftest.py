@@ -49,6 +49,9 @@ def pytest_addoption(parser):
                     help="E3: directory of trained gated SAEs (sae_lens format, one per subdirectory, hooks blocks.5/6/7.hook_resid_post)")
     group.addoption("--sae-config", default=None, metavar="FILE.json",
                     help="E3: SAETrainingConfig fields as JSON; SAEs are trained with it (or reused from the cache)")
+    group.addoption("--distribution-prompts", type=int, default=256, metavar="N",
+                    help="E1/E2 robustness: prompts of the Wang-style distribution each claim is also measured on "
+                    "(mechinterp.robustness; default 256, 0 turns it off)")
     group.addoption("--sae-seeds", default=None, metavar="SEEDS",
                     help="E3: train the SAEs once per seed (e.g. 0,1,2); each row must hold on every seed, the report shows each")
 
@@ -106,6 +109,19 @@ def loaded_models(request, model_source):
 @pytest.fixture
 def subject(request, loaded_models):
     return framework.make_subject(framework.claim_of(request.node), request.param, loaded_models)
+
+
+@pytest.fixture
+def robustness(request, subject):
+    """robustness(measured, ClaimDistribution): `measured` with the claim's values over the distribution,
+    their bootstrap intervals and robustness verdicts in details["robustness"] (mechinterp.robustness)."""
+    from mechinterp.robustness import RobustnessConfig, with_robustness
+
+    n_prompts = request.config.getoption("distribution_prompts")
+    if n_prompts < 0:
+        raise pytest.UsageError(f"--distribution-prompts must be >= 0, got {n_prompts}")
+    cfg = RobustnessConfig(n_prompts=n_prompts) if n_prompts else None
+    return lambda measured, spec: with_robustness(measured, subject.model, subject.tokenizer, spec, subject.thresholds, cfg)
 
 
 @pytest.fixture
