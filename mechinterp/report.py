@@ -112,11 +112,29 @@ def _result_view(result: ClaimResult) -> dict:
         "rows_of": result.real_model if result.real_model and result.real_model != result.spec else "",
         "details": json.dumps(result.details, indent=1, default=to_jsonable) if result.details else "",
         "seeds": _seed_view((result.details or {}).get("sae_seeds") if isinstance(result.details, dict) else None),
+        "robustness": _robustness_view((result.details or {}).get("robustness") if isinstance(result.details, dict) else None),
         "quantities": [{"quantity": q.quantity, "measured": _fmt(q.measured), "thesis": _fmt(q.thesis_value),
                         "rule": q.rule or "(no threshold row: for information)", "why": q.why,
                         "passed": q.passed, "verdict": {True: "✓", False: "✗", None: ""}[q.passed],
                         "calibrated": getattr(q, "calibrated", False)} for q in quantities],
     }
+
+
+def _robustness_view(block: dict | None) -> dict | None:
+    """A claim's values over the IOI distribution (mechinterp.robustness.verdicts) as table rows."""
+    if not block:
+        return None
+
+    def pair(values) -> str:
+        return "—" if not values else f"[{_fmt(values[0])}, {_fmt(values[1])}]"
+
+    rows = [{"quantity": r["quantity"], "rule": r.get("rule", ""), "thesis": _fmt(r.get("thesis")),
+             "protocol": _fmt(r.get("protocol")), "distribution": f"{_fmt(r.get('distribution'))} {pair(r.get('interval'))}",
+             "held_out": pair(r.get("held_out_range")), "verdict": r.get("verdict", "")}
+            for r in block.get("rows", []) + block.get("without_row", [])]
+    roles = [f"{r['role']}: the claim's {r['claim_head']}, on the distribution {r['distribution_head']}"
+             f" ({'same' if r['same_head'] else 'DIFFERENT'})" for r in block.get("roles", [])]
+    return {"verdict": block.get("verdict", ""), "distribution": block.get("distribution", ""), "rows": rows, "roles": roles}
 
 
 def _seed_view(table: dict | None) -> dict | None:
