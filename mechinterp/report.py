@@ -144,7 +144,7 @@ def _seed_view(table: dict | None) -> dict | None:
     n = len(table["seeds"])
     passing = table.get("seeds_passing", {})
     return {"seeds": table["seeds"], "rule": table["rule"],
-            "rows": [{"quantity": q, "values": [_fmt(v) for v in values],
+            "rows": [{"quantity": q, "cells": [_fmt(v) for v in values],
                       "passing": f"{passing[q]}/{n}" if q in passing else "", "all": passing.get(q) == n}
                      for q, values in table["values"].items()]}
 
