@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import glob
+import html
 import json
 import math
 import os
@@ -346,13 +347,23 @@ def write_report(run: RunInfo, results: list[ClaimResult], directory, changes: p
                  baseline_label: str = "") -> Path:
     """Put index.html and results.json (and, with `changes` from compare_results, comparison.csv)
     into `directory`, replacing any older report there as a whole; returns the index.html path.
-    Raises ReportWriteError when the directory cannot be written (nothing is half-written)."""
+    Raises ReportWriteError when the directory cannot be written (nothing is half-written), and when
+    the page cannot be rendered: then results.json (and comparison.csv) are written all the same, beside
+    an index.html that says why, so a finished run's results are never lost to a bug of the page."""
     files = {RESULTS_FILE: results_json(results_to_dict(run, results))}
-    comparison = ""
     if changes is not None:
         files["comparison.csv"] = changes.to_csv(index=False)
-        comparison = render_comparison(changes, baseline_label)
-    files["index.html"] = render_html(run, results, comparison)
+    try:
+        comparison = "" if changes is None else render_comparison(changes, baseline_label)
+        files["index.html"] = render_html(run, results, comparison)
+    except Exception as err:  # jinja2 / pandas / matplotlib errors of the page, not of the results
+        failure = f"{type(err).__name__}: {err}"
+        files["index.html"] = ("<!DOCTYPE html><meta charset='utf-8'><title>claims report: page failed</title>"
+                               f"<p>The page could not be rendered ({html.escape(failure)}); the results are in "
+                               f"{RESULTS_FILE} beside this file.</p>")
+        written = write_directory_atomically(directory, files)
+        raise ReportWriteError(f"the report page could not be rendered ({failure}); the results are saved in "
+                               f"{written / RESULTS_FILE}") from err
     return write_directory_atomically(directory, files) / "index.html"
 
 

@@ -150,6 +150,19 @@ def test_planted_subjects_get_a_banner_and_a_tag(tmp_path):
     assert 'class="banner"' not in clean and 'class="tag"' not in clean
 
 
+def test_a_page_that_cannot_render_keeps_the_results(tmp_path, monkeypatch):
+    import mechinterp.report as report_module
+
+    def broken(*args, **kwargs):
+        raise KeyError("a template bug")
+
+    monkeypatch.setattr(report_module, "render_html", broken)
+    with pytest.raises(ReportWriteError, match="could not be rendered .KeyError.*results are saved in"):
+        write_report(run_info(), sample_results(), tmp_path / "out")
+    assert len(load_results(tmp_path / "out")["results"]) == len(sample_results())
+    assert "could not be rendered" in (tmp_path / "out" / "index.html").read_text()
+
+
 def test_results_json_holds_the_table(tmp_path):
     write_report(run_info(), sample_results(), tmp_path)
     data = load_results(tmp_path)
