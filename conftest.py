@@ -8,6 +8,7 @@ claim tests, so `pytest tests/` leaves reports/ alone.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import hypothesis
@@ -49,9 +50,10 @@ def pytest_addoption(parser):
                     help="E3: directory of trained gated SAEs (sae_lens format, one per subdirectory, hooks blocks.5/6/7.hook_resid_post)")
     group.addoption("--sae-config", default=None, metavar="FILE.json",
                     help="E3: SAETrainingConfig fields as JSON; SAEs are trained with it (or reused from the cache)")
-    group.addoption("--distribution-prompts", type=int, default=256, metavar="N",
+    group.addoption("--distribution-prompts", type=int, metavar="N",
+                    default=int(os.environ.get("MECHINTERP_DISTRIBUTION_PROMPTS", "256")),
                     help="E1/E2 robustness: prompts of the Wang-style distribution each claim is also measured on "
-                    "(mechinterp.robustness; default 256, 0 turns it off)")
+                    "(mechinterp.robustness; default $MECHINTERP_DISTRIBUTION_PROMPTS or 256, 0 turns it off)")
     group.addoption("--sae-seeds", default=None, metavar="SEEDS",
                     help="E3: train the SAEs once per seed (e.g. 0,1,2); each row must hold on every seed, the report shows each")
 
