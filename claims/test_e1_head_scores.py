@@ -15,14 +15,17 @@ from __future__ import annotations
 import functools
 import math
 import os
-import weakref
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from claims.framework import Measured
-from mechinterp.head_scores import HeadScoreConfig, head_scores, top_heads
+from mechinterp.head_scores import SCORE_NAMES, HeadScoreConfig, head_scores, per_sequence_head_scores, top_heads
+from mechinterp.heads import Head, argmax_head
+from mechinterp.memo import memoized
+from mechinterp.robustness import ClaimDistribution, PerPrompt, RobustnessConfig, robustness_block_of
 from mechinterp.plots.circuit import head_scores_figure
 
 # The protocol's free knobs: 20 sequences of 50 random tokens, repeated (101 tokens with BOS). The
@@ -66,15 +69,9 @@ PREVIOUS_TOKEN_HEAD_GPT2 = (4, 11)
 DUPLICATE_HEAD_TS8M = (4, 0)
 
 
-# The three E1 claims read the same scores: compute them once per model object (weak keys, so a
-# model the session drops is not kept alive by this cache).
-_SCORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def protocol_head_scores(model) -> dict:
-    if model not in _SCORES:
-        _SCORES[model] = head_scores(model, CONFIG)
-    return _SCORES[model]
+    """The three E1 claims read the same scores: computed once per model (mechinterp.memo)."""
+    return memoized(model, ("head_scores", repr(CONFIG)), lambda: head_scores(model, CONFIG))
 
 
 def _score(scores, head) -> float:
@@ -85,20 +82,48 @@ def _score(scores, head) -> float:
 
 
 def _name(head) -> str:
-    return f"H{head[0]}.{head[1]}"
+    return str(Head.parse(head))
 
 
 def _details(scores) -> dict:
     return {name: {"top_heads": top_heads(values, 5)} for name, values in scores.items()}
 
 
-def measure_prev_weaker(model) -> Measured:
-    scores = protocol_head_scores(model)
+def prev_weaker_values(scores) -> dict[str, float]:
     prev = scores["previous_token"]
-    values = {
+    return {
         "max_prev_token_score": prev.max().item(),
         f"{_name(PREVIOUS_TOKEN_HEAD_GPT2)}_prev_token_score": _score(prev, PREVIOUS_TOKEN_HEAD_GPT2),
     }
+
+
+def no_induction_values(scores) -> dict[str, float]:
+    induction = scores["induction"]
+    return {
+        "max_induction_score": induction.max().item(),
+        f"n_heads_induction_score_ge_{INDUCTION_HEAD_MIN_SCORE}": float((induction >= INDUCTION_HEAD_MIN_SCORE).sum().item()),
+    }
+
+
+def dup_weak_values(scores) -> dict[str, float]:
+    dup = scores["duplicate_token"]
+    others = dup.clone()
+    layer, h = DUPLICATE_HEAD_TS8M
+    if layer < dup.shape[0] and h < dup.shape[1]:
+        others[layer, h] = float("-inf")
+    values = {
+        f"{_name(DUPLICATE_HEAD_TS8M)}_dup_score": _score(dup, DUPLICATE_HEAD_TS8M),
+        # > 0 exactly when H4.0 is the top duplicate-token head
+        f"{_name(DUPLICATE_HEAD_TS8M)}_dup_margin_over_next_head": _score(dup, DUPLICATE_HEAD_TS8M) - others.max().item(),
+    }
+    values.update({f"{_name(head)}_dup_score": _score(dup, head) for head in THESIS_DUPLICATE_HEADS_GPT2})
+    return values
+
+
+def measure_prev_weaker(model) -> Measured:
+    scores = protocol_head_scores(model)
+    prev = scores["previous_token"]
+    values = prev_weaker_values(scores)
     figure = head_scores_figure({"previous_token": prev}, model.cfg.model_name, {"previous_token": [PREVIOUS_TOKEN_HEAD_GPT2]})
     return Measured(values, figure, _details({"previous_token": prev}))
 
@@ -106,10 +131,7 @@ def measure_prev_weaker(model) -> Measured:
 def measure_no_induction(model) -> Measured:
     scores = protocol_head_scores(model)
     induction = scores["induction"]
-    values = {
-        "max_induction_score": induction.max().item(),
-        f"n_heads_induction_score_ge_{INDUCTION_HEAD_MIN_SCORE}": float((induction >= INDUCTION_HEAD_MIN_SCORE).sum().item()),
-    }
+    values = no_induction_values(scores)
     vocabulary, source = tinystories_vocabulary(os.environ.get(TINYSTORIES_TEXT_ENV))
     on_ts_tokens = head_scores(model, replace(CONFIG, vocabulary=vocabulary))["induction"]
     values["max_induction_score_tinystories_vocab"] = on_ts_tokens.max().item()
@@ -124,16 +146,7 @@ def measure_no_induction(model) -> Measured:
 def measure_dup_weak(model) -> Measured:
     scores = protocol_head_scores(model)
     dup = scores["duplicate_token"]
-    others = dup.clone()
-    layer, h = DUPLICATE_HEAD_TS8M
-    if layer < dup.shape[0] and h < dup.shape[1]:
-        others[layer, h] = float("-inf")
-    values = {
-        f"{_name(DUPLICATE_HEAD_TS8M)}_dup_score": _score(dup, DUPLICATE_HEAD_TS8M),
-        # > 0 exactly when H4.0 is the top duplicate-token head
-        f"{_name(DUPLICATE_HEAD_TS8M)}_dup_margin_over_next_head": _score(dup, DUPLICATE_HEAD_TS8M) - others.max().item(),
-    }
-    values.update({f"{_name(head)}_dup_score": _score(dup, head) for head in THESIS_DUPLICATE_HEADS_GPT2})
+    values = dup_weak_values(scores)
     details = _details({"duplicate_token": dup})
     details["literature_duplicate_heads_gpt2 (Wang et al.)"] = {_name(h): _score(dup, h) for h in LITERATURE_DUPLICATE_HEADS_GPT2}
     details["thesis_duplicate_heads_gpt2"] = {_name(h): _score(dup, h) for h in THESIS_DUPLICATE_HEADS_GPT2}
@@ -143,16 +156,63 @@ def measure_dup_weak(model) -> Measured:
     return Measured(values, figure, details)
 
 
+# --- over a distribution (mechinterp.robustness) ---------------------------------------------------
+# E1's scores are on random tokens, not IOI prompts: here the "distribution" is RobustnessConfig.n_prompts
+# fresh random sequences (seeds other than the protocol's) split evenly over eight copy lengths n = 10, 20,
+# ..., 80 (2n + 1 tokens each); the bootstrap resamples sequences and the held-out groups are the lengths.
+DISTRIBUTION_SEQ_LENS = (10, 20, 30, 40, 50, 60, 70, 80)
+
+
+def per_sequence_distribution(model, cfg: RobustnessConfig) -> PerPrompt:
+    def compute() -> PerPrompt:
+        per_length = max(1, cfg.n_prompts // len(DISTRIBUTION_SEQ_LENS))
+        arrays, groups = {name: [] for name in SCORE_NAMES}, []
+        for i, seq_len in enumerate(DISTRIBUTION_SEQ_LENS):
+            config = replace(CONFIG, n_sequences=per_length, seq_len=seq_len, seed=1000 + 100 * cfg.seed + i)
+            for name, scores in per_sequence_head_scores(model, config).items():
+                arrays[name].append(scores)
+            groups += [f"n={seq_len}"] * per_length
+        return PerPrompt({name: torch.cat(parts) for name, parts in arrays.items()}, groups)
+
+    return memoized(model, ("e1-distribution", repr(CONFIG), cfg.n_prompts, cfg.seed), compute)
+
+
+def _describe(cfg: RobustnessConfig) -> str:
+    per_length = max(1, cfg.n_prompts // len(DISTRIBUTION_SEQ_LENS))
+    return (f"{per_length * len(DISTRIBUTION_SEQ_LENS)} random-token sequences, {per_length} at each copy length "
+            f"{', '.join(map(str, DISTRIBUTION_SEQ_LENS))} (seeds apart from the protocol's); {cfg.confidence:.0%} "
+            f"percentile bootstrap over sequences ({cfg.n_bootstrap} resamples); spread: each length held out once")
+
+
+DISTRIBUTIONS = {
+    "E1.prev-weaker": ClaimDistribution(per_sequence_head_scores, prev_weaker_values,
+                                        {"top previous-token head": (Head(*PREVIOUS_TOKEN_HEAD_GPT2), lambda m: argmax_head(m["previous_token"]))}),
+    "E1.no-induction": ClaimDistribution(per_sequence_head_scores, no_induction_values),
+    "E1.dup-weak": ClaimDistribution(per_sequence_head_scores, dup_weak_values,
+                                     {"top duplicate-token head": (Head(*DUPLICATE_HEAD_TS8M), lambda m: argmax_head(m["duplicate_token"]))}),
+}
+
+
+def e1_robustness(request, subject, measured: Measured, claim: str) -> Measured:
+    n_prompts = request.config.getoption("distribution_prompts", 0)
+    if n_prompts:
+        cfg = RobustnessConfig(n_prompts=n_prompts)
+        per_sequence = per_sequence_distribution(subject.model, cfg)
+        measured.details["robustness"] = robustness_block_of(per_sequence, DISTRIBUTIONS[claim], subject.thresholds,
+                                                             measured.values, cfg, _describe(cfg))
+    return measured
+
+
 @pytest.mark.claim("E1.prev-weaker")
-def test_prev_weaker(subject, check):
-    check(measure_prev_weaker(subject.model))
+def test_prev_weaker(subject, check, request):
+    check(e1_robustness(request, subject, measure_prev_weaker(subject.model), "E1.prev-weaker"))
 
 
 @pytest.mark.claim("E1.no-induction")
-def test_no_induction(subject, check):
-    check(measure_no_induction(subject.model))
+def test_no_induction(subject, check, request):
+    check(e1_robustness(request, subject, measure_no_induction(subject.model), "E1.no-induction"))
 
 
 @pytest.mark.claim("E1.dup-weak")
-def test_dup_weak(subject, check):
-    check(measure_dup_weak(subject.model))
+def test_dup_weak(subject, check, request):
+    check(e1_robustness(request, subject, measure_dup_weak(subject.model), "E1.dup-weak"))

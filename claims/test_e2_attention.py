@@ -15,15 +15,19 @@ others the "and" follows IO. Thresholds: claims/thresholds.py, section E2.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import torch
 
 from claims.framework import Measured, tokenizer_for
-from mechinterp.attention import attention_between, attention_patterns, mean_attention, sub_batch
+from mechinterp.attention import attention_between, attention_patterns, mean_attention, per_prompt_attention, sub_batch
+from mechinterp.heads import Head, argmax_head
 from mechinterp.ioi import make_batch, protocol_prompts
-from mechinterp.patching import PatchingConfig, patch_sites, patching_pair_batches
+from mechinterp.patching import PatchingConfig, patch_sites, patching_pair_batches, per_prompt_head_patching
 from mechinterp.plots.circuit import attention_pattern_figure
+from mechinterp.robustness import ClaimDistribution
 
 NAME_MOVER_TS8M = (7, 7)
 NAME_MOVERS_GPT2 = [(9, 9), (9, 6)]
@@ -33,7 +37,7 @@ SECONDARY_NAME_MOVER_TS8M = (6, 11)
 
 
 def _name(head) -> str:
-    return f"H{head[0]}.{head[1]}"
+    return str(Head.parse(head))
 
 
 def _exists(model, head) -> bool:
@@ -60,17 +64,33 @@ def end_to_names(model, batch) -> dict[str, torch.Tensor]:
     return {"IO": weights[("END", "IO")], "S": weights[("END", "S1")] + weights[("END", "S2")]}
 
 
-def measure_h77_name_mover(model) -> Measured:
-    batch = make_batch(tokenizer_for(model), protocol_prompts())
-    weights = end_to_names(model, batch)
-    values, details = {}, {}
+def h77_values(to_io: torch.Tensor, to_s: torch.Tensor) -> dict[str, float]:
+    values = {}
     for head in [NAME_MOVER_TS8M, *NAME_MOVERS_GPT2]:
-        io, s = _at(weights["IO"], head), _at(weights["S"], head)
+        io, s = _at(to_io, head), _at(to_s, head)
         values[f"{_name(head)}_END_to_IO"] = io
         # how many times more attention IO gets than S; a large finite cap stands in for S == 0
         values[f"{_name(head)}_IO_over_S"] = io / max(s, 1e-9)
-        details[_name(head)] = {"IO": io, "S": s}
+    return values
+
+
+def measure_h77_name_mover(model) -> Measured:
+    batch = make_batch(tokenizer_for(model), protocol_prompts())
+    weights = end_to_names(model, batch)
+    values = h77_values(weights["IO"], weights["S"])
+    details = {_name(head): {"IO": _at(weights["IO"], head), "S": _at(weights["S"], head)}
+               for head in [NAME_MOVER_TS8M, *NAME_MOVERS_GPT2]}
     return Measured(values, _pattern_figure(model, batch, [NAME_MOVER_TS8M, *NAME_MOVERS_GPT2]), details)
+
+
+def h57_values(end_to_s2: torch.Tensor, verb_to_s2: torch.Tensor, and_to_s1: torch.Tensor) -> dict[str, float]:
+    values = {}
+    for head in [S_INHIBITION_TS8M, S_INHIBITION_GPT2]:
+        if Head.parse(head).fits(*end_to_s2.shape):
+            values.update({f"{_name(head)}_END_to_S2": _at(end_to_s2, head),
+                           f"{_name(head)}_verb_to_S2": _at(verb_to_s2, head),
+                           f"{_name(head)}_and_to_S1": _at(and_to_s1, head)})
+    return values
 
 
 def measure_h57_s_inhibition(model) -> Measured:
@@ -78,12 +98,7 @@ def measure_h57_s_inhibition(model) -> Measured:
     s1_first = sub_batch(batch, batch.pos("S1") < batch.pos("and"))
     to_s2 = mean_attention(model, batch, [("END", "S2"), ("verb", "S2")])
     and_to_s1 = attention_between(model, s1_first, "and", "S1")
-    values = {}
-    for head in [S_INHIBITION_TS8M, S_INHIBITION_GPT2]:
-        if _exists(model, head):
-            values.update({f"{_name(head)}_END_to_S2": _at(to_s2[("END", "S2")], head),
-                           f"{_name(head)}_verb_to_S2": _at(to_s2[("verb", "S2")], head),
-                           f"{_name(head)}_and_to_S1": _at(and_to_s1, head)})
+    values = h57_values(to_s2[("END", "S2")], to_s2[("verb", "S2")], and_to_s1)
     details = {"prompts_for_and_to_S1": [p.text for p in s1_first.prompts]}
     return Measured(values, _pattern_figure(model, s1_first, [S_INHIBITION_TS8M, S_INHIBITION_GPT2]), details)
 
@@ -97,32 +112,88 @@ def head_patching_effects(model, heads) -> dict[tuple[int, int], float]:
     return dict(zip(heads, effects.tolist()))
 
 
+def h611_values(to_io: torch.Tensor, to_s: torch.Tensor, effects: dict | None) -> dict[str, float]:
+    values = {"H6.11_END_to_IO": _at(to_io, SECONDARY_NAME_MOVER_TS8M),
+              "H6.11_END_to_S": _at(to_s, SECONDARY_NAME_MOVER_TS8M)}
+    if effects is not None:
+        # H6.11's effect minus H7.7's: negative when H6.11 matters less
+        values["H6.11_minus_H7.7_patching_effect"] = effects[SECONDARY_NAME_MOVER_TS8M] - effects[NAME_MOVER_TS8M]
+    return values
+
+
 def measure_h611_secondary(model) -> Measured:
     batch = make_batch(tokenizer_for(model), protocol_prompts())
     weights = end_to_names(model, batch)
-    values = {"H6.11_END_to_IO": _at(weights["IO"], SECONDARY_NAME_MOVER_TS8M),
-              "H6.11_END_to_S": _at(weights["S"], SECONDARY_NAME_MOVER_TS8M)}
-    details = {}
+    details, effects = {}, None
     if _exists(model, SECONDARY_NAME_MOVER_TS8M) and _exists(model, NAME_MOVER_TS8M):
         effects = head_patching_effects(model, [SECONDARY_NAME_MOVER_TS8M, NAME_MOVER_TS8M])
-        secondary, main = effects[SECONDARY_NAME_MOVER_TS8M], effects[NAME_MOVER_TS8M]
-        # H6.11's effect minus H7.7's: negative when H6.11 matters less
-        values["H6.11_minus_H7.7_patching_effect"] = secondary - main
-        details["patching_effect"] = {"H6.11": secondary, "H7.7": main}
+        details["patching_effect"] = {"H6.11": effects[SECONDARY_NAME_MOVER_TS8M], "H7.7": effects[NAME_MOVER_TS8M]}
+    values = h611_values(weights["IO"], weights["S"], effects)
     figure = _pattern_figure(model, batch, [SECONDARY_NAME_MOVER_TS8M, NAME_MOVER_TS8M])
     return Measured(values, figure, details)
 
 
+# --- over the distribution (mechinterp.robustness) ------------------------------------------------
+
+ATTENTION_PAIRS = [("END", "IO"), ("END", "S1"), ("END", "S2"), ("verb", "S2"), ("and", "S1")]
+
+
+def collect_attention(model, batch) -> dict[str, torch.Tensor]:
+    """Per prompt [prompts, n_layers, n_heads]: END -> IO, END -> S (S1 + S2), END -> S2, verb -> S2, and ->
+    S1 (0 where the "and" follows IO, with "S1_first" [prompts] marking the prompts it is taken on)."""
+    w = per_prompt_attention(model, batch, ATTENTION_PAIRS, causal_check=False)
+    s1_first = (batch.pos("S1") < batch.pos("and")).double()
+    return {"END_IO": w[("END", "IO")], "END_S": w[("END", "S1")] + w[("END", "S2")], "END_S2": w[("END", "S2")],
+            "verb_S2": w[("verb", "S2")], "and_S1": w[("and", "S1")] * s1_first[:, None, None], "S1_first": s1_first}
+
+
+def _head_patching_effects(means) -> torch.Tensor:
+    """[layer, head] normalized effect of the means: (patched - corrupted) / (clean - corrupted)."""
+    gap = means["clean"] - means["corrupted"]
+    return (means["head_patched"] - means["corrupted"]) / gap if abs(float(gap)) > 1e-6 else means["head_patched"] * math.nan
+
+
+def _secondary_role(means) -> Head:
+    """The head, other than the top name mover, that attends most to both names: the largest
+    min(END -> IO, END -> S)."""
+    both = torch.minimum(means["END_IO"], means["END_S"]).clone()
+    first = argmax_head(means["END_IO"] - means["END_S"])
+    both[first.layer, first.head] = -math.inf
+    return argmax_head(both)
+
+
+def attention_distributions(model) -> dict[str, ClaimDistribution]:
+    patching = _exists(model, SECONDARY_NAME_MOVER_TS8M) and _exists(model, NAME_MOVER_TS8M)
+
+    def h611(means):
+        effects = None
+        if patching:
+            e = _head_patching_effects(means)
+            effects = {h: Head.parse(h).of(e) for h in (SECONDARY_NAME_MOVER_TS8M, NAME_MOVER_TS8M)}
+        return h611_values(means["END_IO"], means["END_S"], effects)
+
+    name_mover = {"name mover (largest END->IO minus END->S)": (Head(*NAME_MOVER_TS8M), lambda m: argmax_head(m["END_IO"] - m["END_S"]))}
+    return {
+        "E2.h77-name-mover": ClaimDistribution(collect_attention, lambda m: h77_values(m["END_IO"], m["END_S"]), name_mover),
+        "E2.h57-s-inhibition": ClaimDistribution(
+            collect_attention, lambda m: h57_values(m["END_S2"], m["verb_S2"], m["and_S1"] / m["S1_first"]),
+            {"S-inhibition (largest END->S2 + verb->S2)": (Head(*S_INHIBITION_TS8M), lambda m: argmax_head(m["END_S2"] + m["verb_S2"]))}),
+        "E2.h611-secondary": ClaimDistribution(
+            (collect_attention, per_prompt_head_patching) if patching else collect_attention, h611,
+            {"secondary name mover (most END->IO+S after the name mover)": (Head(*SECONDARY_NAME_MOVER_TS8M), _secondary_role)}),
+    }
+
+
 @pytest.mark.claim("E2.h77-name-mover")
-def test_h77_name_mover(subject, check):
-    check(measure_h77_name_mover(subject.model))
+def test_h77_name_mover(subject, check, robustness):
+    check(robustness(measure_h77_name_mover(subject.model), attention_distributions(subject.model)["E2.h77-name-mover"]))
 
 
 @pytest.mark.claim("E2.h57-s-inhibition")
-def test_h57_s_inhibition(subject, check):
-    check(measure_h57_s_inhibition(subject.model))
+def test_h57_s_inhibition(subject, check, robustness):
+    check(robustness(measure_h57_s_inhibition(subject.model), attention_distributions(subject.model)["E2.h57-s-inhibition"]))
 
 
 @pytest.mark.claim("E2.h611-secondary")
-def test_h611_secondary(subject, check):
-    check(measure_h611_secondary(subject.model))
+def test_h611_secondary(subject, check, robustness):
+    check(robustness(measure_h611_secondary(subject.model), attention_distributions(subject.model)["E2.h611-secondary"]))

@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from claims.framework import Measured, tokenizer_for
-from mechinterp.dla import dla_table
+from mechinterp.dla import dla_table, per_prompt_dla
+from mechinterp.heads import Head, argmax_head, head_at
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.plots.circuit import dla_figure
+from mechinterp.robustness import ClaimDistribution
 
 NAME_MOVER_TS8M = (7, 7)
 NEGATIVE_NAME_MOVERS_GPT2 = [(10, 7), (11, 10)]  # Wang et al. 2022
@@ -33,7 +35,7 @@ def protocol_dla(model):
 def _ranked(values) -> list[tuple[str, float]]:
     n_heads = values.shape[1]
     order = values.flatten().abs().argsort(descending=True)[:6].tolist()
-    return [(f"{i // n_heads}.{i % n_heads}", values.flatten()[i].item()) for i in order]
+    return [(str(head_at(i, n_heads)), values.flatten()[i].item()) for i in order]
 
 
 def _top_over_second_positive(heads) -> float:
@@ -43,14 +45,13 @@ def _top_over_second_positive(heads) -> float:
     return top / second if second > 0 else float("inf")
 
 
-def measure_dla_single(model) -> Measured:
-    table, heads = protocol_dla(model)
-    total = table["dla"].sum()  # the model's logit difference (the components add up to it)
+def dla_single_values(heads: torch.Tensor, total: float) -> dict[str, float]:
+    """E2.dla-single's quantities from the per-head mean DLA [n_layers, n_heads] and the logit difference."""
     magnitude = heads.abs().flatten().sort(descending=True).values
     layer, h = NAME_MOVER_TS8M
     others = heads.abs().clone()
     others[layer, h] = 0.0
-    values = {
+    return {
         # H7.7's DLA over the largest |DLA| of any other head: below 1 if another head is bigger or H7.7 is negative
         "H7.7_over_next_head": heads[layer, h].item() / others.max().item(),
         # the top head's |DLA| over the second's, whoever they are (shown, no row)
@@ -60,6 +61,23 @@ def measure_dla_single(model) -> Measured:
         # the top positive head's DLA as a fraction of the logit difference; NaN (fails) if that is not positive
         "top_positive_head_fraction": heads.max().item() / total if total > 0 else float("nan"),
     }
+
+
+def no_neg_mover_values(heads: torch.Tensor, total: float) -> dict[str, float]:
+    """E2.no-neg-mover's quantities from the per-head mean DLA and the logit difference."""
+    most_negative = heads.flatten().argmin().item()
+    return {
+        # the most negative head's DLA as a fraction of the logit difference; NaN (fails) if that is not positive
+        "most_negative_head_fraction": heads.min().item() / total if total > 0 else float("nan"),
+        "most_negative_head_layer": float(most_negative // heads.shape[1]),
+        "logit_diff": total,
+    }
+
+
+def measure_dla_single(model) -> Measured:
+    table, heads = protocol_dla(model)
+    total = table["dla"].sum()  # the model's logit difference (the components add up to it)
+    values = dla_single_values(heads, total)
     details = {"top_heads_by_abs_dla": _ranked(heads)}
     return Measured(values, dla_figure(heads, f"{model.cfg.model_name}: per-head DLA", [NAME_MOVER_TS8M]), details)
 
@@ -68,17 +86,11 @@ def measure_no_neg_mover(model) -> Measured:
     table, heads = protocol_dla(model)
     total = table["dla"].sum()  # the components add up to the model's logit difference (tests/test_dla.py)
     n_heads = heads.shape[1]
-    most_negative = heads.flatten().argmin().item()
-    values = {
-        # the most negative head's DLA as a fraction of the logit difference; NaN (fails) if that is not positive
-        "most_negative_head_fraction": heads.min().item() / total if total > 0 else float("nan"),
-        "most_negative_head_layer": float(most_negative // n_heads),
-        "logit_diff": total,
-    }
+    values = no_neg_mover_values(heads, total)
     details = {
-        "most_negative_head": f"{most_negative // n_heads}.{most_negative % n_heads}",
+        "most_negative_head": str(head_at(heads.flatten().argmin().item(), n_heads)),
         "literature_negative_name_movers_gpt2": {
-            f"{l}.{h}": heads[l, h].item() for l, h in NEGATIVE_NAME_MOVERS_GPT2 if l < heads.shape[0] and h < n_heads
+            str(Head(l, h)): heads[l, h].item() for l, h in NEGATIVE_NAME_MOVERS_GPT2 if l < heads.shape[0] and h < n_heads
         },
         "components": table.query("kind != 'head'")[["label", "dla"]].to_dict("records"),
     }
@@ -86,11 +98,27 @@ def measure_no_neg_mover(model) -> Measured:
     return Measured(values, dla_figure(heads, f"{model.cfg.model_name}: per-head DLA", highlight), details)
 
 
+# --- over the distribution (mechinterp.robustness) ------------------------------------------------
+
+
+def dla_distributions(model) -> tuple[ClaimDistribution, ClaimDistribution]:
+    """(E2.dla-single, E2.no-neg-mover) on the distribution; role: the top positive DLA head (H7.7's claim)."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+
+    def heads_and_total(means) -> tuple[torch.Tensor, float]:
+        components = means["components"]  # the components add up to the logit difference
+        return components[: n_layers * n_heads].reshape(n_layers, n_heads), float(components.sum())
+
+    top_positive = {"top positive DLA head": (Head(*NAME_MOVER_TS8M), lambda m: argmax_head(heads_and_total(m)[0]))}
+    return (ClaimDistribution(per_prompt_dla, lambda m: dla_single_values(*heads_and_total(m)), top_positive),
+            ClaimDistribution(per_prompt_dla, lambda m: no_neg_mover_values(*heads_and_total(m))))
+
+
 @pytest.mark.claim("E2.dla-single")
-def test_dla_single(subject, check):
-    check(measure_dla_single(subject.model))
+def test_dla_single(subject, check, robustness):
+    check(robustness(measure_dla_single(subject.model), dla_distributions(subject.model)[0]))
 
 
 @pytest.mark.claim("E2.no-neg-mover")
-def test_no_neg_mover(subject, check):
-    check(measure_no_neg_mover(subject.model))
+def test_no_neg_mover(subject, check, robustness):
+    check(robustness(measure_no_neg_mover(subject.model), dla_distributions(subject.model)[1]))

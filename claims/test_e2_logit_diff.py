@@ -13,6 +13,7 @@ from claims.framework import Measured, tokenizer_for
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.metrics import logit_diff
 from mechinterp.plots.basic import per_prompt_bars
+from mechinterp.robustness import ClaimDistribution
 
 
 def measure_logit_diff(model) -> Measured:
@@ -30,6 +31,17 @@ def measure_logit_diff(model) -> Measured:
     )
 
 
+def collect_logit_diff(model, batch) -> dict[str, torch.Tensor]:
+    """Per prompt: logit(IO) - logit(S) at END."""
+    with torch.inference_mode():
+        logits = model(batch.tokens.to(model.cfg.device))
+    return {"logit_diff": logit_diff(logits, batch, per_prompt=True)}
+
+
+# Over the distribution (mechinterp.robustness): the mean logit difference.
+DISTRIBUTION = ClaimDistribution(collect_logit_diff, lambda means: {"logit_diff": float(means["logit_diff"])})
+
+
 @pytest.mark.claim("E2.logit-diff")
-def test_logit_diff(subject, check):
-    check(measure_logit_diff(subject.model))
+def test_logit_diff(subject, check, robustness):
+    check(robustness(measure_logit_diff(subject.model), DISTRIBUTION))

@@ -16,8 +16,9 @@ import pytest
 
 from claims.framework import Measured, tokenizer_for
 from mechinterp.ioi import make_batch, protocol_prompts
-from mechinterp.logit_lens import LogitLensConfig, layer_increases, logit_lens, sublayer_steps
+from mechinterp.logit_lens import LogitLensConfig, accumulated_logit_diff, layer_increases, lens_table, logit_lens, sublayer_steps
 from mechinterp.plots.circuit import logit_lens_figure
+from mechinterp.robustness import ClaimDistribution
 
 LENS = LogitLensConfig(ln="frozen", include_bias=True)
 
@@ -27,38 +28,62 @@ def protocol_lens(model):
     return logit_lens(model, batch, LENS)
 
 
-def measure_lens_monotone(model) -> Measured:
-    lens = protocol_lens(model)
+def lens_monotone_values(lens) -> dict[str, float]:
     steps = sublayer_steps(lens)
     worst = steps.loc[steps["step"].idxmin()]
     movement = steps["step"].abs().sum()  # how far the lens travels in all: > 0 on any non-trivial model
-    values = {
+    return {
         # the largest single-sublayer decrease as a fraction of the lens's total movement; 0 if it never decreases
         "largest_drop_fraction": max(0.0, -worst["step"]) / movement,
         "largest_drop_layer": float(worst["layer"]),  # the layer of that sublayer (attention or MLP)
         "logit_diff": lens["logit_diff"].iloc[-1],
     }
-    details = {"lens": dict(zip(lens["label"], lens["logit_diff"])), "largest_drop_at": worst["label"]}
+
+
+def lens_jump_values(lens) -> dict[str, float]:
+    increases = layer_increases(lens)
+    change = lens["logit_diff"].iloc[-1] - lens["logit_diff"].iloc[0]  # what all layers together add
+    # A model whose layers add nothing in net has no share to speak of: NaN fails every row.
+    share = increases.max() / change if change > 0 else float("nan")
+    return {"jump_layer": float(int(increases.idxmax())), "jump_share": share}
+
+
+def measure_lens_monotone(model) -> Measured:
+    lens = protocol_lens(model)
+    steps = sublayer_steps(lens)
+    values = lens_monotone_values(lens)
+    details = {"lens": dict(zip(lens["label"], lens["logit_diff"])), "largest_drop_at": steps.loc[steps["step"].idxmin(), "label"]}
     return Measured(values, logit_lens_figure(lens, f"{model.cfg.model_name}: logit lens (frozen final LN)"), details)
 
 
 def measure_lens_jump(model) -> Measured:
     lens = protocol_lens(model)
     increases = layer_increases(lens)
-    change = lens["logit_diff"].iloc[-1] - lens["logit_diff"].iloc[0]  # what all layers together add
-    jump_layer = int(increases.idxmax())
-    # A model whose layers add nothing in net has no share to speak of: NaN fails every row.
-    share = increases.max() / change if change > 0 else float("nan")
-    values = {"jump_layer": float(jump_layer), "jump_share": share}
+    change = lens["logit_diff"].iloc[-1] - lens["logit_diff"].iloc[0]
+    values = lens_jump_values(lens)
     details = {"layer_increases": {int(k): v for k, v in increases.items()}, "total_change": change}
-    return Measured(values, logit_lens_figure(lens, f"{model.cfg.model_name}: logit lens, largest layer {jump_layer}"), details)
+    return Measured(values, logit_lens_figure(lens, f"{model.cfg.model_name}: logit lens, largest layer {int(values['jump_layer'])}"), details)
+
+
+# --- over the distribution (mechinterp.robustness): the lens of the mean over prompts ---------------
+
+
+def collect_lens(model, batch) -> dict:
+    """Per prompt: the frozen-LN lens at every point [prompts, n_points]."""
+    return {"lens": accumulated_logit_diff(model, batch, LENS).T}
+
+
+def lens_distributions(model) -> tuple[ClaimDistribution, ClaimDistribution]:
+    n_layers = model.cfg.n_layers
+    return (ClaimDistribution(collect_lens, lambda m: lens_monotone_values(lens_table(m["lens"], n_layers))),
+            ClaimDistribution(collect_lens, lambda m: lens_jump_values(lens_table(m["lens"], n_layers))))
 
 
 @pytest.mark.claim("E2.lens-monotone")
-def test_lens_monotone(subject, check):
-    check(measure_lens_monotone(subject.model))
+def test_lens_monotone(subject, check, robustness):
+    check(robustness(measure_lens_monotone(subject.model), lens_distributions(subject.model)[0]))
 
 
 @pytest.mark.claim("E2.lens-jump")
-def test_lens_jump(subject, check):
-    check(measure_lens_jump(subject.model))
+def test_lens_jump(subject, check, robustness):
+    check(robustness(measure_lens_jump(subject.model), lens_distributions(subject.model)[1]))

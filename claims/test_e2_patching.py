@@ -19,18 +19,22 @@ import pytest
 import torch
 
 from claims.framework import Measured, tokenizer_for
-from mechinterp.dla import head_dla
+from mechinterp.dla import head_dla, per_prompt_dla
+from mechinterp.heads import Head, head_at
 from mechinterp.patching import (
     PatchingConfig,
     PatchingError,
     patch_head_out_all_pos,
     patch_resid_pre_by_pos,
     patching_pair_batches,
+    per_prompt_head_patching,
+    per_prompt_resid_patching,
     run_metric,
     s2_to_end_handover,
     top_heads,
 )
 from mechinterp.plots.patching import head_heatmap, layer_position_heatmap
+from mechinterp.robustness import ClaimDistribution
 
 NAME_MOVER_TS8M = (7, 7)
 S_INHIBITION_TS8M = (5, 7)
@@ -50,7 +54,7 @@ def _undefined(quantities: list[str], info: dict, error: PatchingError) -> Measu
 
 
 def _head_name(layer: int, head: int) -> str:
-    return f"H{layer}.{head}"
+    return str(Head(layer, head))
 
 
 # --- E2.resid-patch-s2 --------------------------------------------------------------------------
@@ -76,13 +80,38 @@ def measure_resid_patch_s2(model) -> Measured:
 
 
 @pytest.mark.claim("E2.resid-patch-s2")
-def test_resid_patch_s2(subject, check):
-    check(measure_resid_patch_s2(subject.model))
+def test_resid_patch_s2(subject, check, robustness):
+    check(robustness(measure_resid_patch_s2(subject.model), patching_distributions(subject.model)["E2.resid-patch-s2"]))
 
 
 # --- E2.head-patch ------------------------------------------------------------------------------
 
 HEAD_QUANTITIES = ["H7.7_rank", "H5.7_rank", "heads_above_0.1", "top2_share_of_abs_effect", "H5.7_over_H7.7_abs_dla"]
+
+
+def head_patch_values(effects: torch.Tensor, dla: torch.Tensor | None) -> dict[str, float]:
+    """E2.head-patch's quantities from the [layer, head] patching effects and (when the model has H7.7 and
+    H5.7) the per-head direct logit attribution on the clean prompts."""
+    order = effects.abs().flatten().argsort(descending=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(1, len(order) + 1)
+    rank = rank.view_as(effects)
+    magnitudes = effects.abs().flatten().sort(descending=True).values
+    values = {
+        "heads_above_0.1": float((effects.abs() >= NOTICEABLE_EFFECT).sum()),  # shown, no row
+        # how concentrated the effect is, whatever the model's size: the top two heads' share of all |effects|
+        "top2_share_of_abs_effect": (magnitudes[:2].sum() / magnitudes.sum()).item(),
+    }
+    if dla is not None:
+        for layer, head in (NAME_MOVER_TS8M, S_INHIBITION_TS8M):
+            values[f"{_head_name(layer, head)}_rank"] = float(rank[layer, head])
+            values[f"{_head_name(layer, head)}_effect"] = effects[layer, head].item()
+        values["H5.7_over_H7.7_abs_dla"] = (dla[S_INHIBITION_TS8M].abs() / dla[NAME_MOVER_TS8M].abs()).item()
+    return values
+
+
+def _fits(model) -> bool:
+    return model.cfg.n_layers > NAME_MOVER_TS8M[0] and model.cfg.n_heads > NAME_MOVER_TS8M[1]
 
 
 def measure_head_patch(model) -> Measured:
@@ -93,29 +122,51 @@ def measure_head_patch(model) -> Measured:
         effects = patch_head_out_all_pos(model, clean, corrupt, cfg=CFG)
     except PatchingError as error:
         return _undefined(HEAD_QUANTITIES, info, error)
-    order = effects.abs().flatten().argsort(descending=True)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(1, len(order) + 1)
-    rank = rank.view_as(effects)
-    magnitudes = effects.abs().flatten().sort(descending=True).values
-    values = {
-        "heads_above_0.1": float((effects.abs() >= NOTICEABLE_EFFECT).sum()),  # shown, no row
-        # how concentrated the effect is, whatever the model's size: the top two heads' share of all |effects|
-        "top2_share_of_abs_effect": (magnitudes[:2].sum() / magnitudes.sum()).item(),
-        **info,
-    }
-    fits = model.cfg.n_layers > NAME_MOVER_TS8M[0] and model.cfg.n_heads > NAME_MOVER_TS8M[1]
-    if fits:
-        dla = head_dla(model, clean)
-        for layer, head in (NAME_MOVER_TS8M, S_INHIBITION_TS8M):
-            values[f"{_head_name(layer, head)}_rank"] = float(rank[layer, head])
-            values[f"{_head_name(layer, head)}_effect"] = effects[layer, head].item()
-        values["H5.7_over_H7.7_abs_dla"] = (dla[S_INHIBITION_TS8M].abs() / dla[NAME_MOVER_TS8M].abs()).item()
+    values = {**head_patch_values(effects, head_dla(model, clean) if _fits(model) else None), **info}
     details = {"top_heads": [(_head_name(l, h), e) for l, h, e in top_heads(effects, 8)]}
     figure = head_heatmap(effects, f"{model.cfg.model_name}: head output patching (corrupt -> clean)")
     return Measured(values, figure, details)
 
 
+# --- over the distribution (mechinterp.robustness) ------------------------------------------------
+# Every prompt with its own S2 -> IO corruption (the thesis's), patched corrupt -> clean within its length
+# group (mechinterp.ioi.batches_by_length: equal token length and S2 position, so a residual site at S2 or
+# END is one position for the whole group). Effects are ratios of means over prompts:
+# (mean patched - mean corrupted) / (mean clean - mean corrupted), as the protocol's over its one pair.
+
+
+def _normalized(means, name: str) -> torch.Tensor:
+    gap = means["clean"] - means["corrupted"]
+    if abs(float(gap)) <= CFG.min_clean_corrupt_gap:
+        return means[name] * math.nan  # the corruption does not move the metric: no effect is defined
+    return (means[name] - means["corrupted"]) / gap
+
+
+def _resid_values(means) -> dict[str, float]:
+    effects = torch.stack([_normalized(means, "resid_S2"), _normalized(means, "resid_END")], dim=1)  # [layer, 2]
+    return s2_to_end_handover(effects, 0, 1)
+
+
+def patching_distributions(model) -> dict[str, ClaimDistribution]:
+    fits = _fits(model)
+
+    n_heads = model.cfg.n_layers * model.cfg.n_heads  # heads come first among the DLA components
+
+    def head_values(means):
+        dla = means["components"][:n_heads].reshape(model.cfg.n_layers, model.cfg.n_heads) if fits else None
+        return head_patch_values(_normalized(means, "head_patched"), dla)
+
+    def top_two(means) -> tuple[Head, Head]:
+        effects = _normalized(means, "head_patched").abs()
+        return tuple(head_at(i, effects.shape[1]) for i in effects.flatten().argsort(descending=True)[:2].tolist())
+
+    top = {"the two heads with the largest |patching effect|": ((Head(*NAME_MOVER_TS8M), Head(*S_INHIBITION_TS8M)), top_two)}
+    return {
+        "E2.resid-patch-s2": ClaimDistribution(per_prompt_resid_patching, _resid_values),
+        "E2.head-patch": ClaimDistribution((per_prompt_head_patching, per_prompt_dla), head_values, top),
+    }
+
+
 @pytest.mark.claim("E2.head-patch")
-def test_head_patch(subject, check):
-    check(measure_head_patch(subject.model))
+def test_head_patch(subject, check, robustness):
+    check(robustness(measure_head_patch(subject.model), patching_distributions(subject.model)["E2.head-patch"]))

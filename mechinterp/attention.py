@@ -39,15 +39,25 @@ def mean_attention(
     Positions are names of IOIBatch.pos: IO, S1, S2, END, and, verb. Attention to a later position
     is zero by causality; asking for it is an error, since it always means a mix-up.
     """
+    return {pair: weights.mean(0) for pair, weights in per_prompt_attention(model, batch, pairs, layers).items()}
+
+
+def per_prompt_attention(
+    model: HookedTransformer, batch: IOIBatch, pairs: list[tuple[str, str]], layers: list[int] | None = None,
+    causal_check: bool = True,
+) -> dict[tuple[str, str], torch.Tensor]:
+    """(source, target) -> [prompts, len(layers), n_heads] attention weight of each prompt (float64),
+    from one forward pass; `mean_attention` is its mean over prompts. causal_check=False allows a pair whose
+    target comes later in some prompts (those get 0), for a caller that masks them out itself."""
     layers = list(range(model.cfg.n_layers)) if layers is None else layers
     for source, target in pairs:
-        if bool((batch.pos(target) > batch.pos(source)).any()):
+        if causal_check and bool((batch.pos(target) > batch.pos(source)).any()):
             raise ValueError(f"{target} comes after {source} in some prompts; causal attention from {source} to {target} is always 0")
     patterns = _patterns_by_layer(model, batch, layers)
     rows = torch.arange(len(batch))
     return {
         (source, target): torch.stack(
-            [patterns[layer][rows, :, batch.pos(source), batch.pos(target)].double().mean(0) for layer in layers]
+            [patterns[layer][rows, :, batch.pos(source), batch.pos(target)].double() for layer in layers], dim=1
         ).cpu()
         for source, target in pairs
     }
@@ -84,11 +94,4 @@ def sub_batch(batch: IOIBatch, keep: torch.Tensor) -> IOIBatch:
         raise ValueError(f"keep must be a bool mask of shape ({len(batch)},), got {keep.dtype} {tuple(keep.shape)}")
     if not bool(keep.any()):
         raise ValueError("keep selects no prompts")
-    index = keep.nonzero()[:, 0]
-    return IOIBatch(
-        prompts=[batch.prompts[i] for i in index.tolist()],
-        tokens=batch.tokens[index],
-        io_token=batch.io_token[index],
-        s_token=batch.s_token[index],
-        positions={name: pos[index] for name, pos in batch.positions.items()},
-    )
+    return batch.select(keep)

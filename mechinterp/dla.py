@@ -38,6 +38,11 @@ def component_dla(model: HookedTransformer, batch: IOIBatch) -> tuple[torch.Tens
     return attributions.detach(), labels + [CONSTANT_LABEL]
 
 
+def per_prompt_dla(model: HookedTransformer, batch: IOIBatch) -> dict[str, torch.Tensor]:
+    """{"components": [prompts, components]} per-prompt attributions (component_dla's order, heads first)."""
+    return {"components": component_dla(model, batch)[0].T}
+
+
 def head_dla(model: HookedTransformer, batch: IOIBatch) -> torch.Tensor:
     """[n_layers, n_heads] mean direct logit attribution of each head's output."""
     attributions, _ = component_dla(model, batch)

@@ -194,16 +194,7 @@ def _composition(downstream: str) -> str:
 
 
 def _rows(batch: IOIBatch, rows: slice) -> IOIBatch:
-    from dataclasses import replace
-
-    return replace(
-        batch,
-        prompts=batch.prompts[rows],
-        tokens=batch.tokens[rows],
-        io_token=batch.io_token[rows],
-        s_token=batch.s_token[rows],
-        positions={k: v[rows] for k, v in batch.positions.items()},
-    )
+    return batch.select(list(range(len(batch)))[rows])
 
 
 # --- reading the edge table ---------------------------------------------------------------------

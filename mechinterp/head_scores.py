@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
+
+from mechinterp.heads import head_at
 from transformer_lens import HookedTransformer
 from transformer_lens.head_detector import (
     get_duplicate_token_head_detection_pattern,
@@ -122,7 +124,13 @@ def target_masks(tokens: torch.Tensor, seq_len: int, prepend_bos: bool) -> dict[
 
 
 def head_scores(model: HookedTransformer, config: HeadScoreConfig | None = None) -> dict[str, torch.Tensor]:
-    """All three scores, name -> [n_layers, n_heads] (float64), from shared forward passes."""
+    """All three scores, name -> [n_layers, n_heads] (float64), from shared forward passes: the mean over
+    sequences of `per_sequence_head_scores`."""
+    return {name: scores.mean(0) for name, scores in per_sequence_head_scores(model, config).items()}
+
+
+def per_sequence_head_scores(model: HookedTransformer, config: HeadScoreConfig | None = None) -> dict[str, torch.Tensor]:
+    """All three scores of each sequence, name -> [n_sequences, n_layers, n_heads] (float64)."""
     config = config or HeadScoreConfig()
     prepend_bos = model.cfg.default_prepend_bos if config.prepend_bos is None else config.prepend_bos
     tokens = repeated_random_tokens(model, config)
@@ -132,12 +140,14 @@ def head_scores(model: HookedTransformer, config: HeadScoreConfig | None = None)
     rows_scored = {name: (m.sum(-1) > 0).sum().item() for name, m in masks.items()}
     device = model.cfg.device
     stacked_masks = torch.stack([masks[name] for name in SCORE_NAMES]).to(device)  # [3, T, T]
-    totals = torch.zeros(len(SCORE_NAMES), model.cfg.n_layers, model.cfg.n_heads, dtype=torch.float64, device=device)
+    totals = torch.zeros(config.n_sequences, len(SCORE_NAMES), model.cfg.n_layers, model.cfg.n_heads,
+                         dtype=torch.float64, device=device)
+    done = 0
 
     def accumulate(pattern: torch.Tensor, hook) -> None:
-        # pattern [batch, head, query, key] -> attention on target, summed over batch and rows.
-        on_target = torch.einsum("bhqk,sqk->sh", pattern.double(), stacked_masks.to(torch.float64))
-        totals[:, hook.layer()] += on_target
+        # pattern [batch, head, query, key] -> attention on target per sequence, summed over rows.
+        on_target = torch.einsum("bhqk,sqk->bsh", pattern.double(), stacked_masks.to(torch.float64))
+        totals[done : done + len(pattern), :, hook.layer()] = on_target
 
     batches = tokens.split(config.batch_size)
     with torch.no_grad():
@@ -148,9 +158,8 @@ def head_scores(model: HookedTransformer, config: HeadScoreConfig | None = None)
                 stop_at_layer=model.cfg.n_layers,
                 fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), accumulate)],
             )
-    return {
-        name: (totals[i] / (rows_scored[name] * config.n_sequences)).cpu() for i, name in enumerate(SCORE_NAMES)
-    }
+            done += len(chunk)
+    return {name: (totals[:, i] / rows_scored[name]).cpu() for i, name in enumerate(SCORE_NAMES)}
 
 
 def previous_token_scores(model: HookedTransformer, n_sequences: int = 32, seq_len: int = 50, seed: int = 0) -> torch.Tensor:
@@ -172,7 +181,7 @@ def induction_scores(model: HookedTransformer, n_sequences: int = 32, seq_len: i
 
 
 def top_heads(scores: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
-    """The k highest-scoring heads as ("L.H", score), best first."""
+    """The k highest-scoring heads as ("H7.7", score), best first."""
     values, flat = scores.flatten().topk(min(k, scores.numel()))
     n_heads = scores.shape[1]
-    return [(f"{i // n_heads}.{i % n_heads}", v) for i, v in zip(flat.tolist(), values.tolist())]
+    return [(str(head_at(i, n_heads)), v) for i, v in zip(flat.tolist(), values.tolist())]

@@ -8,6 +8,7 @@ per prompt.
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import random
 import re
@@ -77,6 +78,43 @@ class IOIBatch:
         if name not in self.positions:
             raise KeyError(f"unknown position {name!r}; known: {', '.join(self.positions)}")
         return self.positions[name]
+
+    def select(self, index: torch.Tensor | list[int]) -> "IOIBatch":
+        """The prompts at `index` (a list or tensor of row numbers, or a bool mask [batch]), in that order."""
+        index = torch.as_tensor(index)
+        if index.dtype == torch.bool:
+            if index.shape != (len(self),):
+                raise IOIDataError(f"a mask must have shape ({len(self)},), got {tuple(index.shape)}")
+            index = index.nonzero()[:, 0]
+        index = index.long().reshape(-1)
+        if len(index) == 0:
+            raise IOIDataError("the selection is empty; select at least one prompt")
+        if bool(((index < 0) | (index >= len(self))).any()):
+            raise IOIDataError(f"row numbers must lie in [0, {len(self)}): {index.tolist()}")
+        return IOIBatch(
+            prompts=[self.prompts[i] for i in index.tolist()],
+            tokens=self.tokens[index],
+            io_token=self.io_token[index],
+            s_token=self.s_token[index],
+            positions={name: pos[index] for name, pos in self.positions.items()},
+        )
+
+    def tile(self, copies: int) -> "IOIBatch":
+        """`copies` stacked copies of the batch (row = copy * len(batch) + prompt), e.g. one per patch."""
+        if copies < 1:
+            raise IOIDataError(f"copies must be >= 1, got {copies}")
+        return IOIBatch(
+            prompts=self.prompts * copies,
+            tokens=self.tokens.repeat(copies, 1),
+            io_token=self.io_token.repeat(copies),
+            s_token=self.s_token.repeat(copies),
+            positions={name: pos.repeat(copies) for name, pos in self.positions.items()},
+        )
+
+    def fingerprint(self) -> tuple:
+        """A hashable identity of what a forward pass sees and scores (tokens, answers, positions)."""
+        parts = [self.tokens, self.io_token, self.s_token, *(self.positions[k] for k in sorted(self.positions))]
+        return (tuple(self.tokens.shape), hashlib.sha1(b"".join(t.cpu().numpy().tobytes() for t in parts)).hexdigest())
 
 
 def single_token_id(tokenizer, word: str) -> int:
@@ -301,3 +339,90 @@ def corrupt_three_names(batch: IOIBatch, tokenizer, seed: int = 0, names: list[s
 def split_template(template: str) -> list[str]:
     """The slot names a template uses, e.g. ['A', 'B', 'PLACE', 'C', 'OBJECT']."""
     return re.findall(r"{(\w+)}", template)
+
+
+# --- the robustness distribution (mechinterp.robustness) ------------------------------------------
+
+# Twelve templates in the style of Wang et al.'s IOI dataset (written for this suite), of several token
+# lengths, every one ending with a giving verb and " to" so END is the indirect object's slot. Every name,
+# place and object is one token, so a template fixes its prompts' length and positions (IO and S1 swap
+# with the name order; S2 and END do not move).
+DISTRIBUTION_TEMPLATES = [
+    "When {A} and {B} went to the {PLACE}, {C} gave a {OBJECT} to",
+    "After {A} and {B} went to the {PLACE}, {C} gave a {OBJECT} to",
+    "Then, {A} and {B} went to the {PLACE}. {C} gave a {OBJECT} to",
+    "While {A} and {B} were working at the {PLACE}, {C} handed a {OBJECT} to",
+    "Then, {A} and {B} had a lot of fun at the {PLACE}. {C} gave a {OBJECT} to",
+    "When {A} and {B} got a {OBJECT} at the {PLACE}, {C} decided to give it to",
+    "Friends {A} and {B} found a {OBJECT} at the {PLACE}. {C} gave it to",
+    "The {PLACE} {A} and {B} went to had a {OBJECT}. {C} gave it to",
+    "Today {A} and {B} were at the {PLACE} all day. Later, {C} handed the {OBJECT} to",
+    "Yesterday {A} and {B} played in the {PLACE}, and then {C} gave a {OBJECT} to",
+    "One day {A} and {B} walked to the {PLACE}. {C} wanted to give a {OBJECT} to",
+    "In the {PLACE}, {A} and {B} found a {OBJECT}, and {C} gave it to",
+]
+
+
+def distribution_prompts(
+    tokenizer, n: int, seed: int = 0, templates: list[str] | None = None, names: list[str] | None = None,
+) -> list[IOIPrompt]:
+    """`n` prompts over `templates` (default DISTRIBUTION_TEMPLATES): pairs of prompts with the same names,
+    place and object in both orders (ABBA then BABA, as the protocol pairs them), the pairs dealt to the
+    templates in turn so every template gets both orders and about n / len(templates) prompts."""
+    templates = DISTRIBUTION_TEMPLATES if templates is None else _as_list(templates, "templates")
+    if not templates:
+        raise IOIDataError("templates is empty; pass at least one template, or None for DISTRIBUTION_TEMPLATES")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise IOIDataError(f"n must be a whole number of prompts, got {n!r}") from None
+    if n < 1:
+        raise IOIDataError(f"n must be >= 1, got {n}; ask for at least one prompt")
+    for t in templates:
+        _check_template(t)
+    pool = list(dict.fromkeys(NAMES if names is None else _as_list(names, "names")))
+    for name in pool:
+        _check_name(name)
+    usable = [name for name in pool if len(tokenizer.encode(" " + name, add_special_tokens=False)) == 1]
+    if len(usable) < 2:
+        raise IOIDataError(f"need at least 2 distinct single-token names, got {usable}")
+    rng = random.Random(seed)
+    prompts: list[IOIPrompt] = []
+    for pair in range((n + 1) // 2):
+        template = templates[pair % len(templates)]
+        io, s = rng.sample(usable, 2)
+        place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
+        for io_first in (True, False):
+            prompts.append(fill_template(template, io, s, io_first=io_first, place=place, obj=obj))
+    return prompts[:n]
+
+
+@dataclass
+class LengthGroup:
+    """Prompts that share one forward pass: equal token length and S2 position (so also END)."""
+
+    rows: torch.Tensor  # [group] row numbers of these prompts in the full prompt list
+    batch: IOIBatch
+
+
+def batches_by_length(tokenizer, prompts: Iterable[IOIPrompt], prepend_bos: bool = True) -> list[LengthGroup]:
+    """`prompts` grouped by (token length, S2 position), one IOIBatch each, longest first. Every filler
+    being one token, a template's prompts always land in one group; templates that agree on both share it,
+    so a whole-position patch (residual at S2 or END) is one site for the whole group."""
+    prompts = _as_list(prompts, "prompts")
+    if not prompts:
+        raise IOIDataError("no prompts")
+    keys = []
+    for p in prompts:
+        ids = tokenizer.encode(p.text, add_special_tokens=False)
+        ids = ([tokenizer.bos_token_id] if prepend_bos else []) + ids
+        s_id = single_token_id(tokenizer, p.s)
+        s_at = [i for i, t in enumerate(ids) if t == s_id]
+        if len(s_at) < 2:
+            raise IOIDataError(f"cannot locate S2 in prompt {p.text!r}")
+        keys.append((len(ids), s_at[1]))
+    groups = []
+    for key in sorted(set(keys), reverse=True):
+        rows = [i for i, k in enumerate(keys) if k == key]
+        groups.append(LengthGroup(torch.tensor(rows), make_batch(tokenizer, [prompts[i] for i in rows], prepend_bos)))
+    return groups

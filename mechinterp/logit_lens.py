@@ -132,9 +132,14 @@ def accumulated_logit_diff(model: HookedTransformer, batch: IOIBatch, config: Lo
 
 def logit_lens(model: HookedTransformer, batch: IOIBatch, config: LogitLensConfig | None = None) -> pd.DataFrame:
     """One row per lens point: label, x (thesis figure axis), sublayer, layer, mean logit_diff, std."""
-    values = accumulated_logit_diff(model, batch, config).double()
+    return lens_table(accumulated_logit_diff(model, batch, config), model.cfg.n_layers)
+
+
+def lens_table(values: torch.Tensor, n_layers: int) -> pd.DataFrame:
+    """logit_lens's table from per-prompt lens values [n_points, prompts] (or their means [n_points])."""
+    values = values.double().reshape(len(point_labels(n_layers)), -1)
     rows = []
-    for (label, x), v in zip(point_labels(model.cfg.n_layers), values):
+    for (label, x), v in zip(point_labels(n_layers), values):
         sublayer = label.split()[0]
         layer = -1 if sublayer == "embed" else int(label.split()[1])
         rows.append({"label": label, "x": x, "sublayer": sublayer, "layer": layer,

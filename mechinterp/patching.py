@@ -90,15 +90,9 @@ def check_pair(model: HookedTransformer, clean: IOIBatch, corrupt: IOIBatch) -> 
 
 
 def tile_batch(batch: IOIBatch, copies: int) -> IOIBatch:
-    """`copies` stacked copies of `batch` (row = copy * len(batch) + prompt)."""
-    return replace(
-        batch,
-        prompts=batch.prompts * copies,
-        tokens=batch.tokens.repeat(copies, 1),
-        io_token=batch.io_token.repeat(copies),
-        s_token=batch.s_token.repeat(copies),
-        positions={k: v.repeat(copies) for k, v in batch.positions.items()},
-    )
+    """`copies` stacked copies of `batch` (row = copy * len(batch) + prompt); kept for callers of the
+    old name, the routine is IOIBatch.tile."""
+    return batch.tile(copies)
 
 
 # --- the shared pieces (also used by attribution_patching and eap) -------------------------------
@@ -194,10 +188,28 @@ def patch_sites(
     cfg: PatchingConfig | None = None,
 ) -> torch.Tensor:
     """Patch `activation` of each site (row of `sites`: layer, pos, head) from clean into corrupted.
+    Returns [len(sites)]: the mean metric over prompts of each patched run, normalized per `cfg`
+    (the per-prompt values: `patch_sites_per_prompt`)."""
+    cfg = cfg or PatchingConfig()
+    patched, clean_values, corrupt_values = patch_sites_per_prompt(model, clean, corrupt, activation, sites, metric, cfg)
+    return normalize(patched.mean(1), float(clean_values.mean()), float(corrupt_values.mean()), cfg)
+
+
+def patch_sites_per_prompt(
+    model: HookedTransformer,
+    clean: IOIBatch,
+    corrupt: IOIBatch,
+    activation: str,
+    sites: pd.DataFrame,
+    metric: PerPromptMetric = per_prompt_logit_diff,
+    cfg: PatchingConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Patch `activation` of each site (row of `sites`: layer, pos, head) from clean into corrupted.
 
     `activation` is a per-block transformer_lens name ("resid_pre", "z", "attn_out", "mlp_out",
-    ...) shaped [batch, pos, d] or [batch, pos, head, d]. Returns [len(sites)]: the mean metric of
-    each patched run, normalized per `cfg`.
+    ...) shaped [batch, pos, d] or [batch, pos, head, d]. Returns (patched [len(sites), prompts],
+    clean [prompts], corrupted [prompts]): the metric per prompt of each patched run and of the two
+    unpatched runs, not normalized (a ratio of means over prompts is normalized by the caller).
 
     Shared prefix: before the first position where the clean and corrupted activations differ
     (S2 for the thesis's corruption), patching changes nothing, and by causal attention nothing
@@ -222,15 +234,15 @@ def patch_sites(
     with torch.no_grad():
         clean_logits, clean_cache = model.run_with_cache(clean.tokens.to(device), names_filter=compared)
         corrupt_logits, corrupt_cache = model.run_with_cache(corrupt.tokens.to(device), names_filter=compared + kv_names)
-    clean_value = float(metric(clean_logits, clean).mean())
-    corrupt_value = float(metric(corrupt_logits, corrupt).mean())
+    clean_values = metric(clean_logits, clean).float().cpu()
+    corrupt_values = metric(corrupt_logits, corrupt).float().cpu()
     for name in names:
         if clean_cache[name].shape[:2] != (n_prompts, n_pos):
             raise PatchingError(f"activation {name} is not shaped [batch, pos, ...]: {tuple(clean_cache[name].shape)}")
 
     first = first_difference(clean_cache, corrupt_cache, compared)
     pos_mask, head_mask = _site_masks(sites, n_pos, model.cfg.n_heads)
-    results = torch.full((len(sites),), corrupt_value)
+    results = corrupt_values[None].repeat(len(sites), 1)  # a no-op site scores the corrupted run
     live = pos_mask[:, first:].any(1)  # sites touching a position where the runs differ
     per_forward = max(1, cfg.max_rows_per_forward // n_prompts)
     chunks = [
@@ -255,13 +267,13 @@ def patch_sites(
 
         start = corrupt_cache[get_act_name("resid_pre", layer)][:, first:].repeat(len(chunk), 1, 1)
         prefix = _prefix_kv_cache(corrupt_cache, model.cfg.n_layers, layer, first, len(chunk)) if first else None
-        rows = tile_batch(corrupt, len(chunk))
+        rows = corrupt.tile(len(chunk))
         rows.positions = {**rows.positions, "END": rows.pos("END") - first}
         with torch.no_grad(), model.hooks(fwd_hooks=[(name, paste_clean)]):
             final_resid = model(start, start_at_layer=layer, stop_at_layer=model.cfg.n_layers, past_kv_cache=prefix)
             values = metric(unembed_at_end(model, final_resid, rows), rows)
-        results[chunk] = values.view(len(chunk), n_prompts).mean(1).float().cpu()
-    return normalize(results, clean_value, corrupt_value, cfg)
+        results[chunk] = values.view(len(chunk), n_prompts).float().cpu()
+    return results, clean_values, corrupt_values
 
 
 # --- named variants -----------------------------------------------------------------------------
@@ -322,3 +334,37 @@ def s2_to_end_handover(resid_effects: torch.Tensor, s2: int, end: int) -> dict[s
         "END_effect_last_layer": end_curve[-1].item(),
         "handover_layer": float(handed_over[0, 0]) if len(handed_over) else float(n_layers),
     }
+
+
+# --- per-prompt collections for mechinterp.robustness (one length group per call) ----------------
+
+
+def per_prompt_head_patching(model: HookedTransformer, clean: IOIBatch, cfg: PatchingConfig | None = None) -> dict[str, torch.Tensor]:
+    """Each head's output patched from `clean` into its S2 -> IO corruption, per prompt, not normalized:
+    {"head_patched": [prompts, layer, head], "clean": [prompts], "corrupted": [prompts]} (logit differences)."""
+    cfg = cfg or PatchingConfig(progress=False)
+    corrupt = corrupt_s2_to_io(clean)
+    sites = _grid(layer=model.cfg.n_layers, head=model.cfg.n_heads)
+    patched, clean_values, corrupt_values = patch_sites_per_prompt(model, clean, corrupt, "z", sites, cfg=cfg)
+    return {"head_patched": patched.T.reshape(len(clean), model.cfg.n_layers, model.cfg.n_heads),
+            "clean": clean_values, "corrupted": corrupt_values}
+
+
+def per_prompt_resid_patching(model: HookedTransformer, clean: IOIBatch, positions: tuple[str, ...] = ("S2", "END"),
+                              cfg: PatchingConfig | None = None) -> dict[str, torch.Tensor]:
+    """The residual stream before each block patched at each named position (one position shared by the
+    batch: mechinterp.ioi.batches_by_length groups by S2 and END), per prompt, not normalized:
+    {"resid_<pos>": [prompts, layer], "clean": [prompts], "corrupted": [prompts]}."""
+    cfg = cfg or PatchingConfig(progress=False)
+    corrupt = corrupt_s2_to_io(clean)
+    at = []
+    for name in positions:
+        where = clean.pos(name).unique()
+        if len(where) != 1:
+            raise PatchingError(f"{name} is at positions {where.tolist()} in this batch; group prompts by position first")
+        at.append(int(where[0]))
+    sites = pd.DataFrame([(layer, pos) for layer in range(model.cfg.n_layers) for pos in at], columns=["layer", "pos"])
+    patched, clean_values, corrupt_values = patch_sites_per_prompt(model, clean, corrupt, "resid_pre", sites, cfg=cfg)
+    patched = patched.view(model.cfg.n_layers, len(at), len(clean))
+    out = {f"resid_{name}": patched[:, i].T for i, name in enumerate(positions)}
+    return {**out, "clean": clean_values, "corrupted": corrupt_values}

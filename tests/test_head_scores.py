@@ -145,7 +145,7 @@ def test_named_variant_and_top_heads():
     with pytest.raises(ValueError, match="bos_token_id"):
         induction_scores(model, n_sequences=2, seq_len=5)
     scores = torch.tensor([[0.1, 0.9], [0.5, 0.2]])
-    assert top_heads(scores, 2) == [("0.1", pytest.approx(0.9)), ("1.0", pytest.approx(0.5))]
+    assert top_heads(scores, 2) == [("H0.1", pytest.approx(0.9)), ("H1.0", pytest.approx(0.5))]
 
 
 @pytest.mark.parametrize("kwargs, message", [

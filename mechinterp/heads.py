@@ -1,0 +1,62 @@
+"""One head type with one name format: Head(7, 7), written "H7.7".
+
+Head is a NamedTuple, so it equals and hashes like the (layer, head) tuples older code passes around
+and unpacks as `layer, h = head`. `Head.parse` reads every spelling found in this code base and in
+transformer_lens ("H7.7", "7.7", "L7H7", (7, 7)); `str(head)` always writes "H7.7".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+import torch
+
+_SPELLINGS = [re.compile(r"^H?(\d+)\.(\d+)$"), re.compile(r"^L(\d+)H(\d+)$")]
+
+
+class Head(NamedTuple):
+    layer: int
+    head: int
+
+    def __str__(self) -> str:
+        return f"H{self.layer}.{self.head}"
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    @classmethod
+    def parse(cls, value) -> "Head":
+        """A Head from "H7.7", "7.7", "L7H7", (7, 7) or a Head."""
+        if isinstance(value, str):
+            for pattern in _SPELLINGS:
+                match = pattern.match(value.strip())
+                if match:
+                    return cls(int(match[1]), int(match[2]))
+            raise ValueError(f"{value!r} is not a head; write it as 'H7.7' (also read: '7.7', 'L7H7', (7, 7))")
+        layer, head = value
+        return cls(int(layer), int(head))
+
+    def fits(self, n_layers: int, n_heads: int) -> bool:
+        return 0 <= self.layer < n_layers and 0 <= self.head < n_heads
+
+    def in_model(self, model) -> bool:
+        return self.fits(model.cfg.n_layers, model.cfg.n_heads)
+
+    def of(self, per_head: torch.Tensor) -> float:
+        """This head's entry of a [n_layers, n_heads] tensor; NaN (fails any row) for a head the model lacks."""
+        if not self.fits(per_head.shape[0], per_head.shape[1]):
+            return math.nan
+        return float(per_head[self.layer, self.head])
+
+
+def head_at(flat_index: int, n_heads: int) -> Head:
+    """The head of a row-major flat index into a [n_layers, n_heads] tensor."""
+    return Head(int(flat_index) // n_heads, int(flat_index) % n_heads)
+
+
+def argmax_head(per_head: torch.Tensor) -> Head:
+    """The head with the largest value of a [n_layers, n_heads] tensor."""
+    return head_at(int(per_head.flatten().argmax()), per_head.shape[1])
