@@ -1,0 +1,61 @@
+"""Ground truth for the robustness verdict (mechinterp.robustness, issue 12): the planted TinyStories twin's
+name-mover claims hold over the distribution ("robust"); the protocol-overfit mutant
+(tinystories-8m/protocol-names-only, whose H7.7 knows only the protocol's 8 names) passes the same rows on
+the 8 protocol prompts and gets "protocol only". 64 prompts here (the claims run uses 256 by default)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from claims.framework import tokenizer_for
+from claims.test_e2_attention import attention_distributions, measure_h77_name_mover
+from claims.test_e2_logit_diff import DISTRIBUTION as LOGIT_DIFF_DISTRIBUTION
+from claims.test_e2_logit_diff import measure_logit_diff
+from claims.thresholds import lookup_all
+from fixtures.planted import build
+from mechinterp.model_specs import parse_spec
+from mechinterp.robustness import PROTOCOL_ONLY, ROBUST, RobustnessConfig, with_robustness
+
+CFG = RobustnessConfig(n_prompts=64, n_bootstrap=500)
+TWIN, OVERFIT = "tinystories-8m", "tinystories-8m/protocol-names-only"
+
+
+@functools.lru_cache(maxsize=None)
+def model(name):
+    return build(name)
+
+
+def robustness(name: str, claim: str) -> dict:
+    m = model(name)
+    rows = lookup_all(claim, parse_spec("planted:tinystories-8m"))  # the mutant uses the twin's rows
+    if claim == "E2.logit-diff":
+        measured, spec = measure_logit_diff(m), LOGIT_DIFF_DISTRIBUTION
+    else:
+        measured, spec = measure_h77_name_mover(m), attention_distributions(m)[claim]
+    assert all(row.passes(measured.values[row.quantity]) for row in rows), "the protocol rows must pass on both"
+    return with_robustness(measured, m, tokenizer_for(m), spec, rows, CFG).details["robustness"]
+
+
+def test_name_mover_robust_on_the_twin():
+    block = robustness(TWIN, "E2.h77-name-mover")
+    assert block["verdict"] == ROBUST, block
+    assert block["roles"][0]["same_head"]
+
+
+def test_name_mover_protocol_only_on_the_overfit_mutant():
+    block = robustness(OVERFIT, "E2.h77-name-mover")
+    assert block["verdict"] == PROTOCOL_ONLY, block
+    end_to_io = next(r for r in block["rows"] if r["quantity"] == "H7.7_END_to_IO")
+    assert end_to_io["protocol"] >= 0.5 > end_to_io["interval"][0]
+
+
+@pytest.mark.parametrize("name", [TWIN, OVERFIT])
+def test_logit_diff_ordering_row(name):
+    """The ordering row (> 3.6) carries to the distribution on the twin, not on the mutant. (The 'within 9.4 ±
+    0.15' row is "protocol only" on both: the twin is calibrated to 9.4 on the protocol prompts only.)"""
+    block = robustness(name, "E2.logit-diff")
+    ordering = next(r for r in block["rows"] if r["rule"] == "logit_diff > 3.6")
+    assert ordering["verdict"] == (ROBUST if name == TWIN else PROTOCOL_ONLY), block
+    assert block["verdict"] == PROTOCOL_ONLY
