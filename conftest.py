@@ -135,7 +135,8 @@ def check(request, subject):
         results = framework.evaluate(measured, subject.thresholds)
         recorder.record_measurement(request.node.nodeid, measured, results)
         if any(q.passed is False for q in results):
-            raise AssertionError(framework.failure_message(framework.claim_of(request.node), subject.spec, results))
+            claim = framework.claim_of(request.node)
+            raise framework.check_failure(claim, subject.spec, results, framework.active_known_gap(request.config, claim, subject.spec))
 
     return check_measured
 

@@ -141,3 +141,27 @@ def test_seed_spread_needs_seeds_in_both_runs():
 
     assert seed_spread_verdict(None, [1.0, 2.0]) == "" and seed_spread_verdict([1.0], [1.0, 2.0]) == ""
     assert seed_spread_verdict([1.0, float("nan"), 2.0], [1.5, 1.6]).startswith("within")
+
+
+# --- a known gap excuses its rows only -----------------------------------------------------------------
+
+
+def test_a_known_gap_excuses_only_the_rows_it_lists():
+    from claims.framework import KnownGapFailure, check_failure
+    from claims.thresholds import KnownGap
+
+    gap = KnownGap("E3.test", "planted:tinystories-8m", ("lead",), "measured cause")
+    rows = [row("lead", ">=", 1.5), row("p", "<=", 0.05)]
+    only_listed = evaluate(Measured({"lead": 1.0, "p": 0.01}), rows)
+    assert type(check_failure("E3.test", "planted:tinystories-8m", only_listed, gap)) is KnownGapFailure
+    beyond = check_failure("E3.test", "planted:tinystories-8m", evaluate(Measured({"lead": 1.0, "p": 0.9}), rows), gap)
+    assert type(beyond) is AssertionError and "beyond its known gap: p" in str(beyond)
+    assert type(check_failure("E3.test", "planted:tinystories-8m", only_listed, None)) is AssertionError
+
+
+def test_the_gap_mark_expects_only_gap_failures():
+    from claims.framework import KnownGapFailure, known_gap_mark
+    from claims.thresholds import KNOWN_GAPS
+
+    mark = known_gap_mark(KNOWN_GAPS[0])
+    assert mark.kwargs["raises"] is KnownGapFailure and mark.kwargs["strict"] is True
