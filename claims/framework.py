@@ -9,6 +9,7 @@ its reason / error with its message) and writes the report at session end.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -260,14 +261,17 @@ def evaluate(measured: Measured, rows: list[Threshold]) -> list[report.QuantityR
 
 
 def _worst_seed(row: Threshold, values: list[float | None]) -> tuple[float | None, bool]:
-    """(shown value, passed) of a row over seeds: the first failing seed's value (None if unmeasured), or
-    the seed value nearest the bound when every seed passes."""
-    for value in values:
-        if value is None or not row.passes(value):
-            return value, False
+    """(shown value, passed) of a row over seeds: its worst seed's value (None if a seed did not measure
+    it, NaN if one measured NaN), i.e. the farthest on the failing side of the bound; passed = every seed passes."""
+    if any(value is None for value in values):
+        return None, False
+    if any(math.isnan(value) for value in values):
+        return math.nan, False
     if row.op == "within":
-        return max(values, key=lambda v: abs(v - row.threshold)), True
-    return (min if row.op in (">", ">=") else max)(values), True
+        worst = max(values, key=lambda v: abs(v - row.threshold))
+    else:
+        worst = (min if row.op in (">", ">=") else max)(values)
+    return worst, all(row.passes(value) for value in values)
 
 
 def seed_table(per_seed: dict[int, dict[str, float]], rows: list[Threshold]) -> dict:

@@ -67,16 +67,18 @@ def test_over_seeds_measures_each_seed_and_keeps_the_first_seeds_values():
 def test_a_row_holds_only_on_every_seed_and_shows_its_worst_seed():
     rows = [row("lead", ">=", 1.5), row("p", "<=", 0.05), row("band", "within", 0.5, 0.1)]
     per_seed = {0: {"lead": 3.0, "p": 0.01, "band": 0.5}, 1: {"lead": 1.2, "p": 0.04, "band": 0.58},
-                2: {"lead": 2.0, "p": 0.02, "band": 0.45}}
+                2: {"lead": 1.4, "p": 0.02, "band": 0.45}}
     measured = Measured(per_seed[0], per_seed=per_seed)
     results = {q.quantity: q for q in evaluate(measured, rows)}
     assert SAE_SEED_RULE == "every seed"
-    assert (results["lead"].passed, results["lead"].measured) == (False, 1.2)  # seed 1 fails: its value is shown
+    assert (results["lead"].passed, results["lead"].measured) == (False, 1.2)  # seeds 1 and 2 fail: the worse is shown
     assert (results["p"].passed, results["p"].measured) == (True, 0.04)  # all pass: the one nearest the bound
     assert (results["band"].passed, results["band"].measured) == (True, 0.58)
     table = measured.details["sae_seeds"]
     assert table["seeds"] == [0, 1, 2] and table["rule"] == SAE_SEED_RULE
-    assert table["values"]["lead"] == [3.0, 1.2, 2.0] and table["seeds_passing"] == {"lead": 2, "p": 3, "band": 3}
+    assert table["values"]["lead"] == [3.0, 1.2, 1.4] and table["seeds_passing"] == {"lead": 1, "p": 3, "band": 3}
+    nan = evaluate(Measured({"lead": 3.0}, per_seed={0: {"lead": 3.0}, 1: {"lead": float("nan")}}), rows[:1])[0]
+    assert nan.passed is False and nan.measured != nan.measured
 
 
 def test_a_quantity_missing_on_one_seed_fails_its_row():
