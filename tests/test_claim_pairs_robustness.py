@@ -59,3 +59,30 @@ def test_logit_diff_ordering_row(name):
     ordering = next(r for r in block["rows"] if r["rule"] == "logit_diff > 3.6")
     assert ordering["verdict"] == (ROBUST if name == TWIN else PROTOCOL_ONLY), block
     assert block["verdict"] == PROTOCOL_ONLY
+
+
+def test_distribution_statistics_are_the_protocol_formulas():
+    """Each claim's statistic on the 8 protocol prompts' arrays gives the protocol measure's values: the
+    distribution measures the same quantity, only over more prompts."""
+    import claims.test_e2_dla as dla_claims
+    import claims.test_e2_logit_lens as lens_claims
+    from mechinterp.ioi import make_batch, protocol_prompts
+    from mechinterp.robustness import PerPrompt
+
+    m = model(TWIN)
+    batch = make_batch(tokenizer_for(m), protocol_prompts())
+    attention = attention_distributions(m)
+    cases = [(measure_logit_diff, LOGIT_DIFF_DISTRIBUTION),
+             (dla_claims.measure_dla_single, dla_claims.dla_distributions(m)[0]),
+             (dla_claims.measure_no_neg_mover, dla_claims.dla_distributions(m)[1]),
+             (lens_claims.measure_lens_monotone, lens_claims.lens_distributions(m)[0]),
+             (lens_claims.measure_lens_jump, lens_claims.lens_distributions(m)[1]),
+             (measure_h77_name_mover, attention["E2.h77-name-mover"])]
+    from claims.test_e2_attention import measure_h57_s_inhibition
+    cases.append((measure_h57_s_inhibition, attention["E2.h57-s-inhibition"]))
+    for measure, spec in cases:
+        arrays = spec.collect(m, batch)
+        values = spec.statistic(PerPrompt(arrays, [p.template for p in batch.prompts]).means())
+        for quantity, protocol in measure(m).values.items():
+            if quantity in values:  # NaN on both sides: a head the model lacks
+                assert values[quantity] == pytest.approx(protocol, rel=1e-6, abs=1e-9, nan_ok=True), (measure.__name__, quantity)
