@@ -206,8 +206,11 @@ def verdicts(rows, protocol_values: Mapping[str, float], result: DistributionRes
     shown = {r.quantity for r in rows}
     others = [{"quantity": q, "distribution": d["value"], "interval": [d["ci_low"], d["ci_high"]],
                "held_out_range": [d["loto_min"], d["loto_max"]]} for q, d in by_quantity.items() if q not in shown]
+    # A role is checked where this model's rows name its head (H7.7's rows are TinyStories-8M's, not GPT-2 small's).
+    named = " ".join(row.quantity for row in rows)
+    roles = [r for r in result.roles if all(f"{h}_" in named for h in r["claim_head"].split("+"))]
     return {"verdict": claim_verdict([r["verdict"] for r in per_row]), "rows": per_row, "without_row": others,
-            "roles": result.roles, "distribution": cfg.describe(), "n_prompts": result.n_prompts,
+            "roles": roles, "distribution": cfg.describe(), "n_prompts": result.n_prompts,
             "n_templates": result.n_templates}
 
 

@@ -148,3 +148,17 @@ def test_verdicts():
     assert claim_verdict([ROBUST, ROBUST]) == ROBUST
     assert claim_verdict([ROBUST, PROTOCOL_ONLY]) == PROTOCOL_ONLY
     assert claim_verdict([PROTOCOL_ONLY, FAILS]) == FAILS
+
+
+def test_roles_only_where_the_rows_name_the_head():
+    from mechinterp.robustness import DistributionResult, verdicts
+    import pandas as pd
+
+    table = pd.DataFrame([{"quantity": "H7.7_END_to_IO", "value": 0.8, "ci_low": 0.7, "ci_high": 0.9, "loto_min": 0.7,
+                           "loto_max": 0.9, "undefined_share": 0.0}])
+    roles = [{"role": "name mover", "claim_head": "H7.7", "distribution_head": "H7.7", "same_head": True}]
+    result = DistributionResult(table, roles, 8, 4)
+    ts_row = Threshold("E2.x", "tiny-stories-8M", "H7.7_END_to_IO", None, ">=", 0.5, None, "test row")
+    gpt2_row = Threshold("E2.x", "gpt2-small", "H9.9_END_to_IO", None, ">=", 0.5, None, "test row")
+    assert verdicts([ts_row], {"H7.7_END_to_IO": 0.8}, result, RobustnessConfig())["roles"] == roles
+    assert verdicts([gpt2_row], {"H9.9_END_to_IO": 0.8}, result, RobustnessConfig())["roles"] == []
