@@ -383,6 +383,8 @@ class Recorder:
         changes = None if baseline is None else compare.compare_results(document, baseline)
         try:
             return report.write_report(run, claim_results, directory, changes, baseline_label), changes
+        except report.PageRenderError:
+            raise  # results.json is already in the report directory: no second copy
         except report.ReportWriteError as failure:
             try:
                 saved = f"the results are saved in {results.save_results_fallback(document)}"

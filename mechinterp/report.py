@@ -63,6 +63,10 @@ class ReportWriteError(RuntimeError):
     """Writing the report failed; nothing was put in place (one line naming the directory and why)."""
 
 
+class PageRenderError(ReportWriteError):
+    """The page could not be rendered, but results.json was written in the report directory (the message says where)."""
+
+
 # --- index.html: mechinterp/templates/report.html.j2 holds the layout, this part its content ---
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -348,8 +352,8 @@ def write_report(run: RunInfo, results: list[ClaimResult], directory, changes: p
     """Put index.html and results.json (and, with `changes` from compare_results, comparison.csv)
     into `directory`, replacing any older report there as a whole; returns the index.html path.
     Raises ReportWriteError when the directory cannot be written (nothing is half-written), and when
-    the page cannot be rendered: then results.json (and comparison.csv) are written all the same, beside
-    an index.html that says why, so a finished run's results are never lost to a bug of the page."""
+    the page cannot be rendered (PageRenderError): then results.json (and comparison.csv) are written all the
+    same, beside an index.html that says why, so a finished run's results are never lost to a bug of the page."""
     files = {RESULTS_FILE: results_json(results_to_dict(run, results))}
     if changes is not None:
         files["comparison.csv"] = changes.to_csv(index=False)
@@ -362,7 +366,7 @@ def write_report(run: RunInfo, results: list[ClaimResult], directory, changes: p
                                f"<p>The page could not be rendered ({html.escape(failure)}); the results are in "
                                f"{RESULTS_FILE} beside this file.</p>")
         written = write_directory_atomically(directory, files)
-        raise ReportWriteError(f"the report page could not be rendered ({failure}); the results are saved in "
+        raise PageRenderError(f"the report page could not be rendered ({failure}); the results are saved in "
                                f"{written / RESULTS_FILE}") from err
     return write_directory_atomically(directory, files) / "index.html"
 
