@@ -13,8 +13,8 @@ unpatched corrupted run scores 0 and a patch that fully restores the clean behav
 Speed. transformer_lens.patching runs one full forward pass per patch. Here every patch is one
 slice of a big batch (patch x prompt rows), each batch starts at the patched layer from the
 corrupted run's cached residual stream (`start_at_layer`), runs only the positions from the first
-one the corruption changes (the prefix's keys and values come from the corrupted run), and only
-END is unembedded.
+one both the corruption and the patch change (the prefix's keys and values come from the corrupted
+run), and reads only END: for the logit difference only its two unembedding columns (`end_metric`).
 
 One generic routine (`patch_sites`) takes a DataFrame of sites (layer, pos, head); the named
 variants build the sites and reshape the result, like transformer_lens.patching.
@@ -98,28 +98,59 @@ def tile_batch(batch: IOIBatch, copies: int) -> IOIBatch:
 # --- the shared pieces (also used by attribution_patching and eap) -------------------------------
 
 
-def unembed_at_end(model: HookedTransformer, final_resid: torch.Tensor, batch: IOIBatch) -> torch.Tensor:
-    """[rows, vocab] logits at END from the final residual stream [rows, seq, d_model].
-
-    Hand-written because HookedTransformer.forward unembeds every position: with hundreds of patch
-    rows that is a [rows, seq, 50257] tensor, most of it never read.
-    """
+def _final_at_end(model: HookedTransformer, final_resid: torch.Tensor, batch: IOIBatch) -> torch.Tensor:
+    """[rows, d_model]: the final residual stream [rows, seq, d_model] at END, after the final layer norm."""
     rows = torch.arange(final_resid.shape[0], device=final_resid.device)
     at_end = final_resid[rows, batch.pos("END").to(final_resid.device)][:, None, :]
     if model.cfg.normalization_type is not None:
         at_end = model.ln_final(at_end)
-    logits = model.unembed(at_end)[:, 0]
+    return at_end[:, 0]
+
+
+def _soft_cap(model: HookedTransformer, logits: torch.Tensor) -> torch.Tensor:
     if getattr(model.cfg, "output_logits_soft_cap", -1.0) > 0:
         cap = model.cfg.output_logits_soft_cap
         logits = cap * torch.tanh(logits / cap)
     return logits
 
 
+def unembed_at_end(model: HookedTransformer, final_resid: torch.Tensor, batch: IOIBatch) -> torch.Tensor:
+    """[rows, vocab] logits at END from the final residual stream [rows, seq, d_model].
+
+    Hand-written because HookedTransformer.forward unembeds every position: with hundreds of patch
+    rows that is a [rows, seq, 50257] tensor, most of it never read. (And W_U is read in place:
+    transformer_lens's Unembed copies W_U.T into a contiguous tensor on every call, 154 MB for GPT-2.)
+    """
+    return _soft_cap(model, _final_at_end(model, final_resid, batch) @ model.unembed.W_U + model.unembed.b_U)
+
+
+def end_metric(model: HookedTransformer, final_resid: torch.Tensor, batch: IOIBatch,
+               metric: PerPromptMetric = per_prompt_logit_diff) -> torch.Tensor:
+    """metric [rows] at END from the final residual stream [rows, seq, d_model]. The logit difference reads
+    only its two columns (IO and S) of the unembedding: two dot products per row instead of [rows, d_vocab]
+    logits (the profile of GPT-2's head patching: the full unembedding was 44% of the time). Any other metric
+    gets the full END logits (unembed_at_end)."""
+    if metric is not per_prompt_logit_diff:
+        return metric(unembed_at_end(model, final_resid, batch), batch)
+    at_end = _final_at_end(model, final_resid, batch)  # [rows, d_model]
+    device = at_end.device
+    answers = torch.stack([batch.io_token, batch.s_token], dim=1).to(device)  # [rows, 2]
+    columns = model.unembed.W_U.T[answers]  # [rows, 2, d_model]
+    logits = torch.einsum("rd,rkd->rk", at_end, columns) + model.unembed.b_U[answers]
+    logits = _soft_cap(model, logits)
+    return logits[:, 0] - logits[:, 1]
+
+
+def final_resid(model: HookedTransformer, tokens: torch.Tensor, **kwargs):
+    """(final residual stream [batch, seq, d_model], cache) of a plain run: no unembedding (end_metric reads END)."""
+    return model.run_with_cache(tokens, stop_at_layer=model.cfg.n_layers, **kwargs)
+
+
 @torch.no_grad()
 def run_metric(model: HookedTransformer, batch: IOIBatch, metric: PerPromptMetric = per_prompt_logit_diff) -> float:
     """Mean metric of one plain forward pass."""
-    logits = model(batch.tokens.to(model.cfg.device))
-    return float(metric(logits, batch).mean())
+    resid = model(batch.tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
+    return float(end_metric(model, resid, batch, metric).mean())
 
 
 def normalize(values: torch.Tensor, clean_value: float, corrupt_value: float, cfg: PatchingConfig) -> torch.Tensor:
@@ -211,11 +242,11 @@ def patch_sites_per_prompt(
     clean [prompts], corrupted [prompts]): the metric per prompt of each patched run and of the two
     unpatched runs, not normalized (a ratio of means over prompts is normalized by the caller).
 
-    Shared prefix: before the first position where the clean and corrupted activations differ
-    (S2 for the thesis's corruption), patching changes nothing, and by causal attention nothing
-    there depends on later patches. Sites entirely in that prefix are no-ops (the corrupted
-    metric); the others run only the positions from there on, reading the prefix's keys and
-    values from the corrupted run.
+    Shared prefix: before the first position where a site writes a value the corrupted run does
+    not have (S2 for the thesis's corruption; END for a residual patch at END), patching changes
+    nothing, and by causal attention nothing there depends on later patches. A site writing only
+    corrupted values is a no-op (the corrupted metric); the others run only the positions from
+    their first such position on, reading the prefix's keys and values from the corrupted run.
     """
     cfg = cfg or PatchingConfig()
     check_pair(model, clean, corrupt)
@@ -229,34 +260,46 @@ def patch_sites_per_prompt(
     names = sorted({get_act_name(activation, int(l)) for l in layers.unique()})
     resid_names = [get_act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
     kv_names = [get_act_name(kv, l) for l in range(model.cfg.n_layers) for kv in ("k", "v")]
-    compared = resid_names + names
-
     with torch.no_grad():
-        clean_logits, clean_cache = model.run_with_cache(clean.tokens.to(device), names_filter=compared)
-        corrupt_logits, corrupt_cache = model.run_with_cache(corrupt.tokens.to(device), names_filter=compared + kv_names)
-    clean_values = metric(clean_logits, clean).float().cpu()
-    corrupt_values = metric(corrupt_logits, corrupt).float().cpu()
+        clean_resid, clean_cache = final_resid(model, clean.tokens.to(device), names_filter=names)
+        corrupt_resid, corrupt_cache = final_resid(model, corrupt.tokens.to(device), names_filter=resid_names + kv_names + names)
+        clean_values = end_metric(model, clean_resid, clean, metric).float().cpu()
+        corrupt_values = end_metric(model, corrupt_resid, corrupt, metric).float().cpu()
     for name in names:
         if clean_cache[name].shape[:2] != (n_prompts, n_pos):
             raise PatchingError(f"activation {name} is not shaped [batch, pos, ...]: {tuple(clean_cache[name].shape)}")
 
-    first = first_difference(clean_cache, corrupt_cache, compared)
     pos_mask, head_mask = _site_masks(sites, n_pos, model.cfg.n_heads)
     results = corrupt_values[None].repeat(len(sites), 1)  # a no-op site scores the corrupted run
-    live = pos_mask[:, first:].any(1)  # sites touching a position where the runs differ
+    # Each site runs from the first position where it writes a value the corrupted run does not have (S2 for the
+    # S2 -> IO corruption; END for a residual patch at END): before it the patched run is the corrupted run, so its
+    # keys and values come from the corrupted cache. A site writing only the corrupted values is a no-op.
+    # Never past the earliest END, which is always run.
+    changes = torch.zeros(len(sites), n_pos, dtype=torch.bool)
+    for layer in layers.unique().tolist():
+        name = get_act_name(activation, layer)
+        differs = (clean_cache[name] != corrupt_cache[name]).any(0).cpu()  # [pos, d] or [pos, head, d_head]
+        at = (layers == layer).nonzero()[:, 0]
+        if differs.ndim == 3:  # per head: the site's heads
+            by_head = differs.any(-1).float()  # [pos, head]
+            changes[at] = pos_mask[at] & ((head_mask[at].float() @ by_head.T) > 0)
+        else:
+            changes[at] = pos_mask[at] & differs.any(-1)[None]
+    live = changes.any(1)
+    starts = torch.where(live, changes.float().argmax(1), n_pos).clamp(max=int(corrupt.pos("END").min()))
     per_forward = max(1, cfg.max_rows_per_forward // n_prompts)
     chunks = [
         idx[i : i + per_forward]
-        for layer in layers[live].unique().tolist()
-        for idx in [((layers == layer) & live).nonzero()[:, 0]]
+        for layer, begin in sorted({(int(l), int(b)) for l, b in zip(layers[live], starts[live])})
+        for idx in [((layers == layer) & (starts == begin) & live).nonzero()[:, 0]]
         for i in range(0, len(idx), per_forward)
     ]
     for chunk in tqdm(chunks, desc=f"patching {activation}", disable=not cfg.progress):
-        layer = int(layers[chunk[0]])
+        layer, begin = int(layers[chunk[0]]), int(starts[chunk[0]])
         name = get_act_name(activation, layer)
-        source = clean_cache[name][:, first:]  # [prompts, pos from `first`, ...]
+        source = clean_cache[name][:, begin:]  # [prompts, pos from `begin`, ...]
         # mask [sites, 1, pos] for [.., d] activations; [sites, 1, pos, head] for per-head ones
-        mask = pos_mask[chunk][:, None, first:]
+        mask = pos_mask[chunk][:, None, begin:]
         if source.ndim == 4:
             mask = mask[..., None] & head_mask[chunk][:, None, None, :]
         mask = mask[..., None].to(device)
@@ -265,13 +308,13 @@ def patch_sites_per_prompt(
             act = act.view(mask.shape[0], n_prompts, *act.shape[1:])
             return torch.where(mask, source[None], act).flatten(0, 1)
 
-        start = corrupt_cache[get_act_name("resid_pre", layer)][:, first:].repeat(len(chunk), 1, 1)
-        prefix = _prefix_kv_cache(corrupt_cache, model.cfg.n_layers, layer, first, len(chunk)) if first else None
+        start = corrupt_cache[get_act_name("resid_pre", layer)][:, begin:].repeat(len(chunk), 1, 1)
+        prefix = _prefix_kv_cache(corrupt_cache, model.cfg.n_layers, layer, begin, len(chunk)) if begin else None
         rows = corrupt.tile(len(chunk))
-        rows.positions = {**rows.positions, "END": rows.pos("END") - first}
+        rows.positions = {**rows.positions, "END": rows.pos("END") - begin}
         with torch.no_grad(), model.hooks(fwd_hooks=[(name, paste_clean)]):
-            final_resid = model(start, start_at_layer=layer, stop_at_layer=model.cfg.n_layers, past_kv_cache=prefix)
-            values = metric(unembed_at_end(model, final_resid, rows), rows)
+            resid = model(start, start_at_layer=layer, stop_at_layer=model.cfg.n_layers, past_kv_cache=prefix)
+            values = end_metric(model, resid, rows, metric)
         results[chunk] = values.view(len(chunk), n_prompts).float().cpu()
     return results, clean_values, corrupt_values
 

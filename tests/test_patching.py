@@ -294,3 +294,37 @@ def test_s2_to_end_handover_leaves_layer_0_out_of_the_s2_mean():
     never = torch.zeros(8, 4)
     never[:, s2] = 1.0
     assert patching.s2_to_end_handover(never, s2, end)["handover_layer"] == 8.0
+
+
+@pytest.mark.parametrize("kind", list(SMALL_KINDS))
+def test_two_column_logit_diff_equals_the_full_unembedding(kind):
+    """end_metric reads only the IO and S columns of W_U for the logit difference (the distribution's speed-up):
+    the same values as the full END logits, and as the model's own forward pass, to float32 rounding (1e-5)."""
+    model = small_model(kind)
+    clean, corrupt = protocol_pair()
+    sites = pd.DataFrame({"layer": [0, 1, 2, 2], "pos": [ALL, 7, ALL, 9], "head": [ALL, 1, 3, ALL]})
+    full_logits = lambda logits, batch: logit_diff(logits, batch, per_prompt=True)  # any other metric: full logits
+    fast = patching.patch_sites_per_prompt(model, clean, corrupt, "z", sites, cfg=RAW)
+    slow = patching.patch_sites_per_prompt(model, clean, corrupt, "z", sites, metric=full_logits, cfg=RAW)
+    for ours, reference in zip(fast, slow):
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        plain = logit_diff(model(corrupt.tokens), corrupt, per_prompt=True)
+    torch.testing.assert_close(fast[2], plain, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(fast[0][0], fast[2])  # the patches move the metric: the comparison is not vacuous
+
+
+def test_soft_capped_logits_are_capped_in_both_paths():
+    model = small_model("ln")
+    clean, _ = protocol_pair()
+    resid = torch.randn(len(clean), clean.tokens.shape[1], model.cfg.d_model) * 30
+    model.cfg.output_logits_soft_cap = 2.0
+    try:
+        torch.set_grad_enabled(False)
+        fast = patching.end_metric(model, resid, clean)
+        full = logit_diff(patching.unembed_at_end(model, resid, clean), clean, per_prompt=True)
+    finally:
+        torch.set_grad_enabled(True)
+        model.cfg.output_logits_soft_cap = -1.0
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    assert float(fast.abs().max()) <= 4.0 and float(fast.abs().max()) > 0
