@@ -26,8 +26,8 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from mechinterp.ioi import IOIBatch
-from mechinterp.patching import PerPromptMetric, check_pair, per_prompt_logit_diff
+from mechinterp.ioi import IOIBatch, corrupt_s2_to_io
+from mechinterp.patching import PerPromptMetric, check_pair, end_metric, per_prompt_logit_diff
 
 QKV = ("q", "k", "v")
 
@@ -108,7 +108,8 @@ def _upstream_names(model: HookedTransformer) -> list[str]:
 
 
 def _edge_scores_one_pass(model, clean: IOIBatch, corrupt: IOIBatch, metric: PerPromptMetric) -> torch.Tensor:
-    """[upstream, downstream] summed scores for one chunk of prompts (gradient of the chunk's metric sum)."""
+    """[prompts, upstream, downstream] each prompt's scores for one chunk of prompts (gradient of the chunk's metric
+    sum: prompts do not interact, so each prompt's activations get its own metric's gradient)."""
     device = model.cfg.device
     up_names, down_names = _upstream_names(model), _downstream_input_names(model)
     with torch.no_grad():
@@ -120,8 +121,9 @@ def _edge_scores_one_pass(model, clean: IOIBatch, corrupt: IOIBatch, metric: Per
 
     hooks = [(n, keep) for n in up_names + down_names if n in model.hook_dict]
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
-        logits = model(clean.tokens.to(device))
-        total = metric(logits, clean).sum()
+        # the final residual stream, read at END only (patching.end_metric): no [batch, seq, d_vocab] logits
+        resid = model(clean.tokens.to(device), stop_at_layer=model.cfg.n_layers)
+        total = end_metric(model, resid, clean, metric).sum()
         grads = torch.autograd.grad(total, [saved[n] for n in down_names], allow_unused=True)
     clean_up = _upstream_outputs(model, {n: t.detach() for n, t in saved.items() if n in up_names})
     delta = _upstream_outputs(model, dict(corrupt_cache.items())) - clean_up  # [b, p, up, d]
@@ -136,9 +138,62 @@ def _edge_scores_one_pass(model, clean: IOIBatch, corrupt: IOIBatch, metric: Per
             grad = torch.zeros_like(saved[name])
         if grad.ndim == 3:  # one node (MLP input, logits): [b, p, d] -> [b, p, 1, d]
             grad = grad[:, :, None]
-        columns.append(torch.einsum("bpud,bpnd->un", delta, grad[:, first:].detach()))
+        columns.append(torch.einsum("bpud,bpnd->bun", delta, grad[:, first:].detach()))
     # down_names lists q, k, v inputs of a layer as three [.., head, ..] blocks, matching downstream_nodes
-    return torch.cat(columns, dim=1)
+    return torch.cat(columns, dim=2)
+
+
+def edge_scores_per_prompt(
+    model: HookedTransformer,
+    clean: IOIBatch,
+    corrupt: IOIBatch,
+    metric: PerPromptMetric = per_prompt_logit_diff,
+    cfg: EAPConfig | None = None,
+) -> torch.Tensor:
+    """[prompts, edges] each prompt's EAP score of every edge, edges in `edge_index(model)` order. Their mean over
+    prompts is `edge_attribution`'s score (the score of the mean metric)."""
+    cfg = cfg or EAPConfig()
+    check_pair(model, clean, corrupt)
+    u, d = edge_index(model)
+    parts = []
+    with graph_hooks_enabled(model):
+        starts = range(0, len(clean), cfg.prompts_per_pass)
+        for start in tqdm(starts, desc="edge attribution", disable=not cfg.progress):
+            rows = slice(start, start + cfg.prompts_per_pass)
+            scores = _edge_scores_one_pass(model, _rows(clean, rows), _rows(corrupt, rows), metric)
+            parts.append(scores[:, u, d].detach().cpu())
+    return torch.cat(parts)
+
+
+def edge_index(model: HookedTransformer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(upstream index, downstream index) of every edge of the graph, upstream-major: the edges' one order."""
+    up_order = torch.tensor([o for _, _, o in upstream_nodes(model)])
+    down_order = torch.tensor([o for _, _, o in downstream_nodes(model)])
+    return (up_order[:, None] < down_order[None, :]).nonzero(as_tuple=True)
+
+
+def edge_table(model: HookedTransformer, scores: torch.Tensor) -> pd.DataFrame:
+    """The edge table of `scores` [edges] (edge_index order), sorted by |score| (largest first, ties in edge order).
+
+    Columns: upstream, downstream, score, upstream_layer, downstream_layer, receiver (the
+    downstream head "H7.7", or the node name for MLPs/logits), composition ("q"/"k"/"v" for
+    head inputs, "mlp", "logits").
+    """
+    ups, downs = upstream_nodes(model), downstream_nodes(model)
+    u, d = edge_index(model)
+    table = pd.DataFrame(
+        {
+            "upstream": [ups[i][0] for i in u.tolist()],
+            "downstream": [downs[j][0] for j in d.tolist()],
+            "score": scores.double().numpy(),
+            "upstream_layer": [ups[i][1] for i in u.tolist()],
+            "downstream_layer": [downs[j][1] for j in d.tolist()],
+        }
+    )
+    table["receiver"] = table["downstream"].str.replace(r"\.[qkv]$", "", regex=True)
+    table["composition"] = [_composition(name) for name in table["downstream"]]
+    order = table["score"].abs().sort_values(ascending=False, kind="stable").index
+    return table.loc[order].reset_index(drop=True)
 
 
 def edge_attribution(
@@ -148,41 +203,29 @@ def edge_attribution(
     metric: PerPromptMetric = per_prompt_logit_diff,
     cfg: EAPConfig | None = None,
 ) -> pd.DataFrame:
-    """Every edge's EAP score for the mean metric over the prompts, sorted by |score| (largest first).
+    """Every edge's EAP score for the mean metric over the prompts (the mean of the prompts' scores), as
+    `edge_table`: sorted by |score| (largest first)."""
+    return edge_table(model, edge_scores_per_prompt(model, clean, corrupt, metric, cfg).double().mean(0))
 
-    Columns: upstream, downstream, score, upstream_layer, downstream_layer, receiver (the
-    downstream head "H7.7", or the node name for MLPs/logits), composition ("q"/"k"/"v" for
-    head inputs, "mlp", "logits").
-    """
-    cfg = cfg or EAPConfig()
-    check_pair(model, clean, corrupt)
-    ups, downs = upstream_nodes(model), downstream_nodes(model)
-    scores = torch.zeros(len(ups), len(downs), dtype=torch.float64)
-    n = len(clean)
-    with graph_hooks_enabled(model):
-        starts = range(0, n, cfg.prompts_per_pass)
-        for start in tqdm(starts, desc="edge attribution", disable=not cfg.progress):
-            rows = slice(start, start + cfg.prompts_per_pass)
-            chunk_clean, chunk_corrupt = _rows(clean, rows), _rows(corrupt, rows)
-            scores += _edge_scores_one_pass(model, chunk_clean, chunk_corrupt, metric).double().cpu()
-    scores /= n  # the metric is a mean over prompts
-    up_order = torch.tensor([o for _, _, o in ups])
-    down_order = torch.tensor([o for _, _, o in downs])
-    is_edge = up_order[:, None] < down_order[None, :]
-    u, d = is_edge.nonzero(as_tuple=True)
-    table = pd.DataFrame(
-        {
-            "upstream": [ups[i][0] for i in u.tolist()],
-            "downstream": [downs[j][0] for j in d.tolist()],
-            "score": scores[u, d].numpy(),
-            "upstream_layer": [ups[i][1] for i in u.tolist()],
-            "downstream_layer": [downs[j][1] for j in d.tolist()],
-        }
-    )
-    table["receiver"] = table["downstream"].str.replace(r"\.[qkv]$", "", regex=True)
-    table["composition"] = [_composition(name) for name in table["downstream"]]
-    order = table["score"].abs().sort_values(ascending=False, kind="stable").index
-    return table.loc[order].reset_index(drop=True)
+
+def per_prompt_eap(model: HookedTransformer, clean: IOIBatch, cfg: EAPConfig | None = None) -> dict[str, torch.Tensor]:
+    """Each prompt's EAP scores against its own S2 -> IO corruption, for mechinterp.robustness (one length group
+    per call): {"eap": [prompts, edges]} (edge_index order)."""
+    cfg = cfg or EAPConfig(progress=False)
+    return {"eap": edge_scores_per_prompt(model, clean, corrupt_s2_to_io(clean), cfg=cfg)}
+
+
+def ranks_by_magnitude(scores: torch.Tensor, edges: torch.Tensor, among: torch.Tensor | None = None) -> torch.Tensor:
+    """1-based rank by |score| of each edge in `edges` (indices into `scores` [edges]), among all edges or among
+    the edges where the boolean [len(edges), n_edges] `among` is True: the position edge_table's stable sort gives
+    it (larger |score| first, ties in edge order). One comparison per pair, no table: fast enough for resamples."""
+    magnitude = scores.abs()
+    mine = magnitude[edges][:, None]  # [k, 1]
+    before = torch.arange(len(scores))[None, :] < edges[:, None]
+    ahead = (magnitude[None, :] > mine) | ((magnitude[None, :] == mine) & before)
+    if among is not None:
+        ahead &= among
+    return ahead.sum(1) + 1
 
 
 def _composition(downstream: str) -> str:

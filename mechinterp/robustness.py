@@ -105,10 +105,17 @@ def held_out_weights(groups: Sequence[str]) -> tuple[list[str], torch.Tensor]:
     return names, weights / weights.sum(1, keepdim=True)
 
 
-def _statistics(statistic: Statistic, means: Mapping[str, torch.Tensor]) -> pd.DataFrame:
-    """One row of quantities per resample ([resamples, ...] means)."""
-    n = next(iter(means.values())).shape[0]
-    return pd.DataFrame([statistic({k: v[r] for k, v in means.items()}) for r in range(n)], dtype=float)
+RESAMPLES_PER_CHUNK = 64  # weighted means held at once: [64, edges] for EAP's ~50k edges, not [1000, edges]
+
+
+def _statistics(statistic: Statistic, per_prompt: PerPrompt, weights: torch.Tensor) -> pd.DataFrame:
+    """One row of quantities per resample (row of `weights` [resamples, prompts]), in chunks of resamples."""
+    rows = []
+    for start in range(0, weights.shape[0], RESAMPLES_PER_CHUNK):
+        means = per_prompt.weighted_means(weights[start:start + RESAMPLES_PER_CHUNK])
+        n = next(iter(means.values())).shape[0]
+        rows += [statistic({k: v[r] for k, v in means.items()}) for r in range(n)]
+    return pd.DataFrame(rows, dtype=float)
 
 
 def evaluate(per_prompt: PerPrompt, statistic: Statistic, cfg: RobustnessConfig,
@@ -117,10 +124,9 @@ def evaluate(per_prompt: PerPrompt, statistic: Statistic, cfg: RobustnessConfig,
     """The statistic on all prompts, its bootstrap interval and its leave-one-template-out range; and for each
     role (name -> (the claim's head, finder)) the head the finder picks on the distribution (and on the protocol)."""
     point = statistic(per_prompt.means())
-    boot = _statistics(statistic, per_prompt.weighted_means(bootstrap_weights(len(per_prompt.groups), cfg.n_bootstrap,
-                                                                                cfg.bootstrap_seed)))
+    boot = _statistics(statistic, per_prompt, bootstrap_weights(len(per_prompt.groups), cfg.n_bootstrap, cfg.bootstrap_seed))
     _, loto_w = held_out_weights(per_prompt.groups)
-    loto = _statistics(statistic, per_prompt.weighted_means(loto_w))
+    loto = _statistics(statistic, per_prompt, loto_w)
     alpha = (1 - cfg.confidence) / 2
     rows = []
     for quantity, value in point.items():

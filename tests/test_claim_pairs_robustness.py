@@ -6,6 +6,7 @@ the 8 protocol prompts and gets "protocol only". 64 prompts here (the claims run
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 
@@ -86,3 +87,39 @@ def test_distribution_statistics_are_the_protocol_formulas():
         for quantity, protocol in measure(m).values.items():
             if quantity in values:  # NaN on both sides: a head the model lacks
                 assert values[quantity] == pytest.approx(protocol, rel=1e-6, abs=1e-9, nan_ok=True), (measure.__name__, quantity)
+
+
+def test_eap_statistic_is_the_protocol_formula():
+    """E2.eap-edges's statistic on the thesis pair's per-prompt scores gives measure_eap_edges's values, and on the
+    8 protocol prompts' mean scores the edge table's ranks (eap_values): the fast ranks are the protocol's."""
+    import torch
+
+    from claims.test_e2_eap import eap_distribution, eap_values, measure_eap_edges
+    from mechinterp.eap import edge_table, per_prompt_eap
+    from mechinterp.ioi import make_batch, protocol_prompts
+    from mechinterp.patching import patching_pair_batches
+    from mechinterp.robustness import PerPrompt
+
+    m = model(TWIN)
+    spec = eap_distribution(m)
+    clean, _ = patching_pair_batches(tokenizer_for(m))
+    pair = spec.statistic(PerPrompt(per_prompt_eap(m, clean), ["pair"]).means())
+    assert pair == measure_eap_edges(m).values and len(pair) == 8
+    batch = make_batch(tokenizer_for(m), protocol_prompts())
+    means = PerPrompt(per_prompt_eap(m, batch), [p.template for p in batch.prompts]).means()
+    assert spec.statistic(means) == eap_values(edge_table(m, means["eap"]))
+    assert torch.isfinite(means["eap"]).all()
+
+
+def test_eap_edges_robust_on_the_twin():
+    """Every E2.eap-edges row gets a distribution value, interval and held-out range on the planted twin, whose
+    circuit is wired for every name and template: the thesis's edges keep their ranks ("robust")."""
+    from claims.test_e2_eap import eap_distribution, measure_eap_edges
+
+    m = model(TWIN)
+    rows = lookup_all("E2.eap-edges", parse_spec("planted:tinystories-8m"))
+    block = with_robustness(measure_eap_edges(m), m, tokenizer_for(m), eap_distribution(m), rows, CFG).details["robustness"]
+    assert len(block["rows"]) == len(rows) == 8 and block["n_prompts"] == CFG.n_prompts
+    for row in block["rows"]:
+        assert row["distribution"] is not None and all(map(math.isfinite, row["interval"] + row["held_out_range"])), row
+    assert block["verdict"] == ROBUST, block

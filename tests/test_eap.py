@@ -165,3 +165,41 @@ def test_circuit_graph_draws_the_top_edges():
     assert {"H0.1", "H1.0", "embed", "MLP0"} <= labels and {"q", "v"} <= labels
     with pytest.raises(ValueError, match="no edges"):
         circuit_graph(edges.iloc[:0], n_layers=2, n_heads=2)
+
+
+def test_per_prompt_scores_are_each_prompt_alone():
+    """edge_scores_per_prompt's row i is prompt i's own EAP score (prompts do not mix in the summed gradient), and
+    their mean is edge_attribution's score."""
+    model = small_model("ln")
+    clean, corrupt = protocol_pair()
+    per_prompt = eap.edge_scores_per_prompt(model, clean, corrupt, cfg=QUIET)
+    assert per_prompt.shape == (len(clean), len(eap.edge_index(model)[0]))
+    for i in range(len(clean)):
+        alone = eap.edge_scores_per_prompt(model, clean.select([i]), corrupt.select([i]), cfg=QUIET)[0]
+        torch.testing.assert_close(per_prompt[i], alone, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(per_prompt[0], per_prompt[1])  # the prompts differ: the check is not vacuous
+    table = eap.edge_attribution(model, clean, corrupt, cfg=QUIET)
+    again = eap.edge_table(model, per_prompt.double().mean(0))
+    pd.testing.assert_frame_equal(table, again)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ranks_by_magnitude_are_the_tables_ranks(seed):
+    """The fast rank (robustness resamples) is edge_rank on the sorted table, among all edges and among one
+    downstream input's in-edges, ties included (scores drawn from a few values, so most edges tie)."""
+    model = small_model("ln")
+    n_edges = len(eap.edge_index(model)[0])
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randint(-3, 4, (n_edges,), generator=generator).double()
+    table = eap.edge_table(model, scores)
+    _, d = eap.edge_index(model)
+    picked = torch.randperm(n_edges, generator=generator)[:20]
+    in_table_order = eap.edge_table(model, torch.arange(n_edges, dtype=torch.float64) + 1)  # |score| = index + 1
+    names = in_table_order.sort_values("score")[["upstream", "downstream"]].to_numpy()
+    ranks = eap.ranks_by_magnitude(scores, picked)
+    in_ranks = eap.ranks_by_magnitude(scores, picked, d[None, :] == d[picked][:, None])
+    for e, rank, in_rank in zip(picked.tolist(), ranks.tolist(), in_ranks.tolist()):
+        up, down = names[e]
+        assert rank == eap.edge_rank(table, up, down)
+        into = table[table["downstream"] == down].reset_index(drop=True)
+        assert in_rank == eap.edge_rank(into, up, down)
