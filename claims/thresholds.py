@@ -450,10 +450,11 @@ KNOWN_GAPS: list[KnownGap] = [
              "its top 10 contexts hold 1 distinct name (oracle names@6: 8). names@6 always comes with a name's "
              "code, so the SAE folds it into one feature per name", E3_DEFAULT_SAES),
     KnownGap("E3.L7-logit-feature", TS_TWIN, ("attribution_over_runner_up",),
-             "the top feature (3 copies, attribution 4.26, W_U top token ' Mary', the IO) leads the next by 2.06 "
-             "(oracle 6.6; thesis 59): the next is another name's logit direction, as the twin packs 40 names into "
-             "12 dimensions (overlaps up to ~0.4). On the 8 prompts the lead is 0.52 (oracle 1.0): 8 IO names "
-             "share the attribution, so no name-specific feature can lead there",
+             "the top trained feature (3 copies, attribution 4.26, W_U top token ' Mary', the IO) leads the next by "
+             "2.06 (thesis 59; the oracle, whose name features have a JumpReLU threshold, passes): the next is another "
+             "name's logit direction, which fires on Mary's write because the twin packs 40 names into 12 dimensions "
+             "(overlaps up to ~0.38) and the trained gated SAE's threshold does not cut that leak. On the 8 prompts the "
+             "lead is 0.52: 8 IO names share the attribution, so no name-specific feature can lead there",
              E3_DEFAULT_SAES),
     KnownGap("E3.random-control", TS_TWIN, ("mean_abs_delta_p_io_L5", "mean_abs_delta_p_io_L6"),
              "mean |dP(IO)| over 30 random live trained features is 0.19 after block 5 and 0.19 after block 6 "

@@ -39,17 +39,11 @@ ORACLE_TWIN_GAPS = {
     # ablating verb@5 leaves H7.7 0.008 of its END->IO attention (thesis 0.43): the trigger's 0.7 share is a
     # score drop of ~4.6, more than the rest of the prompt can take
     "E3.L5-gave-feature": {"H7.7_END_to_IO_after_over_before"},
-    # the next layer-7 feature is another name's logit direction: 40 names share 12 dims, so Mary's overlaps
-    # others' at up to ~0.4 (lead 6.6, thesis 59)
-    "E3.L7-logit-feature": {"attribution_over_runner_up"},
 }
-# No mutant yet for L7. With the oracle the lead row is the twin's gap above, and the other two rows cannot
-# fail while anything lifts IO: the oracle holds W_U[:, IO] / |W_U[:, IO]|, whose attribution is then the IO's
-# direct logit, ahead of every other name's (overlap <= 0.4); its W_U top tokens could only change with W_U,
-# which a mutant keeps (test_planted). Open: an oracle encoder that does not fire every overlapping name
-# direction (e.g. non-negative least squares), so the lead row is checkable and a mutant writing the answer
-# through several weaker directions fails it.
-WITHOUT_MUTANT = {"E3.L7-logit-feature"}
+# L7's lead row is checkable with the oracle because block 7's name features have a JumpReLU threshold (half
+# a typical name write, fixtures.planted.oracle_sae): writing IO's unembedding no longer fires every overlapping
+# name's feature, and the s-suppressor mutant (S pushed down as much as IO up, two directions) fails it.
+WITHOUT_MUTANT: set[str] = set()
 
 
 @functools.lru_cache(maxsize=None)

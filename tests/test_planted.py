@@ -440,6 +440,12 @@ def check_mutant(name: str, m, batch) -> None:
     elif name.endswith("/negative-name-mover"):
         eff = _direct_effects(m, batch)
         assert eff["heads"][6, 4].item() < -1 and eff["lens"].diff()[12].item() < -1  # attention layer 6 dips
+    elif name.endswith("/s-suppressor"):
+        # H7.4 attends S1 + S2 from END and its direct effect on the logit difference (S pushed down) is
+        # about H7.7's (IO pushed up)
+        assert attention(pat, (7, 4), batch, "END", "S1") + attention(pat, (7, 4), batch, "END", "S2") > 0.9
+        heads = _direct_effects(m, batch)["heads"]
+        assert heads[7, 4].item() > 0.7 * heads[7, 7].item() > 0
     elif name.endswith("/no-to6-trigger"):
         logits_6, _ = run(m, batch.tokens, [("blocks.6.hook_resid_post", project_out(d["to@6"]))])
         assert p_io(logits_6, batch).item() > 0.5 and ld > 9
