@@ -34,7 +34,14 @@ MEASURES = {
 ORACLE_TWIN_GAPS = {
     # ablating to@5 collapses P(IO) (4e-4; thesis 4.8%): the to@5 ablation also turns H6.11's lift off, and the
     # twin's P(IO) is calibrated steep; to@5's attribution is +4.2 (thesis: third most negative), as H6.11
-    # lifts IO and S alike in the twin, so to@5 only helps through its 0.3 share of to@6
+    # lifts IO and S alike in the twin, so to@5 only helps through its 0.3 share of to@6.
+    # Why no retuning of this twin can pass (design arithmetic, tinystories.name_mover_gain / secondary_gain):
+    # H7.7 writes 13.6 logits per unit attention (10.4 on IO at 0.77) for the calibrated 9.4, and H6.11's lift
+    # is 1.6. Losing the lift and keeping a share r of H7.7's END->IO attention leaves P(IO) 0.2% at the thesis's
+    # r = 0.43, 1.1% at r = 0.6, 3.1% at r = 0.7: the rows' bands (P(IO) 1-15%, r 0.2-0.7) meet only at
+    # r 0.6-0.7. The thesis's pair (r 0.43, P(IO) 4.8%) needs a gain <= 9.6 even with no lift lost, i.e. H7.7
+    # carrying at most ~7 of the 9.4; the rest must come from something that leaves IO's logit alone (S pushed
+    # down). That is a recalibrated twin or a planted model for E3 alone (issue 15, item 3), not built yet.
     "E3.L5-to-feature": {"p_io_ablated", "attribution"},
     # ablating verb@5 leaves H7.7 0.008 of its END->IO attention (thesis 0.43): the trigger's 0.7 share is a
     # score drop of ~4.6, more than the rest of the prompt can take
