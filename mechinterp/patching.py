@@ -141,7 +141,7 @@ def end_metric(model: HookedTransformer, final_resid: torch.Tensor, batch: IOIBa
     return logits[:, 0] - logits[:, 1]
 
 
-def final_resid(model: HookedTransformer, tokens: torch.Tensor, **kwargs):
+def run_to_final_resid(model: HookedTransformer, tokens: torch.Tensor, **kwargs):
     """(final residual stream [batch, seq, d_model], cache) of a plain run: no unembedding (end_metric reads END)."""
     return model.run_with_cache(tokens, stop_at_layer=model.cfg.n_layers, **kwargs)
 
@@ -184,17 +184,6 @@ def _site_masks(sites: pd.DataFrame, n_pos: int, n_heads: int) -> tuple[torch.Te
         return mask
 
     return one_hot("pos", n_pos), one_hot("head", n_heads)
-
-
-def first_difference(clean_cache, corrupt_cache, names: list[str]) -> int:
-    """The first position at which any of the named activations differs between the two runs."""
-    first = None
-    for name in names:
-        differs = (clean_cache[name] != corrupt_cache[name]).flatten(2).any(-1).any(0)  # [pos]
-        hits = differs.nonzero()
-        if len(hits):
-            first = int(hits[0]) if first is None else min(first, int(hits[0]))
-    return clean_cache[names[0]].shape[1] if first is None else first
 
 
 def _prefix_kv_cache(corrupt_cache, n_layers: int, from_layer: int, first: int, copies: int) -> TransformerLensKeyValueCache:
@@ -261,8 +250,8 @@ def patch_sites_per_prompt(
     resid_names = [get_act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
     kv_names = [get_act_name(kv, l) for l in range(model.cfg.n_layers) for kv in ("k", "v")]
     with torch.no_grad():
-        clean_resid, clean_cache = final_resid(model, clean.tokens.to(device), names_filter=names)
-        corrupt_resid, corrupt_cache = final_resid(model, corrupt.tokens.to(device), names_filter=resid_names + kv_names + names)
+        clean_resid, clean_cache = run_to_final_resid(model, clean.tokens.to(device), names_filter=names)
+        corrupt_resid, corrupt_cache = run_to_final_resid(model, corrupt.tokens.to(device), names_filter=resid_names + kv_names + names)
         clean_values = end_metric(model, clean_resid, clean, metric).float().cpu()
         corrupt_values = end_metric(model, corrupt_resid, corrupt, metric).float().cpu()
     for name in names:

@@ -147,16 +147,6 @@ def test_positions_the_corruption_cannot_reach_have_no_effect(kind):
     assert resid[0, s2 + 1 :].abs().max() == 0
 
 
-def test_first_difference_is_s2_for_the_s2_corruption():
-    model = small_model("ln")
-    clean, corrupt = protocol_pair()
-    names = ["blocks.0.hook_resid_pre", "blocks.2.attn.hook_z"]
-    _, clean_cache = model.run_with_cache(clean.tokens, names_filter=names)
-    _, corrupt_cache = model.run_with_cache(corrupt.tokens, names_filter=names)
-    assert patching.first_difference(clean_cache, corrupt_cache, names) == int(clean.pos("S2")[0])
-    assert patching.first_difference(clean_cache, clean_cache, names) == clean.tokens.shape[1]
-
-
 def test_patching_nothing_gives_the_corrupted_metric_raw():
     """Unnormalized: a no-op patch returns the corrupted run's own metric."""
     model = small_model("ln")
