@@ -223,10 +223,10 @@ def _parse_planted(raw: str) -> ModelSpec:
 
 def _planted_mutants() -> set[str]:
     try:
-        from fixtures.planted import MUTANTS  # lazy: planted models are optional for real-model runs
+        from fixtures.planted import VARIANTS  # lazy: planted models are optional for real-model runs
     except ModuleNotFoundError as err:
         raise UnknownModel(f"planted models need fixtures/planted, which is not available ({err})") from None
-    return set(MUTANTS)
+    return set(VARIANTS)
 
 
 def _parse_local(raw: str, directory: Path, override: str | None) -> ModelSpec:
