@@ -435,7 +435,8 @@ KNOWN_GAPS: list[KnownGap] = [
              "0.28, passing). The feature's attribution is +1.58 (oracle +4.2; thesis: third most negative): "
              "H6.11 lifts IO and S alike, so to@5 only helps through its share of to@6. No retuning of this twin "
              "passes the graded rows: with H7.7's calibrated 13.6 logits per unit attention, P(IO) is 1-15% only "
-             "when H7.7 keeps 0.6-0.7 of its attention (tests/test_claim_pairs_e3.py, ORACLE_TWIN_GAPS)", E3_DEFAULT_SAES),
+             "when H7.7 keeps 0.6-0.7 of its attention (tests/test_claim_pairs_e3.py, ORACLE_TWIN_GAPS); the regraded "
+             "variant planted:tinystories-8m/e3-graded passes these rows with the oracle", E3_DEFAULT_SAES),
     KnownGap("E3.L5-gave-feature", TS_TWIN, ("verb_share", "H7.7_END_to_IO_after_over_before"),
              "ablating the verb feature leaves H7.7 0.002 of its END->IO attention (oracle 0.008; thesis 0.43): "
              "verb@5 carries 0.7 of to@6, a score drop H7.7 cannot absorb. On the one prompt the trained "

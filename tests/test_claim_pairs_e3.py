@@ -41,7 +41,7 @@ ORACLE_TWIN_GAPS = {
     # r = 0.43, 1.1% at r = 0.6, 3.1% at r = 0.7: the rows' bands (P(IO) 1-15%, r 0.2-0.7) meet only at
     # r 0.6-0.7. The thesis's pair (r 0.43, P(IO) 4.8%) needs a gain <= 9.6 even with no lift lost, i.e. H7.7
     # carrying at most ~7 of the 9.4; the rest must come from something that leaves IO's logit alone (S pushed
-    # down). That is a recalibrated twin or a planted model for E3 alone (issue 15, item 3), not built yet.
+    # down). The graded variant (GRADED below, fixtures.planted.mutants.E3_GRADED) is that model: it passes these rows.
     "E3.L5-to-feature": {"p_io_ablated", "attribution"},
     # ablating verb@5 leaves H7.7 0.008 of its END->IO attention (thesis 0.43): the trigger's 0.7 share is a
     # score drop of ~4.6, more than the rest of the prompt can take
@@ -53,8 +53,27 @@ ORACLE_TWIN_GAPS = {
 WITHOUT_MUTANT: set[str] = set()
 
 
+# The twin regraded for E3 (fixtures.planted.mutants.E3_GRADED) has no oracle gap: every row of every E3 claim
+# passes on it, and each E3 mutant's one change, applied to it, fails its claim there too.
+GRADED = "tinystories-8m/e3-graded"
+
+
+def graded_mutant(mutant: str) -> str:
+    return f"{GRADED}+{mutant.split('/', 1)[1]}"
+
+
 @functools.lru_cache(maxsize=None)
 def oracle_subject(name: str):
+    if name.startswith(GRADED + "+"):  # the graded variant with one E3 mutant's change on top
+        from dataclasses import replace
+
+        from fixtures.planted.mutants import E3_GRADED, REGISTRY
+        from fixtures.planted.tinystories import TinyStoriesTwinConfig, build_tinystories_twin
+
+        mutant = REGISTRY["tinystories-8m/" + name.split("+", 1)[1]]
+        config = replace(TinyStoriesTwinConfig(), **E3_GRADED[GRADED][2], **mutant.change)
+        model = build_tinystories_twin(config, name=name)
+        return model, SAESet(f"planted:{GRADED}", model, config=ORACLE)
     model = planted.build(name)
     return model, SAESet(f"planted:{name}", model, config=ORACLE)
 
@@ -66,7 +85,8 @@ def measured(name: str, claim: str) -> dict:
 
 
 def failing_rows(claim: str, name: str) -> set[str]:
-    rows = [r for r in lookup_all(claim, f"planted:{name}") if r.quantity not in ORACLE_TWIN_GAPS.get(claim, ())]
+    gaps = () if name.startswith(GRADED) else ORACLE_TWIN_GAPS.get(claim, ())
+    rows = [r for r in lookup_all(claim, "planted:tinystories-8m") if r.quantity not in gaps]
     assert rows, f"no threshold row for {claim} on planted:{name}"
     values = measured(name, claim)
     return {f"{r.quantity}={values.get(r.quantity)} vs '{r.describe()}'" for r in rows
@@ -104,6 +124,26 @@ def mutant_cases() -> list:
 def test_claim_fails_on_mutant_with_oracle(claim, mutant):
     description, _ = planted.MUTANTS[mutant]
     assert failing_rows(claim, mutant), f"{claim} still passes on mutant {mutant} ({description})"
+
+
+@pytest.mark.parametrize("claim", sorted(MEASURES))
+def test_every_row_passes_on_the_graded_variant_with_oracle(claim):
+    assert failing_rows(claim, GRADED) == set()
+
+
+@pytest.mark.parametrize("claim, mutant", mutant_cases())
+def test_claim_fails_on_mutant_of_the_graded_variant_with_oracle(claim, mutant):
+    description, _ = planted.MUTANTS[mutant]
+    assert failing_rows(claim, graded_mutant(mutant)), f"{claim} still passes on {GRADED} + {mutant} ({description})"
+
+
+def test_graded_variant_shows_the_oracle_twin_gaps_pass():
+    """What the calibrated twin cannot show (ORACLE_TWIN_GAPS) is what the graded variant was built for."""
+    for claim, quantities in ORACLE_TWIN_GAPS.items():
+        values = measured(GRADED, claim)
+        for quantity in quantities:
+            rows = [r for r in lookup_all(claim, "planted:tinystories-8m") if r.quantity == quantity]
+            assert rows and all(r.passes(values[quantity]) for r in rows), (claim, quantity, values[quantity])
 
 
 def test_oracle_filler_is_content_the_twin_never_reads_again():
