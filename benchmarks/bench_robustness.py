@@ -1,5 +1,5 @@
 """Cost of the robustness pass (mechinterp.robustness, issue 12) on the random-init twins of TinyStories-8M
-and GPT-2 small: every E1 and E2 claim's distribution measure (E2.eap-edges has none), with its bootstrap
+and GPT-2 small: every E1 and E2 claim's distribution measure (E2.eap-edges's per-prompt EAP included), with its bootstrap
 (1000 resamples) and leave-one-template-out, at 256 prompts against the same pass at 8 prompts, in one run.
 The memo is cleared before every round, so each round does every forward pass. One thread.
 
@@ -17,6 +17,7 @@ import torch
 import claims.test_e1_head_scores as e1
 import claims.test_e2_attention as attention_claims
 import claims.test_e2_dla as dla_claims
+import claims.test_e2_eap as eap_claims
 import claims.test_e2_logit_diff as logit_diff_claims
 import claims.test_e2_logit_lens as lens_claims
 import claims.test_e2_patching as patching_claims
@@ -45,6 +46,7 @@ def e2_distributions(model) -> dict:
     specs.update(zip(("E2.lens-monotone", "E2.lens-jump"), lens_claims.lens_distributions(model)))
     specs.update(attention_claims.attention_distributions(model))
     specs.update(patching_claims.patching_distributions(model))
+    specs["E2.eap-edges"] = eap_claims.eap_distribution(model)
     return specs
 
 
@@ -72,7 +74,7 @@ def test_robustness_pass(benchmark, twin, n_prompts):
     name, model = twin
     benchmark.group = f"robustness {name}"
     claims = benchmark.pedantic(robustness_pass, args=(model, n_prompts), rounds=1, iterations=1, warmup_rounds=0)
-    assert claims == 13
+    assert claims == 14
     SECONDS[(name, n_prompts)] = benchmark.stats.stats.mean
     benchmark.extra_info["seconds"] = benchmark.stats.stats.mean
     if n_prompts != SIZES[0] and (name, SIZES[0]) in SECONDS:
