@@ -168,3 +168,54 @@ def test_card_names_the_brute_force_s_inhibition_heads(name):
 def test_negative_control_has_no_name_mover(name):
     assert card_of(name).name_movers == [], f"{name}: {card_of(name).table()}\nbrute force:\n{truth_of(name).table()}"
     assert truth_of(name).name_movers == [], truth_of(name).table()
+
+
+def test_distractor_corpus_keeps_the_heldout_pairs_out_and_its_answer_is_the_receiver():
+    """The distractor corpus (recipe.DISTRACTOR_KNOBS): its IOI sentence ends the story and the name after its last
+    ' to' is IO, the name of the "A and B" pair that S2 does not repeat, or S itself in a one-name self sentence; no
+    held-out pair is trained; the distractor sentences name neither IO nor S; a story fits max_positions."""
+    import random
+    import re
+
+    from fixtures.learned.corpus import NAMES, heldout_pairs, story
+    from fixtures.learned.recipe import LearnedRecipe
+    from fixtures.learned.tokenizer import build_tokenizer
+
+    tokenizer, heldout, rng = build_tokenizer(), heldout_pairs(), random.Random(0)
+    count = lambda name, text: len(re.findall(rf"\b{name}\b", text))  # noqa: E731
+    n_self = 0
+    for _ in range(2000):
+        text, at = story(rng, 1.0, 2, heldout, distractors=3, interpose=2, self_rate=0.3)
+        answer = text[at:].strip(" .")
+        subject = re.search(r"(\w+) (?:gave|handed) [\w ]+? to$", text[:at]).group(1)
+        assert text.endswith(f" to {answer}.") and answer in NAMES and subject in NAMES, text
+        assert count(subject, text[:at]) == 2, text  # S1 and S2 only: no distractor names S
+        if answer == subject:
+            n_self += 1
+            assert not re.search(rf"\b({answer} and|and {answer})\b", text), text
+        else:
+            assert count(answer, text[:at]) == 1, text  # IO once: no distractor names IO
+            assert frozenset((answer, subject)) not in heldout, text
+            assert re.search(rf"\b({answer} and {subject}|{subject} and {answer})\b", text), text
+        assert len(tokenizer.encode(text)) + 1 <= LearnedRecipe("x").max_positions
+    assert 0.25 < n_self / 2000 < 0.35
+
+
+def test_answer_weight_reads_the_ioi_answer_token():
+    """train.answer_positions, where answer_weight's loss is taken, points at the IOI answer in the padded batch."""
+    import random
+
+    from fixtures.learned.corpus import heldout_pairs, story
+    from fixtures.learned.tokenizer import build_tokenizer
+    from fixtures.learned.train import answer_positions
+
+    tokenizer, rng = build_tokenizer(), random.Random(0)
+    stories = [story(rng, 0.5, 2, heldout_pairs(), distractors=3, interpose=2, self_rate=0.3) for _ in range(64)]
+    batch = tokenizer([tokenizer.bos_token + text for text, _ in stories], padding=True, return_tensors="pt",
+                      add_special_tokens=False)
+    rows, where = answer_positions(tokenizer, stories)
+    assert 0 < len(rows) < 64 and [i for i, (_, at) in enumerate(stories) if at is not None] == rows.tolist()
+    for row, pos in zip(rows.tolist(), where.tolist()):
+        text, at = stories[row]
+        assert tokenizer.decode(batch.input_ids[row, pos]) == " " + text[at:].strip(" ."), text
+        assert tokenizer.decode(batch.input_ids[row, pos - 1]) == " to", text
