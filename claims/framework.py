@@ -112,11 +112,12 @@ def subject_params(claim: str, specs: list[ModelSpec]) -> list:
 
 def known_gap_mark(gap) -> pytest.MarkDecorator:
     """A strict xfail: the claim runs and its failure is reported as "known gap" with the measured cause;
-    once it passes, the test fails until the KNOWN_GAPS entry is removed. A gap measured with the default
+    once it passes, the test fails until the KNOWN_GAPS entry is removed (a seed-dependent gap, which passes
+    on some SAE seeds, is not strict: its pass is reported as a pass). A gap measured with the default
     options (`gap.unless_options`, e.g. E3's SAE source) does not apply to a run that sets one of them."""
     condition = " and ".join(f"config.getoption({option!r}, None) is None" for option in gap.unless_options) or True
-    return pytest.mark.xfail(condition, reason=f"known gap of {gap.model}: {gap.why}", strict=True, run=True,
-                             raises=KnownGapFailure)
+    return pytest.mark.xfail(condition, reason=f"known gap of {gap.model}: {gap.why}", strict=not gap.seed_dependent,
+                             run=True, raises=KnownGapFailure)
 
 
 class KnownGapFailure(AssertionError):
@@ -362,6 +363,9 @@ class Recorder:
             if result.status != "failed":  # a teardown error after a failed check stays 'failed'
                 result.status = "failed" if is_failed_check else "error"
                 result.message = _exception_message(call.excinfo)
+        elif test_report.when == "call" and hasattr(test_report, "wasxfail"):  # a seed-dependent known gap that passed
+            result.status = "passed"
+            result.message = f"every row holds on these SAEs; claims.thresholds.KNOWN_GAPS lists it as seed-dependent ({test_report.wasxfail})"
         elif test_report.when == "call":
             result.status, result.message = ("measured" if result.claim in INFO_CLAIMS else "passed"), ""
 

@@ -409,6 +409,9 @@ class KnownGap:
     quantities: tuple[str, ...]  # the rows the model may fail; a row failing beyond them fails the test
     why: str
     unless_options: tuple[str, ...] = ()  # pytest options (dest names) under which it was not measured
+    # Its rows were measured passing on some SAE seed or machine and failing on others: not strict (a pass is
+    # reported as a pass, noted as seed-dependent, not as the gap having closed).
+    seed_dependent: bool = False
 
     def __post_init__(self):
         if not self.quantities or not self.why.strip():
@@ -452,13 +455,16 @@ KNOWN_GAPS: list[KnownGap] = [
              "the trained feature of most negative attribution (-13.8 with its copy) is one name's own feature: "
              "its top 10 contexts hold 1 distinct name (oracle names@6: 8). names@6 always comes with a name's "
              "code, so the SAE folds it into one feature per name", E3_DEFAULT_SAES),
-    KnownGap("E3.L7-logit-feature", TS_TWIN, ("attribution_over_runner_up",),
-             "the top trained feature (3 copies, attribution 4.26, W_U top token ' Mary', the IO) leads the next by "
-             "2.06 (thesis 59; the oracle, whose name features have a JumpReLU threshold, passes): the next is another "
-             "name's logit direction, which fires on Mary's write because the twin packs 40 names into 12 dimensions "
-             "(overlaps up to ~0.38) and the trained gated SAE's threshold does not cut that leak. On the 8 prompts the "
-             "lead is 0.52: 8 IO names share the attribution, so no name-specific feature can lead there",
-             E3_DEFAULT_SAES),
+    KnownGap("E3.L7-logit-feature", TS_TWIN, ("attribution_over_runner_up", "top_unembed_token_is_io"),
+             "the top trained feature leads the next by far less than the thesis's 59 (the oracle, whose name features "
+             "have a JumpReLU threshold, passes): the next is another name's logit direction, which fires on Mary's "
+             "write because the twin packs 40 names into 12 dimensions (overlaps up to ~0.38) and the trained gated "
+             "SAE's threshold does not cut that leak. Measured on two machines with the same code, twin, corpus and "
+             "config (training is deterministic on one machine, not across them): one gave 3 copies, attribution "
+             "4.26, W_U top token ' Mary' (the IO), lead 2.06; the other, SAE seeds 0 / 1 / 2: leads 11.4 / 0.40 / "
+             "1.17, seed 1's top feature (one copy) unembedding to another name first, so the IO row fails on that "
+             "seed. On the 8 prompts the lead is 0.5-1.0: 8 IO names share the attribution, so no name-specific "
+             "feature can lead there", E3_DEFAULT_SAES, seed_dependent=True),
     KnownGap("E3.random-control", TS_TWIN, ("mean_abs_delta_p_io_L5", "mean_abs_delta_p_io_L6"),
              "mean |dP(IO)| over 30 random live trained features is 0.19 after block 5 and 0.19 after block 6 "
              "(8 prompts: 0.15 / 0.16; oracle filler: 0.0): the twin's P(IO) is steep in everything H7.7 reads, and "
