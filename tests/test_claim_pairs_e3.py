@@ -126,26 +126,6 @@ def test_claim_fails_on_mutant_with_oracle(claim, mutant):
     assert failing_rows(claim, mutant), f"{claim} still passes on mutant {mutant} ({description})"
 
 
-@pytest.mark.parametrize("claim", sorted(MEASURES))
-def test_every_row_passes_on_the_graded_variant_with_oracle(claim):
-    assert failing_rows(claim, GRADED) == set()
-
-
-@pytest.mark.parametrize("claim, mutant", mutant_cases())
-def test_claim_fails_on_mutant_of_the_graded_variant_with_oracle(claim, mutant):
-    description, _ = planted.MUTANTS[mutant]
-    assert failing_rows(claim, graded_mutant(mutant)), f"{claim} still passes on {GRADED} + {mutant} ({description})"
-
-
-def test_graded_variant_shows_the_oracle_twin_gaps_pass():
-    """What the calibrated twin cannot show (ORACLE_TWIN_GAPS) is what the graded variant was built for."""
-    for claim, quantities in ORACLE_TWIN_GAPS.items():
-        values = measured(GRADED, claim)
-        for quantity in quantities:
-            rows = [r for r in lookup_all(claim, "planted:tinystories-8m") if r.quantity == quantity]
-            assert rows and all(r.passes(values[quantity]) for r in rows), (claim, quantity, values[quantity])
-
-
 def test_oracle_filler_is_content_the_twin_never_reads_again():
     from fixtures.planted.oracle_sae import FILLER_SUBSPACES, unread_rows
 
