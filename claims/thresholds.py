@@ -342,10 +342,11 @@ THRESHOLDS: list[Threshold] = [
               "s3.5.1: after the ablation IO 'is still the only position attended to except for the beginning of "
               "string': H7.7 keeps part of its attention (0.3 of 0.7). Bound 0.2: under half the thesis's 0.43, "
               "well above the near-zero of a collapse."),
-    Threshold("E3.L5-to-feature", "tiny-stories-8M", "attribution", None, "<", 0.0, None,
+    Threshold("E3.L5-to-feature", "tiny-stories-8M", "attribution", None, "<", -0.01, None,
               "s3.5.1: 44 'had quite large negative feature attribution, in fact third most negative of all "
               "features' (the thesis's reading: decreasing it stops H6.11 moving S into END). Its sign must be "
-              "negative; the rank is reported (attribution_rank_from_most_negative), not bounded."),
+              "negative, beyond float noise (0.01 logits: claims/test_e3_features.ATTRIBUTION_NOISE); the rank is "
+              "reported (attribution_rank_from_most_negative), not bounded."),
     Threshold("E3.L5-gave-feature", "tiny-stories-8M", "verb_share", 1.0, ">=", 0.75, 0.25,
               "s3.5.1: feature 2338 'activates on gave'. Its strongest activation (BOS excluded) is at the verb after S2 "
               "(on the one prompt: 1 = yes; on the 8, at least 6 of them)."),
@@ -367,8 +368,9 @@ THRESHOLDS: list[Threshold] = [
     Threshold("E3.L5-infinitive-to", "tiny-stories-8M", "to_attention_after", None, ">=", 0.25, None,
               "s3.5.1, fig 3.23: 'strong' attention: after the ablation that mean is at least 0.25, nearly 4x the "
               "uniform share over END's 15 keys."),
-    Threshold("E3.L6-negative-names", "tiny-stories-8M", "attribution", -7.79, "<", 0.0, None,
-              "Table 3.8: the role's feature (2837) has the most negative attribution, -7.79; it must be negative."),
+    Threshold("E3.L6-negative-names", "tiny-stories-8M", "attribution", -7.79, "<", -0.01, None,
+              "Table 3.8: the role's feature (2837) has the most negative attribution, -7.79; it must be negative, "
+              "beyond float noise (0.01 logits: claims/test_e3_features.ATTRIBUTION_NOISE)."),
     Threshold("E3.L6-negative-names", "tiny-stories-8M", "attribution_over_runner_up", 1.98, ">=", 1.5, 0.48,
               "s3.5.2, table 3.8: 2837 has 'by far the largest negative attribution', -7.79 against the next -3.93 "
               "(ratio 1.98). Bound 1.5, as for the L5 verb feature: the role feature (with its near-copies) leads the "
@@ -424,6 +426,7 @@ E3_DEFAULT_SAES = ("sae_dir", "sae_config")
 # Values: the thesis's prompt, trained SAEs (seed 0) and, in brackets, the oracle SAEs of
 # fixtures.planted.oracle_sae (exact planted directions: a gap there is the twin's, not SAE training's).
 TS_TWIN = "planted:tinystories-8m"
+TS_GRADED = "planted:tinystories-8m/e3-graded"
 # E3 measured over several SAE seeds (--sae-seeds): a row holds only when it holds on every seed. The thesis
 # trained one SAE per block, so its findings are claims about that SAE; a finding that some seeds show and
 # others do not depends on SAE training, and a majority would hide the seed that flips it. The report shows
@@ -470,6 +473,31 @@ KNOWN_GAPS: list[KnownGap] = [
              "(8 prompts: 0.15 / 0.16; oracle filler: 0.0): the twin's P(IO) is steep in everything H7.7 reads, and "
              "its live SAE features carry is-name, inhibition or verb content next to their tokens' codes",
              E3_DEFAULT_SAES),
+    # The graded variant (fixtures.planted.mutants.E3_GRADED) passes every E3 row with the oracle; with trained SAEs
+    # it passes L6-to, L5-to and L7 (SAE seeds 0, 1, 2), each failing on its mutant (tests/test_e3_trained_graded.py).
+    # What it still cannot show with them (seed 0, thesis prompt):
+    KnownGap("E3.L5-gave-feature", TS_GRADED, ("verb_share", "H7.7_END_to_IO_after_over_before",
+                                               "H6.11_END_to_names_after_over_before"),
+             "the top-attribution trained layer-5 feature is a name's own (decoder: name code 0.38, dup 0.31, is_name "
+             "0.09; 7 copies, attribution 32.4), not the verb's (decoder cos 0.99 with verb@5, attribution ~1.6): "
+             "H6.11 and H7.7 read names through key scores of ~16 and ~10, so at first order a name is the largest "
+             "lever (is_name at IO +58.9, at S1 -46.9); ablating that feature collapses H7.7 (keeps 0.0015) and H6.11 "
+             "(0.21)", E3_DEFAULT_SAES),
+    KnownGap("E3.L5-infinitive-to", TS_GRADED, ("to_attention_after",),
+             "the trained infinitive feature is the whole non-giving ' to' token (decoder inf@5 0.88, is_to, to_pos "
+             "and the token's code 0.04 each), so projecting it takes the later heads' pull to earlier ' to' (to_pos) "
+             "with what cancels it: attention to earlier ' to' 1.3e-6 -> 2.8e-6 (ratio 2.1 passes, 'strong' fails). "
+             "A 128-wide SAE keeps them apart (0.83 after)", E3_DEFAULT_SAES),
+    KnownGap("E3.L6-negative-names", TS_GRADED, ("attribution", "attribution_over_runner_up", "name_share_top_contexts",
+                                                 "distinct_names_top_contexts"),
+             "no trained layer-6 feature has a negative attribution beyond float noise (the least, -2.8e-6, is an "
+             "infinitive ' to' feature): names@6 sits in per-name features with the name's own key content, whose "
+             "positive attribution outweighs it", E3_DEFAULT_SAES),
+    KnownGap("E3.random-control", TS_GRADED, ("mean_abs_delta_p_io_L5", "mean_abs_delta_p_io_L6"),
+             "30 random live trained features move P(IO) by 0.23 (block 5) and 0.57 (block 6) on average, one of 30 "
+             "under 0.02: most live features are position-bucketed copies (decoder cos 0.5-0.9) of planted directions "
+             "(at block 5 30 of to@5, 33 of inf@5, 40 of verb@5), and at block 6 to@6 also sits on every token after a "
+             "giving verb (the variant's H6.3)", E3_DEFAULT_SAES),
 ]
 
 

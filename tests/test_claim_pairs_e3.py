@@ -63,8 +63,9 @@ def graded_mutant(mutant: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def oracle_subject(name: str):
-    if name.startswith(GRADED + "+"):  # the graded variant with one E3 mutant's change on top
+def planted_model(name: str):
+    """planted:<name>, or the graded variant with one E3 mutant's change on top (GRADED+<mutant>)."""
+    if name.startswith(GRADED + "+"):
         from dataclasses import replace
 
         from fixtures.planted.mutants import E3_GRADED, REGISTRY
@@ -72,10 +73,14 @@ def oracle_subject(name: str):
 
         mutant = REGISTRY["tinystories-8m/" + name.split("+", 1)[1]]
         config = replace(TinyStoriesTwinConfig(), **E3_GRADED[GRADED][2], **mutant.change)
-        model = build_tinystories_twin(config, name=name)
-        return model, SAESet(f"planted:{GRADED}", model, config=ORACLE)
-    model = planted.build(name)
-    return model, SAESet(f"planted:{name}", model, config=ORACLE)
+        return build_tinystories_twin(config, name=name)
+    return planted.build(name)
+
+
+@functools.lru_cache(maxsize=None)
+def oracle_subject(name: str):
+    model = planted_model(name)
+    return model, SAESet(f"planted:{name.split('+', 1)[0]}", model, config=ORACLE)
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,9 +91,13 @@ def measured(name: str, claim: str) -> dict:
 
 def failing_rows(claim: str, name: str) -> set[str]:
     gaps = () if name.startswith(GRADED) else ORACLE_TWIN_GAPS.get(claim, ())
-    rows = [r for r in lookup_all(claim, "planted:tinystories-8m") if r.quantity not in gaps]
-    assert rows, f"no threshold row for {claim} on planted:{name}"
-    values = measured(name, claim)
+    return rows_failing(claim, measured(name, claim), gaps)
+
+
+def rows_failing(claim: str, values: dict, skip=()) -> set[str]:
+    """The threshold rows of `claim` (the TinyStories twin's, those not in `skip`) that `values` fail."""
+    rows = [r for r in lookup_all(claim, "planted:tinystories-8m") if r.quantity not in skip]
+    assert rows, f"no threshold row for {claim}"
     return {f"{r.quantity}={values.get(r.quantity)} vs '{r.describe()}'" for r in rows
             if r.quantity not in values or not r.passes(values[r.quantity])}
 

@@ -1,0 +1,64 @@
+"""E3 on the graded variant (fixtures.planted.mutants.E3_GRADED) with SAEs trained in the run, as `./run claims`
+trains them (claims.sae_sources.PLANTED_SAE_CONFIG, seed 0), not the oracle's planted directions.
+
+Where a trained SAE recovers the role, the claim passes on the variant and fails on the variant with the change of
+a mutant that lacks the finding (its SAEs trained too): ground truth for the claim with the SAEs users train. The
+claims whose roles a trained SAE does not recover there are known gaps with the measured cause (TRAINED_GAPS): each
+must still fail, on its listed rows only; once one passes, its entry goes and it gets a mutant case. SAE training is deterministic on one machine, not across
+machines (claims.thresholds.KNOWN_GAPS, E3.L7), so a value near its bound may move on another machine; the values
+in the comments are from this project's 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from claims.sae_sources import PLANTED_SAE_CONFIG, SAESet
+from claims.thresholds import KNOWN_GAPS, TS_GRADED
+from tests.test_claim_pairs_e3 import GRADED, MEASURES, graded_mutant, planted_model, rows_failing
+
+# Claim -> the mutant whose change, applied to the variant, removes the finding (fixtures.planted.MUTANTS).
+# Measured (seed 0, thesis prompt), variant: L6-to P(IO) 77% -> 0.32%, H7.7's END attention to the names keeps
+# 0.13; L5-to P(IO) -> 4.8%, H7.7 keeps 0.57 of END->IO, H6.11 ~0 of its names, attribution -2.15; L7 one
+# feature with all the positive attribution, W_U top token " Mary".
+RECOVERED = {
+    "E3.L6-to-feature-collapse": "tinystories-8m/no-to6-trigger",
+    "E3.L5-to-feature": "tinystories-8m/no-to5-trigger",
+    "E3.L7-logit-feature": "tinystories-8m/s-suppressor",
+}
+# What a trained SAE does not show on the variant: claims.thresholds.KNOWN_GAPS (so the report of
+# `./run claims --model planted:tinystories-8m/e3-graded` says why), each with its failing rows and measured cause.
+TRAINED_GAPS = {gap.claim: gap for gap in KNOWN_GAPS if gap.model == TS_GRADED}
+
+
+@functools.lru_cache(maxsize=None)
+def trained_values(name: str, claim: str) -> dict:
+    """The claim's values on planted:<name> (or GRADED+<mutant>) with SAEs trained on the story corpus."""
+    model = planted_model(name)
+    saes = SAESet(f"planted:{name.split('+', 1)[0]}", model, config=PLANTED_SAE_CONFIG)
+    return MEASURES[claim](model, saes).values
+
+
+@pytest.mark.parametrize("claim", sorted(RECOVERED))
+def test_claim_passes_on_the_graded_variant_with_trained_saes(claim):
+    assert rows_failing(claim, trained_values(GRADED, claim)) == set()
+
+
+@pytest.mark.parametrize("claim", sorted(TRAINED_GAPS))
+def test_known_gap_of_the_graded_variant_still_fails_on_its_rows_only(claim):
+    """A gap that closed fails here until its entry goes; a row failing beyond the gap's is not excused."""
+    failing = {row.split("=", 1)[0] for row in rows_failing(claim, trained_values(GRADED, claim))}
+    assert failing, f"{claim} now passes on {TS_GRADED} with trained SAEs: drop its KNOWN_GAPS entry, add it to RECOVERED"
+    assert failing <= set(TRAINED_GAPS[claim].quantities), f"{claim}: {failing - set(TRAINED_GAPS[claim].quantities)} fail beyond the gap"
+
+
+@pytest.mark.parametrize("claim", sorted(RECOVERED))
+def test_claim_fails_on_its_mutant_of_the_graded_variant_with_trained_saes(claim):
+    name = graded_mutant(RECOVERED[claim])
+    assert rows_failing(claim, trained_values(name, claim)), f"{claim} still passes on {name} with trained SAEs"
+
+
+def test_every_e3_claim_is_recovered_or_a_gap():
+    assert set(RECOVERED) | set(TRAINED_GAPS) == set(MEASURES) and not set(RECOVERED) & set(TRAINED_GAPS)
