@@ -5,7 +5,7 @@ answers: how well does it do IOI, and which heads play which part? No thresholds
 measured and shown. Each role is a rule over the suite's own measurements:
 
   name movers           positive direct logit attribution (DLA) at END and END attends IO more
-                        than S1 + S2 (thesis s3.4.2: H7.7; GPT-2 small H9.9, H9.6)
+                        than S1 + S2, and noticeably (thesis s3.4.2: H7.7; GPT-2 small H9.9, H9.6)
   negative name movers  the same attention, negative DLA beyond noticeable_dla of the logit
                         difference (GPT-2 small 10.7, 11.10; none in TS-8M)
   S-inhibition          head patching moves the logit difference (|effect| >= noticeable_effect),
@@ -130,7 +130,9 @@ def circuit_card(model: HookedTransformer, tokenizer, config: CircuitCardConfig 
     dla_fraction = dla / abs(total) if abs(total) > 1e-9 else dla * float("nan")
     attention = mean_attention(model, batch, [("END", "IO"), ("END", "S1"), ("END", "S2")])
     to_io, to_s = attention[("END", "IO")], attention[("END", "S1")] + attention[("END", "S2")]
-    attends_io = to_io > to_s
+    # A mover must attend IO at all, not only more than S: a head with 0.02 on IO and on S is resting, not moving
+    # (the learned models' brute force, fixtures.learned.ground_truth, has the same floor).
+    attends_io = (to_io > to_s) & (to_io >= config.noticeable_attention)
     name_movers = _ranked(dla_fraction, attends_io & (dla_fraction > config.noticeable_dla), config.top_k, to_io)
     negative = _ranked(dla_fraction, attends_io & (dla_fraction < -config.noticeable_dla), config.top_k, to_io,
                        descending=False)

@@ -61,3 +61,12 @@ def test_card_table_is_one_short_line_per_role(card_of):
     assert table["name movers (DLA fraction, END->IO)"].startswith("H7.7 (+1.00, attn 0.7")
     assert table["induction (score)"] == "none" and all("\n" not in v for v in table.values())
     assert set(card.values()) >= {"logit_diff", "p_io", "handover_layer"}
+
+
+def test_a_name_mover_must_attend_io_noticeably():
+    """END->IO above S is not enough: H7.7 (END->IO ~0.77 on the protocol prompts) is no mover under a floor of 0.9."""
+    from mechinterp.circuit_card import CircuitCardConfig
+
+    model = build("tinystories-8m")
+    card = circuit_card(model, tokenizer_for(model), CircuitCardConfig(noticeable_attention=0.9))
+    assert card.name_movers == [] and card.negative_name_movers == []
