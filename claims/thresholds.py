@@ -476,17 +476,18 @@ KNOWN_GAPS: list[KnownGap] = [
     # The graded variant (fixtures.planted.mutants.E3_GRADED) passes every E3 row with the oracle; with trained SAEs
     # it passes L6-to, L5-to and L7 (SAE seeds 0, 1, 2), each failing on its mutant (tests/test_e3_trained_graded.py).
     # What it still cannot show with them (seed 0, thesis prompt):
-    KnownGap("E3.L5-gave-feature", TS_GRADED, ("verb_share", "H7.7_END_to_IO_after_over_before",
+    KnownGap("E3.L5-gave-feature", TS_GRADED, ("verb_share", "attribution_over_runner_up", "H7.7_END_to_IO_after_over_before",
                                                "H6.11_END_to_names_after_over_before"),
              "the top-attribution trained layer-5 feature is a name's own (decoder: name code 0.38, dup 0.31, is_name "
              "0.09; 7 copies, attribution 32.4), not the verb's (decoder cos 0.99 with verb@5, attribution ~1.6): "
              "H6.11 and H7.7 read names through key scores of ~16 and ~10, so at first order a name is the largest "
              "lever (is_name at IO +58.9, at S1 -46.9); ablating that feature collapses H7.7 (keeps 0.0015) and H6.11 "
-             "(0.21)", E3_DEFAULT_SAES),
-    KnownGap("E3.L5-infinitive-to", TS_GRADED, ("to_attention_after",),
+             "(0.21). The role being another feature's, its lead (12.7, passing) is listed too", E3_DEFAULT_SAES),
+    KnownGap("E3.L5-infinitive-to", TS_GRADED, ("to_attention_after", "to_attention_after_over_before"),
              "the trained infinitive feature is the whole non-giving ' to' token (decoder inf@5 0.88, is_to, to_pos "
              "and the token's code 0.04 each), so projecting it takes the later heads' pull to earlier ' to' (to_pos) "
-             "with what cancels it: attention to earlier ' to' 1.3e-6 -> 2.8e-6 (ratio 2.1 passes, 'strong' fails). "
+             "with what cancels it: attention to earlier ' to' 1.3e-6 -> 2.8e-6 (ratio 2.1 passes near its bound, "
+             "as on the twin's seed 0, which seeds 1 and 2 fail; 'strong' fails). "
              "A 128-wide SAE keeps them apart (0.83 after)", E3_DEFAULT_SAES),
     KnownGap("E3.L6-negative-names", TS_GRADED, ("attribution", "attribution_over_runner_up", "name_share_top_contexts",
                                                  "distinct_names_top_contexts"),
