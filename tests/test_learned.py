@@ -170,10 +170,12 @@ def test_negative_control_has_no_name_mover(name):
     assert truth_of(name).name_movers == [], truth_of(name).table()
 
 
-def test_distractor_corpus_keeps_the_heldout_pairs_out_and_its_answer_is_the_receiver():
+@pytest.mark.parametrize("pair_rate", [0.0, 0.5])
+def test_distractor_corpus_keeps_the_heldout_pairs_out_and_its_answer_is_the_receiver(pair_rate):
     """The distractor corpus (recipe.DISTRACTOR_KNOBS): its IOI sentence ends the story and the name after its last
     ' to' is IO, the name of the "A and B" pair that S2 does not repeat, or S itself in a one-name self sentence; no
-    held-out pair is trained; the distractor sentences name neither IO nor S; a story fits max_positions."""
+    held-out pair is trained; the distractor sentences name neither IO nor S; a story fits max_positions. With
+    pair_rate, distractor conjunctions ("X and Y" of two other names) appear as well, and only then."""
     import random
     import re
 
@@ -183,13 +185,14 @@ def test_distractor_corpus_keeps_the_heldout_pairs_out_and_its_answer_is_the_rec
 
     tokenizer, heldout, rng = build_tokenizer(), heldout_pairs(), random.Random(0)
     count = lambda name, text: len(re.findall(rf"\b{name}\b", text))  # noqa: E731
-    n_self = 0
+    n_self = n_pairs = 0
     for _ in range(2000):
-        text, at = story(rng, 1.0, 2, heldout, distractors=3, interpose=2, self_rate=0.3)
+        text, at = story(rng, 1.0, 2, heldout, distractors=3, interpose=2, self_rate=0.3, pair_rate=pair_rate)
         answer = text[at:].strip(" .")
         subject = re.search(r"(\w+) (?:gave|handed) [\w ]+? to$", text[:at]).group(1)
         assert text.endswith(f" to {answer}.") and answer in NAMES and subject in NAMES, text
         assert count(subject, text[:at]) == 2, text  # S1 and S2 only: no distractor names S
+        n_pairs += sum(not {x, y} & {answer, subject} for x, y in re.findall(r"(\w+) and (\w+)", text))
         if answer == subject:
             n_self += 1
             assert not re.search(rf"\b({answer} and|and {answer})\b", text), text
@@ -199,6 +202,7 @@ def test_distractor_corpus_keeps_the_heldout_pairs_out_and_its_answer_is_the_rec
             assert re.search(rf"\b({answer} and {subject}|{subject} and {answer})\b", text), text
         assert len(tokenizer.encode(text)) + 1 <= LearnedRecipe("x").max_positions
     assert 0.25 < n_self / 2000 < 0.35
+    assert (n_pairs > 0) == (pair_rate > 0), n_pairs
 
 
 def test_answer_weight_reads_the_ioi_answer_token():
