@@ -77,10 +77,15 @@ def planted_model(name: str):
     return planted.build(name)
 
 
+def subject_with(name: str, sae_config):
+    """(model, SAESet) of planted_model(name) with SAEs from `sae_config` (ORACLE or a training config)."""
+    model = planted_model(name)
+    return model, SAESet(f"planted:{name.split('+', 1)[0]}", model, config=sae_config)
+
+
 @functools.lru_cache(maxsize=None)
 def oracle_subject(name: str):
-    model = planted_model(name)
-    return model, SAESet(f"planted:{name.split('+', 1)[0]}", model, config=ORACLE)
+    return subject_with(name, ORACLE)
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,9 +4,9 @@ trains them (claims.sae_sources.PLANTED_SAE_CONFIG, seed 0), not the oracle's pl
 Where a trained SAE recovers the role, the claim passes on the variant and fails on the variant with the change of
 a mutant that lacks the finding (its SAEs trained too): ground truth for the claim with the SAEs users train. The
 claims whose roles a trained SAE does not recover there are known gaps with the measured cause (TRAINED_GAPS): each
-must still fail, on its listed rows only; once one passes, its entry goes and it gets a mutant case. SAE training is deterministic on one machine, not across
-machines (claims.thresholds.KNOWN_GAPS, E3.L7), so a value near its bound may move on another machine; the values
-in the comments are from this project's 2-core CPU.
+must still fail, on its listed rows only; once one passes, its entry goes and it gets a mutant case. SAE training
+is deterministic on one machine, not across machines (claims.thresholds.KNOWN_GAPS, E3.L7), so a value near its
+bound may move on another machine; the values in the comments are from this project's 2-core CPU.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import functools
 
 import pytest
 
-from claims.sae_sources import PLANTED_SAE_CONFIG, SAESet
+from claims.sae_sources import PLANTED_SAE_CONFIG
 from claims.thresholds import KNOWN_GAPS, TS_GRADED
-from tests.test_claim_pairs_e3 import GRADED, MEASURES, graded_mutant, planted_model, rows_failing
+from tests.test_claim_pairs_e3 import GRADED, MEASURES, graded_mutant, rows_failing, subject_with
 
 # Claim -> the mutant whose change, applied to the variant, removes the finding (fixtures.planted.MUTANTS).
 # Measured (seed 0, thesis prompt), variant: L6-to P(IO) 77% -> 0.32%, H7.7's END attention to the names keeps
@@ -36,9 +36,7 @@ TRAINED_GAPS = {gap.claim: gap for gap in KNOWN_GAPS if gap.model == TS_GRADED}
 @functools.lru_cache(maxsize=None)
 def trained_values(name: str, claim: str) -> dict:
     """The claim's values on planted:<name> (or GRADED+<mutant>) with SAEs trained on the story corpus."""
-    model = planted_model(name)
-    saes = SAESet(f"planted:{name.split('+', 1)[0]}", model, config=PLANTED_SAE_CONFIG)
-    return MEASURES[claim](model, saes).values
+    return MEASURES[claim](*subject_with(name, PLANTED_SAE_CONFIG)).values
 
 
 @pytest.mark.parametrize("claim", sorted(RECOVERED))
@@ -51,7 +49,8 @@ def test_known_gap_of_the_graded_variant_still_fails_on_its_rows_only(claim):
     """A gap that closed fails here until its entry goes; a row failing beyond the gap's is not excused."""
     failing = {row.split("=", 1)[0] for row in rows_failing(claim, trained_values(GRADED, claim))}
     assert failing, f"{claim} now passes on {TS_GRADED} with trained SAEs: drop its KNOWN_GAPS entry, add it to RECOVERED"
-    assert failing <= set(TRAINED_GAPS[claim].quantities), f"{claim}: {failing - set(TRAINED_GAPS[claim].quantities)} fail beyond the gap"
+    beyond = failing - set(TRAINED_GAPS[claim].quantities)
+    assert not beyond, f"{claim}: {beyond} fail beyond the gap"
 
 
 @pytest.mark.parametrize("claim", sorted(RECOVERED))
