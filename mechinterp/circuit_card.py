@@ -9,8 +9,11 @@ measured and shown. Each role is a rule over the suite's own measurements:
   negative name movers  the same attention, negative DLA beyond noticeable_dla of the logit
                         difference (GPT-2 small 10.7, 11.10; none in TS-8M)
   S-inhibition          head patching moves the logit difference (|effect| >= noticeable_effect),
-                        END attends S2 (noticeably, and more than IO), and the head's own DLA is
-                        small: its effect is indirect (thesis fig 3.13: H5.7; GPT-2 small 8.6)
+                        END attends S2 (noticeably, and more than IO), the head's own DLA is
+                        small, and its effect goes through the name movers: patching its END output
+                        alone lowers their END attention margin (IO - S1 - S2) by noticeable_margin
+                        (Wang et al.'s definition; thesis fig 3.13: H5.7; GPT-2 small 8.6). No name
+                        movers, no S-inhibition: a head suppressing S through the MLPs is another role
   previous-token / duplicate-token / induction
                         E1's attention scores on repeated random tokens (mechinterp.head_scores),
                         heads scoring at least min_head_score
@@ -30,7 +33,7 @@ from transformer_lens import HookedTransformer
 from mechinterp.attention import mean_attention
 from mechinterp.dla import head_dla
 from mechinterp.head_scores import HeadScoreConfig, head_scores
-from mechinterp.ioi import make_batch, protocol_prompts
+from mechinterp.ioi import IOIBatch, make_batch, protocol_prompts
 from mechinterp.metrics import logit_diff, p_io
 from mechinterp.patching import (
     PatchingConfig,
@@ -48,6 +51,7 @@ class CircuitCardConfig:
     noticeable_dla: float = 0.05  # |DLA| / logit difference that counts as a direct effect (E2.no-neg-mover's 5%)
     noticeable_effect: float = 0.1  # |patching effect| that counts (E2.head-patch's 10% of the gap)
     noticeable_attention: float = 0.1  # an attention weight that counts: several times the ~0.02-0.05 of a uniform head here
+    noticeable_margin: float = 0.1  # name movers' END margin (attention weight) S-inhibition must move: the same floor
     min_head_score: float = 0.1  # E1 scores listed from here: 5-10x chance (0.01-0.02 on 50-100 keys)
     head_scores: HeadScoreConfig = field(default_factory=lambda: HeadScoreConfig(n_sequences=20, seq_len=50, seed=0))  # E1's
     patching: PatchingConfig = field(default_factory=lambda: PatchingConfig(progress=False))
@@ -117,6 +121,41 @@ def _ranked(values: torch.Tensor, keep: torch.Tensor, k: int, attention: torch.T
                      None if attention is None else float(attention.flatten()[i])) for i in picked]
 
 
+def name_mover_margin_drop(model: HookedTransformer, clean: IOIBatch, corrupt: IOIBatch, heads: list[tuple[int, int]],
+                           movers: list[tuple[int, int]]) -> torch.Tensor:
+    """[len(heads)] how much patching each head's END output alone from `corrupt` into `clean` lowers the
+    movers' END attention margin (END->IO - END->S1 - END->S2, summed over `movers`, mean over prompts).
+    Hand-written: transformer_lens patches into a metric of the logits, this reads attention patterns."""
+    copies = len(heads) + 1  # copy 0 is the clean run
+    tiled, n = clean.tile(copies), len(clean)
+    end = clean.pos("END")
+    with torch.inference_mode():
+        _, corrupt_cache = model.run_with_cache(corrupt.tokens.to(model.cfg.device),
+                                                names_filter=lambda name: name.endswith("attn.hook_z"))
+    rows = torch.arange(n)
+
+    def patch_z(z, hook):
+        for copy, (layer, head) in enumerate(heads, start=1):
+            if layer == hook.layer():
+                z[copy * n + rows, end, head] = corrupt_cache[hook.name][rows, end, head].to(z.dtype)
+        return z
+
+    mover_layers = sorted({layer for layer, _ in movers})
+    patterns = {}
+    keep = lambda pattern, hook: patterns.__setitem__(hook.layer(), pattern)  # noqa: E731
+    hooks = [(f"blocks.{l}.attn.hook_z", patch_z) for l in sorted({l for l, _ in heads})]
+    hooks += [(f"blocks.{l}.attn.hook_pattern", keep) for l in mover_layers]
+    with torch.inference_mode():
+        model.run_with_hooks(tiled.tokens.to(model.cfg.device), fwd_hooks=hooks)
+    all_rows, end_all = torch.arange(len(tiled)), tiled.pos("END")
+    margin = torch.zeros(len(tiled), dtype=torch.float64)
+    for layer, head in movers:
+        at_end = patterns[layer][all_rows, head, end_all].double().cpu()  # [rows, key]
+        margin += (at_end[all_rows, tiled.pos("IO")] - at_end[all_rows, tiled.pos("S1")] - at_end[all_rows, tiled.pos("S2")])
+    by_copy = margin.view(copies, n).mean(1)
+    return by_copy[0] - by_copy[1:]
+
+
 def circuit_card(model: HookedTransformer, tokenizer, config: CircuitCardConfig | None = None) -> CircuitCard:
     """Measure the card of `model` (see the module docstring for each role's rule)."""
     config = config or CircuitCardConfig()
@@ -145,7 +184,16 @@ def circuit_card(model: HookedTransformer, tokenizer, config: CircuitCardConfig 
         to_s2 = attention[("END", "S2")]
         s_inhibition_rule = ((effects.abs() >= config.noticeable_effect) & (to_s2 > to_io)
                              & (to_s2 >= config.noticeable_attention) & (dla_fraction.abs() < config.noticeable_dla))
-        s_inhibition = _ranked(effects.abs(), s_inhibition_rule, config.top_k, attention[("END", "S2")])
+        candidates = [(int(l), int(h)) for l, h in s_inhibition_rule.nonzero()]
+        if candidates and not name_movers:
+            notes.append("no name movers, so no S-inhibition (the patching rule alone names "
+                         + ", ".join(f"H{l}.{h}" for l, h in candidates) + ", with no mover's attention to move)")
+        through_movers = torch.zeros_like(s_inhibition_rule)
+        if candidates and name_movers:
+            drops = name_mover_margin_drop(model, clean, corrupt, candidates, [m.head for m in name_movers])
+            for (l, h), drop in zip(candidates, drops):
+                through_movers[l, h] = bool(drop >= config.noticeable_margin)
+        s_inhibition = _ranked(effects.abs(), s_inhibition_rule & through_movers, config.top_k, attention[("END", "S2")])
     except PatchingError as undefined:  # the corruption does not move the metric: no patching role
         notes.append(f"patching undefined: {undefined}")
         s_inhibition, handover = [], float("nan")

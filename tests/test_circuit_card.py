@@ -70,3 +70,17 @@ def test_a_name_mover_must_attend_io_noticeably():
     model = build("tinystories-8m")
     card = circuit_card(model, tokenizer_for(model), CircuitCardConfig(noticeable_attention=0.9))
     assert card.name_movers == [] and card.negative_name_movers == []
+
+
+def test_s_inhibition_acts_through_the_name_movers_attention():
+    """Patching H5.7's END output alone (S2 -> IO corruption) moves H7.7's END margin (measured 1.55); a head of no
+    role moves it by nothing. Under a floor of 10 (more than a margin can move) the card names no S-inhibition."""
+    from mechinterp.circuit_card import CircuitCardConfig, name_mover_margin_drop
+    from mechinterp.patching import patching_pair_batches
+
+    model = build("tinystories-8m")
+    clean, corrupt = patching_pair_batches(tokenizer_for(model))
+    drops = name_mover_margin_drop(model, clean, corrupt, [(5, 7), (2, 3)], [(7, 7)])
+    assert drops[0] > 1.0 and abs(drops[1]) < 1e-6, drops
+    card = circuit_card(model, tokenizer_for(model), CircuitCardConfig(noticeable_margin=10.0))
+    assert names(card.name_movers) == ["H7.7"] and card.s_inhibition == []

@@ -31,8 +31,6 @@ MAX_CONTROL_LOGIT_DIFF = 1.0
 # Measured disagreements, each a strict xfail with its measured cause (a fix turns it red): (test, model) -> why.
 _NO_MOVER = ("measured: no head attends IO more than S1 + S2 from END; the model excludes the most recent name "
              "(S2) instead of copying IO: ")
-_CARD_S_INHIBITION = ("measured: the card is wrong here, brute force right: the card's S-inhibition rule (patching effect, END "
-                      "attends S2, small DLA) never checks that the head acts through name movers, and this model has none: ")
 KNOWN = {
     ("brute_force_finds_name_movers", "neo-2l-s0"): _NO_MOVER + "H1.5 attends S (0.99) and writes against it (direct +0.94 of "
                                                     "5.47), fed by H0.4 (END->S 0.85, ablation drop 2.70)",
@@ -40,12 +38,8 @@ KNOWN = {
                                                     "6.97 of 6.99, direct +0.09), so S is suppressed through the MLPs",
     ("brute_force_finds_name_movers", "neo-2l-s1"): _NO_MOVER + "H0.4 (END->S 1.00) carries it (ablation drop 10.06 of 9.59, "
                                                     "direct +0.40), so S is suppressed through the MLPs",
-    ("card_names_the_brute_force_s_inhibition_heads", "neo-2l-s1"): _CARD_S_INHIBITION + "it names H0.4, whose effect goes through the MLPs",
     ("brute_force_finds_name_movers", "neo-4l-s0"): _NO_MOVER + "H0.6 (END->S 1.00) carries it (ablation drop 11.96 of 11.40, "
                                                     "direct +0.17), so S is suppressed through the MLPs",
-    ("card_names_the_brute_force_s_inhibition_heads", "neo-4l-s0"): _CARD_S_INHIBITION + "it names H0.6, whose effect goes through the MLPs",
-    ("card_names_the_brute_force_s_inhibition_heads", "neo-2l-s0"): _CARD_S_INHIBITION + "it names H0.4, which feeds the S-suppressing H1.5",
-    ("card_names_the_brute_force_s_inhibition_heads", "neo-4l-s1"): _CARD_S_INHIBITION + "it names H0.1, whose effect goes through the MLPs",
 }
 
 
