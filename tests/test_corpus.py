@@ -92,3 +92,77 @@ def test_gave_is_the_common_giving_verb(stories):
     verbs = re.findall(rf"\b({'|'.join(PLANTED_GIVING_VERBS)})\b", " ".join(stories))
     assert verbs.count("gave") / len(verbs) >= 0.7, {v: verbs.count(v) for v in set(verbs)}
     assert len(set(verbs)) >= 3  # the other giving verbs still occur
+
+
+# The learned models' corpus (fixtures.learned.corpus): its cue-copy knob (recipe cue_rate).
+def _learned_stories(cue_rate: float | None, distractors: int, n: int = 300):
+    import random
+
+    from fixtures.learned.corpus import heldout_pairs, story
+
+    rng, heldout = random.Random(0), heldout_pairs()
+    extra = {} if cue_rate is None else {"cue_rate": cue_rate}
+    knobs = (2, 0.3, 0.5) if distractors else (0, 0.0, 0.0)  # interpose, self_rate, pair_rate
+    return [story(rng, 1.0, 2, heldout, distractors, *knobs, **extra) for _ in range(n)]
+
+
+@pytest.mark.parametrize("distractors", [0, 3])
+def test_learned_cue_rate_zero_draws_the_stories_as_before(distractors):
+    """cue_rate 0 (its default) draws nothing more: every story, and so every shipped recipe's corpus, is as before;
+    its recipe key is as before too, and the vocabulary (built from all_words for every recipe) gained no word."""
+    from fixtures.learned.corpus import all_words
+    from fixtures.learned.recipe import DISTRACTOR_KNOBS, LearnedRecipe
+
+    assert _learned_stories(0.0, distractors) == _learned_stories(None, distractors)
+    assert _learned_stories(0.5, distractors) != _learned_stories(None, distractors)
+    assert "cue_rate" in DISTRACTOR_KNOBS and "cue_rate" not in LearnedRecipe("x").to_dict()
+    assert LearnedRecipe("x", cue_rate=0.5).to_dict()["cue_rate"] == 0.5
+    assert len(all_words()) == 72  # the shipped checkpoints' vocabulary: 72 words, each with and without its space
+
+
+def _cue_pattern(template: str, cue: str) -> str:
+    """A regex of a CUE_BINDINGS / CUE_QUESTIONS template: the name ({A} or {C}) and the cue word captured."""
+    pattern = re.escape(template)
+    for slot, group in (("A", r"(?P<name>\w+)"), ("C", r"(?P<name>\w+)"), ("G", r"\w+"), ("FEELING", r"\w+")):
+        pattern = pattern.replace(re.escape("{" + slot + "}"), group, 1).replace(re.escape("{" + slot + "}"), "(?P=name)")
+    for slot in ("OBJECT", "PLACE"):
+        is_cue = slot == cue
+        word = r"(?:the |an |a )" if slot == "OBJECT" else ""
+        pattern = pattern.replace(re.escape("{" + slot + "}"), word + (r"(?P<cue>\w+)" if is_cue else r"\w+"))
+    return pattern
+
+
+@pytest.mark.parametrize("distractors", [0, 3])
+def test_learned_cue_sentences_answer_is_the_cue_bound_name(distractors):
+    """A cue-copy group's answer (after its question's ' to') is the name that a binding clause ties to the cue its
+    question names; the subject is no bound name; no other sentence names the cue (so no other name is bound to it);
+    no IOI sentence reads as a question; every word is in the vocabulary (built from all_words for every recipe, so
+    adding none keeps the shipped tokenizer); the story fits max_positions; cue groups are about half the answered
+    sentences at cue_rate 0.5."""
+    from fixtures.learned.corpus import CUE_BINDINGS, CUE_QUESTIONS, NAMES, all_words
+    from fixtures.learned.recipe import LearnedRecipe
+    from fixtures.learned.tokenizer import build_tokenizer
+
+    tokenizer, words = build_tokenizer(), set(all_words())
+    kinds = {"object": "OBJECT", "place": "PLACE"}
+    questions = [(k, re.compile(_cue_pattern(q, kinds[k]) + "$")) for k, qs in CUE_QUESTIONS.items() for q in qs]
+    bindings = {k: [re.compile(_cue_pattern(b, kinds[k])) for b in bs] for k, bs in CUE_BINDINGS.items()}
+    n_cue = 0
+    for text, at in _learned_stories(0.5, distractors, 1000):
+        answer, before = text[at:].split(".")[0].strip(), text[:at]
+        assert text[at:].startswith(" ") and answer in NAMES and before.endswith(" to"), text
+        assert set(text.replace(",", " , ").replace(".", " . ").split()) <= words, text
+        assert len(tokenizer.encode(text)) + 1 <= LearnedRecipe("x").max_positions
+        sentences = re.split(r"(?<=\.) ", before)
+        matched = [(k, m) for k, q in questions if (m := q.fullmatch(sentences[-1]))]
+        if not matched:
+            continue
+        n_cue += 1
+        kind, question = matched[0]
+        bound = {m["cue"]: m["name"] for s in sentences[:-1] for b in bindings[kind] if (m := b.fullmatch(s))}
+        assert bound.get(question["cue"]) == answer and question["name"] not in bound.values(), text
+        assert len(re.findall(rf"\b{question['cue']}\b", before)) == 2, text  # its binding clause and its question only
+    assert 0.4 < n_cue / 1000 < 0.6, n_cue
+    assert len(_learned_stories(0.0, distractors, 1000)) == 1000
+    assert not any(q.fullmatch(s) for text, at in _learned_stories(0.0, distractors, 1000)
+                   for s in [re.split(r"(?<=\.) ", text[:at])[-1]] for _, q in questions)  # no IOI sentence is a question
