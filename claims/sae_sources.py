@@ -40,7 +40,11 @@ ORACLE = "oracle"  # --sae-config value: planted models get fixtures.planted.ora
 # H6.11 moved there) and split the trigger over many features (112 with cos > 0.5 at L1 5), so the
 # top feature at END had cos 0.5-0.9 with the trigger; at 40 it is 0.92-0.95. The price is
 # reconstruction: explained variance ~0.45, since most of the twin's residual is dense (constant,
-# positional sinusoids, a random code per token), which a sparse code cannot carry.
+# positional sinusoids, a random code per token), which a sparse code cannot carry. On the graded variant
+# (held-out): 0.65 / 0.42 / 0.30 at blocks 5 / 6 / 7; in the corpus's last 60 stories 37% / 59% / 63% of tokens
+# fire no feature (at block 6 the thesis prompt's S, John, at S1 and S2: no layer-6 feature can carry S's names
+# there). The report marks such SAEs (mechinterp.report.LOW_EXPLAINED_VARIANCE). L1 3 gives 0.98 / 0.97 / 0.94
+# (L0 26-65), but L6-to, L5-to and L7 then fail (the trigger split over features: role score 0.72, runner-up 0.71).
 PLANTED_SAE_CONFIG = SAETrainingConfig(
     width=1024, l1_coefficient=40.0, lr=1e-3, training_tokens=100_000, train_batch_size_tokens=128,
     context_size=128, store_batch_size_prompts=8, n_batches_in_buffer=8, n_eval_batches=2, seed=0,

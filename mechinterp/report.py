@@ -48,6 +48,10 @@ PLANTED_WARNING = (
 # Tag on a row whose quantity the planted model was built to (PlantedInfo.calibrated).
 CALIBRATED_NOTE = ("The planted model was built to this quantity (e.g. its name mover's gain set so the logit "
                    "difference is the thesis's): a pass shows only that the suite measures what the builder set.")
+# An E3 ablation acts only on what the SAE reconstructs: below this held-out explained variance more than a fifth
+# of the residual's variance is in the SAE's error term, which a feature ablation never touches, so the report marks
+# it (a reading aid, not a threshold: no claim fails on it). LM SAEs in the literature report 0.8 and above.
+LOW_EXPLAINED_VARIANCE = 0.8
 REPORT_FILES = ("index.html", RESULTS_FILE, "comparison.csv")
 CIRCUIT_CARD = "circuit-card"  # the claim id whose details["card"] the matrix pages show side by side
 # Fault injection for tests: write_report writes the staged directory's path into this file, then waits
@@ -98,7 +102,8 @@ def _css(status: str) -> str:
 _ENVIRONMENT = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
                                   lstrip_blocks=True, undefined=jinja2.StrictUndefined)
 _ENVIRONMENT.filters["css"] = _css
-_ENVIRONMENT.globals.update(PLANTED_WARNING=PLANTED_WARNING, CALIBRATED_NOTE=CALIBRATED_NOTE)
+_ENVIRONMENT.globals.update(PLANTED_WARNING=PLANTED_WARNING, CALIBRATED_NOTE=CALIBRATED_NOTE,
+                            LOW_EXPLAINED_VARIANCE=LOW_EXPLAINED_VARIANCE)
 
 
 def _template():
@@ -117,6 +122,7 @@ def _result_view(result: ClaimResult) -> dict:
         "rows_of": result.real_model if result.real_model and result.real_model != result.spec else "",
         "details": json.dumps(result.details, indent=1, default=to_jsonable) if result.details else "",
         "seeds": _seed_view((result.details or {}).get("sae_seeds") if isinstance(result.details, dict) else None),
+        "saes": _sae_view(result.details if isinstance(result.details, dict) else None),
         "robustness": _robustness_view((result.details or {}).get("robustness") if isinstance(result.details, dict) else None),
         "quantities": [{"quantity": q.quantity, "measured": _fmt(q.measured), "thesis": _fmt(q.thesis_value),
                         "rule": q.rule or "(no threshold row: for information)", "why": q.why,
@@ -152,6 +158,23 @@ def _seed_view(table: dict | None) -> dict | None:
             "rows": [{"quantity": q, "cells": [_fmt(v) for v in values],
                       "passing": f"{passing[q]}/{n}" if q in passing else "", "all": passing.get(q) == n}
                      for q, values in table["values"].items()]}
+
+
+def _sae_view(details: dict | None) -> list[dict]:
+    """The SAE an E3 claim measured with, per seed (details' sae_hook, sae_width, sae_quality): hook, width,
+    held-out explained variance and L0, and whether that variance is low (LOW_EXPLAINED_VARIANCE)."""
+    if not details or "sae_hook" not in details:
+        return []
+    per_seed = details.get("sae_seed_details") or {"": details}
+    views = []
+    for seed, d in per_seed.items():
+        quality = d.get("sae_quality") or {}
+        variance = quality.get("explained_variance")
+        views.append({"seed": seed, "hook": d.get("sae_hook"), "width": d.get("sae_width"),
+                      "explained_variance": _fmt(variance) if variance is not None else "not measured",
+                      "l0": _fmt(quality["l0"]) if "l0" in quality else "not measured",
+                      "low": variance is not None and variance < LOW_EXPLAINED_VARIANCE})
+    return views
 
 
 def _result_rows(result: ClaimResult) -> str:
