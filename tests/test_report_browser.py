@@ -63,6 +63,14 @@ def wide_figure():  # wider than the page: it must scale down, not push the page
     return figure
 
 
+def sae_details(variance: float) -> dict:
+    return {"sae_hook": "blocks.5.hook_resid_post", "sae_width": 1024, "sae_quality": {"explained_variance": variance, "l0": 2.26}}
+
+
+# Three seeds' SAEs, one of them low: the lines under an E3 row must fit the page like the rest.
+E3_DETAILS = {**sae_details(0.65), "sae_seed_details": {str(seed): sae_details(v) for seed, v in enumerate((0.65, 0.91, 0.88))}}
+
+
 def fixture_results() -> list[ClaimResult]:
     planted, small, gpt2, local = MODELS
     return [
@@ -76,7 +84,7 @@ def fixture_results() -> list[ClaimResult]:
                     quantities=[q("logit_diff", 9.41, 9.4, "logit_diff within 9.4 ± 0.15", True)]),
         ClaimResult("E3.L5-to-feature", planted, "tiny-stories-8M", True, "known gap", "the twin's SAE cannot show it",
                     [q("p_io_ablated_over_clean_with_a_long_quantity_name_that_must_wrap", 0.4, 0.062, "p_io_ablated <= 0.15", False)],
-                    figure_png=figure_to_png(attention_figure())),
+                    figure_png=figure_to_png(attention_figure()), details=E3_DETAILS),
         ClaimResult("E1.dup-weak", small, small, False, "error", "RuntimeError: <script>boom</script>"),
         ClaimResult("circuit-card", gpt2, gpt2, False, "measured", quantities=[QuantityResult("logit_diff", 3.3)],
                     details={"card": {"name movers": ["H9.9", "H9.6", "H10.0"], "S2 -> END handover layer": 8}}),
@@ -171,3 +179,10 @@ def test_the_merged_page_fits_1280_too(report, tmp_path):
     found = json.loads(re.search(r'<pre id="selftest">(.*?)</pre>', dom, re.S).group(1))
     assert found["scrollWidth"] <= found["innerWidth"] == 1280 and found["external"] == [] and found["links"] == []
     assert found["byModel"]["gpt2-small"]["columns"] == ["gpt2-small"]
+
+
+def test_an_e3_row_names_each_seeds_sae_and_tags_the_low_one(report, tmp_path):
+    dom = browser(report.as_uri(), tmp_path / "profile", "--dump-dom")
+    lines = re.findall(r'<p class="sae"><small>(.*?)</small></p>', dom, re.S)
+    assert [re.sub(r"<[^>]+>", "", line).split(":")[0] for line in lines] == ["SAE seed 0", "SAE seed 1", "SAE seed 2"]
+    assert [">low<" in line for line in lines] == [True, False, False]
