@@ -116,14 +116,15 @@ def _result_view(result: ClaimResult) -> dict:
     figure = ""
     if result.figure_png:
         figure = "data:image/png;base64," + base64.b64encode(result.figure_png).decode("ascii")
+    details = result.details if isinstance(result.details, dict) else {}
     return {
         "spec": result.spec, "planted": result.planted, "status": result.status, "message": result.message,
         "identity": result.identity, "figure": figure,
         "rows_of": result.real_model if result.real_model and result.real_model != result.spec else "",
         "details": json.dumps(result.details, indent=1, default=to_jsonable) if result.details else "",
-        "seeds": _seed_view((result.details or {}).get("sae_seeds") if isinstance(result.details, dict) else None),
-        "saes": _sae_view(result.details if isinstance(result.details, dict) else None),
-        "robustness": _robustness_view((result.details or {}).get("robustness") if isinstance(result.details, dict) else None),
+        "seeds": _seed_view(details.get("sae_seeds")),
+        "saes": _sae_view(details),
+        "robustness": _robustness_view(details.get("robustness")),
         "quantities": [{"quantity": q.quantity, "measured": _fmt(q.measured), "thesis": _fmt(q.thesis_value),
                         "rule": q.rule or "(no threshold row: for information)", "why": q.why,
                         "passed": q.passed, "verdict": {True: "✓", False: "✗", None: ""}[q.passed],
