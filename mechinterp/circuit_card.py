@@ -19,6 +19,8 @@ measured and shown. Each role is a rule over the suite's own measurements:
                         heads scoring at least min_head_score
   handover layer        residual patching: first layer where patching END restores more than S2
 
+Roles that read the logit difference (all but the E1 scores) need it at least min_logit_diff.
+
 Inputs are the thesis's: the 8 protocol prompts for logit difference, DLA and attention; its
 patching pair (corrupt -> clean) for head and residual patching; E1's random-token setup.
 """
@@ -52,6 +54,13 @@ class CircuitCardConfig:
     noticeable_effect: float = 0.1  # |patching effect| that counts (E2.head-patch's 10% of the gap)
     noticeable_attention: float = 0.1  # an attention weight that counts: several times the ~0.02-0.05 of a uniform head here
     noticeable_margin: float = 0.1  # name movers' END margin (attention weight) S-inhibition must move: the same floor
+    # The logit difference below which no role that reads it (DLA fraction, patching) is named: odds IO:S under
+    # e:1 is no IOI behaviour to attribute, and a fraction of a near-zero total or gap is noise (measured: the
+    # learned control, logit difference -0.03, got patching "effects" of 0.1-0.4). fixtures.learned.ground_truth's floor.
+    min_logit_diff: float = 1.0
+    # S-suppression singles S out: END->S1+S2 at least this many times END->IO. A head splitting its attention between
+    # the two names copies both (measured: neo-2l-s0's H0.7, 0.53 vs 0.45, patching effect 0.19, ablation drop 3%).
+    s_selectivity: float = 2.0
     min_head_score: float = 0.1  # E1 scores listed from here: 5-10x chance (0.01-0.02 on 50-100 keys)
     head_scores: HeadScoreConfig = field(default_factory=lambda: HeadScoreConfig(n_sequences=20, seq_len=50, seed=0))  # E1's
     patching: PatchingConfig = field(default_factory=lambda: PatchingConfig(progress=False))
@@ -80,6 +89,7 @@ class CircuitCard:
     name_movers: list[RoleHead]
     negative_name_movers: list[RoleHead]
     s_inhibition: list[RoleHead]
+    s_suppression: list[RoleHead]
     previous_token: list[RoleHead]
     duplicate_token: list[RoleHead]
     induction: list[RoleHead]
@@ -92,6 +102,7 @@ class CircuitCard:
         return {"logit_diff": self.logit_diff, "p_io": self.p_io, "handover_layer": self.handover_layer,
                 "top_name_mover_dla_fraction": first(self.name_movers),
                 "top_s_inhibition_patching_effect": first(self.s_inhibition),
+                "top_s_suppression_patching_effect": first(self.s_suppression),
                 "n_negative_name_movers": float(len(self.negative_name_movers))}
 
     def table(self) -> dict[str, str]:
@@ -102,6 +113,7 @@ class CircuitCard:
             "name movers (DLA fraction, END->IO)": heads(self.name_movers),
             "negative name movers (DLA fraction, END->IO)": heads(self.negative_name_movers),
             "S-inhibition (patching effect, END->S2)": heads(self.s_inhibition),
+            "S-suppression (patching effect, END->S1+S2)": heads(self.s_suppression),
             "duplicate-token (score)": heads(self.duplicate_token),
             "previous-token (score)": heads(self.previous_token),
             "induction (score)": heads(self.induction),
@@ -164,6 +176,9 @@ def circuit_card(model: HookedTransformer, tokenizer, config: CircuitCardConfig 
         logits = model(batch.tokens.to(model.cfg.device))
     total = logit_diff(logits, batch).item()
     notes = []
+    does_ioi = total >= config.min_logit_diff
+    if not does_ioi:
+        notes.append(f"logit difference {total:.2f} < {config.min_logit_diff:g}: no IOI behaviour, so no role that reads it")
 
     dla = head_dla(model, batch).double().cpu()
     dla_fraction = dla / abs(total) if abs(total) > 1e-9 else dla * float("nan")
@@ -171,7 +186,7 @@ def circuit_card(model: HookedTransformer, tokenizer, config: CircuitCardConfig 
     to_io, to_s = attention[("END", "IO")], attention[("END", "S1")] + attention[("END", "S2")]
     # A mover must attend IO at all, not only more than S: a head with 0.02 on IO and on S is resting, not moving
     # (the learned models' brute force, fixtures.learned.ground_truth, has the same floor).
-    attends_io = (to_io > to_s) & (to_io >= config.noticeable_attention)
+    attends_io = (to_io > to_s) & (to_io >= config.noticeable_attention) & does_ioi
     name_movers = _ranked(dla_fraction, attends_io & (dla_fraction > config.noticeable_dla), config.top_k, to_io)
     negative = _ranked(dla_fraction, attends_io & (dla_fraction < -config.noticeable_dla), config.top_k, to_io,
                        descending=False)
@@ -182,7 +197,7 @@ def circuit_card(model: HookedTransformer, tokenizer, config: CircuitCardConfig 
         resid = patch_resid_pre_by_pos(model, clean, corrupt, cfg=config.patching)
         handover = s2_to_end_handover(resid, int(clean.pos("S2")[0]), int(clean.pos("END")[0]))["handover_layer"]
         to_s2 = attention[("END", "S2")]
-        s_inhibition_rule = ((effects.abs() >= config.noticeable_effect) & (to_s2 > to_io)
+        s_inhibition_rule = (does_ioi & (effects.abs() >= config.noticeable_effect) & (to_s2 > to_io)
                              & (to_s2 >= config.noticeable_attention) & (dla_fraction.abs() < config.noticeable_dla))
         candidates = [(int(l), int(h)) for l, h in s_inhibition_rule.nonzero()]
         if candidates and not name_movers:
@@ -194,15 +209,20 @@ def circuit_card(model: HookedTransformer, tokenizer, config: CircuitCardConfig 
             for (l, h), drop in zip(candidates, drops):
                 through_movers[l, h] = bool(drop >= config.noticeable_margin)
         s_inhibition = _ranked(effects.abs(), s_inhibition_rule & through_movers, config.top_k, attention[("END", "S2")])
+        # S1 + S2, not S2 alone: a head that copies S to write against it may read either occurrence.
+        # Signed: its clean output must restore the logit difference (a head lifting S gives a negative effect).
+        s_suppression_rule = (does_ioi & (effects >= config.noticeable_effect) & (to_s >= config.s_selectivity * to_io)
+                              & (to_s >= config.noticeable_attention) & ~(s_inhibition_rule & through_movers))
+        s_suppression = _ranked(effects.abs(), s_suppression_rule, config.top_k, to_s)
     except PatchingError as undefined:  # the corruption does not move the metric: no patching role
         notes.append(f"patching undefined: {undefined}")
-        s_inhibition, handover = [], float("nan")
+        s_inhibition, s_suppression, handover = [], [], float("nan")
 
     scores = head_scores(model, config.head_scores)
     by_score = lambda kind: _ranked(scores[kind].double().cpu(), scores[kind] >= config.min_head_score, config.top_k)  # noqa: E731
     return CircuitCard(
         model_name=model.cfg.model_name, logit_diff=total, p_io=p_io(logits, batch).item(),
-        name_movers=name_movers, negative_name_movers=negative, s_inhibition=s_inhibition,
+        name_movers=name_movers, negative_name_movers=negative, s_inhibition=s_inhibition, s_suppression=s_suppression,
         previous_token=by_score("previous_token"), duplicate_token=by_score("duplicate_token"),
         induction=by_score("induction"), handover_layer=handover, notes=notes,
     )

@@ -38,6 +38,7 @@ def test_card_names_the_planted_heads(card_of, twin):
     assert set(names(card.negative_name_movers)) == planted(info, "negative-name-mover")
     assert names(card.s_inhibition)[0] in planted(info, "s-inhibition")
     assert set(names(card.s_inhibition)) <= planted(info, "s-inhibition") | planted(info, "duplicate-token")
+    assert set(names(card.s_suppression)) == planted(info, "s-suppressor")  # none planted: S-inhibition is not it
     for role, kind in (("duplicate-token", "duplicate_token"), ("previous-token", "previous_token"), ("induction", "induction")):
         assert set(names(getattr(card, kind))) == planted(info, role), role  # none listed where none was planted
     assert card.logit_diff > 0 and 0 < card.p_io < 1
@@ -84,3 +85,26 @@ def test_s_inhibition_acts_through_the_name_movers_attention():
     assert drops[0] > 1.0 and abs(drops[1]) < 1e-6, drops
     card = circuit_card(model, tokenizer_for(model), CircuitCardConfig(noticeable_margin=10.0))
     assert names(card.name_movers) == ["H7.7"] and card.s_inhibition == []
+
+
+def test_s_suppression_is_a_head_that_reads_s_and_writes_against_it(card_of):
+    """The s-suppressor mutant's H7.4 attends S from END and writes minus S's unembedding: the card names it
+    S-suppression, not a name mover nor S-inhibition (which stays H5.7, acting through H7.7's query)."""
+    card, info = card_of("tinystories-8m/s-suppressor")
+    assert planted(info, "s-suppressor") == {"H7.4"}
+    assert names(card.s_suppression) == ["H7.4"] and card.s_suppression[0].attention > 0.9
+    assert "H7.4" not in names(card.name_movers) + names(card.s_inhibition)
+    assert names(card.s_inhibition)[0] == "H5.7"
+
+
+def test_s_suppression_must_single_s_out_and_roles_need_ioi():
+    """H7.4 attends S ~1.0 and IO ~0: under a selectivity of 1e6 it is no S-suppressor; and under a logit-difference
+    floor above the model's, the card names no role that reads the logit difference (the E1 scores stay)."""
+    from mechinterp.circuit_card import CircuitCardConfig
+
+    model = build("tinystories-8m/s-suppressor")
+    strict = circuit_card(model, tokenizer_for(model), CircuitCardConfig(s_selectivity=1e6))
+    assert strict.s_suppression == [] and names(strict.name_movers) == ["H7.7"]
+    floor = circuit_card(model, tokenizer_for(model), CircuitCardConfig(min_logit_diff=1e3))
+    assert floor.name_movers == floor.negative_name_movers == floor.s_inhibition == floor.s_suppression == []
+    assert names(floor.duplicate_token) == ["H4.0"] and any("no IOI behaviour" in note for note in floor.notes)

@@ -158,6 +158,27 @@ def test_card_names_the_brute_force_s_inhibition_heads(name):
     assert set(card_heads) == set(truth_heads), _disagreement(name, "S-inhibition", card_heads, truth_heads)
 
 
+@pytest.mark.parametrize("name", IOI_MODELS)
+def test_brute_force_finds_s_suppression(name):
+    """What the IOI models learned instead of name movers: a head that reads S at END and works against it (the
+    comparison below is then of two non-empty lists)."""
+    assert truth_of(name).s_suppression, f"{name}: brute force finds no S-suppression head\n{truth_of(name).table()}"
+
+
+@pytest.mark.parametrize("name", IOI_MODELS)
+def test_card_names_the_brute_force_s_suppression_heads(name):
+    top_k = CircuitCardConfig().top_k
+    card_heads = [h.name for h in card_of(name).s_suppression]
+    truth_heads = names(truth_of(name).s_suppression)[:top_k]
+    assert set(card_heads) == set(truth_heads), _disagreement(name, "S-suppression", card_heads, truth_heads)
+
+
+@pytest.mark.parametrize("name", NEGATIVE_CONTROLS)
+def test_negative_control_has_no_s_suppression(name):
+    assert card_of(name).s_suppression == [], f"{name}: {card_of(name).table()}"
+    assert truth_of(name).s_suppression == [], truth_of(name).table()
+
+
 @pytest.mark.parametrize("name", NEGATIVE_CONTROLS)
 def test_negative_control_has_no_name_mover(name):
     assert card_of(name).name_movers == [], f"{name}: {card_of(name).table()}\nbrute force:\n{truth_of(name).table()}"
