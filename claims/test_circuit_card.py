@@ -2,6 +2,8 @@
 circuit of every selected model, found by role (mechinterp.circuit_card), measured and shown with
 no threshold. It runs on every model, so a TinyStories version the thesis makes no claim about
 (28M, 33M) or an unidentified checkpoint still gets a measured answer, never an empty run.
+On a model learned here (fixtures/learned) the card's roles are shown beside the brute-force answer
+(every head mean-ablated, fixtures.learned.ground_truth), the ground truth the card is tested against.
 """
 
 from __future__ import annotations
@@ -12,11 +14,33 @@ from claims.framework import Measured, tokenizer_for
 from mechinterp.circuit_card import circuit_card
 
 
-def measure_circuit_card(model) -> Measured:
+def brute_force_rows(model) -> dict[str, str]:
+    """The learned model's brute-force roles and top heads, as card rows (label -> short text)."""
+    from fixtures.learned.ground_truth import head_effects
+
+    truth = head_effects(model)
+    listed = lambda heads: ", ".join(f"H{l}.{h} (drop {truth.drop[l, h]:+.2f})" for l, h in heads[:3]) or "none"  # noqa: E731
+    top = truth.drop.abs().flatten().argsort(descending=True)[:3]
+    n = truth.drop.shape[1]
+    return {"brute force: logit diff (held-out pairs)": f"{truth.clean_logit_diff:.2f}",
+            "brute force: name movers (ablation drop)": listed(truth.name_movers),
+            "brute force: S-inhibition (ablation drop)": listed(truth.s_inhibition),
+            "brute force: S-suppression (ablation drop)": listed(truth.s_suppression),
+            "brute force: top heads (ablation drop)": listed([(int(i) // n, int(i) % n) for i in top])}
+
+
+def measure_circuit_card(model, learned: bool = False) -> Measured:
     card = circuit_card(model, tokenizer_for(model))
-    return Measured(card.values(), details={"card": card.table()})
+    return Measured(card.values(), details={"card": {**card.table(), **(brute_force_rows(model) if learned else {})}})
+
+
+def is_learned(subject) -> bool:
+    from fixtures.learned import recipe_of
+
+    spec = subject.model_spec
+    return spec is not None and spec.kind == "local" and recipe_of(spec.name) is not None
 
 
 @pytest.mark.claim("circuit-card")
 def test_circuit_card(subject, check):
-    check(measure_circuit_card(subject.model))
+    check(measure_circuit_card(subject.model, learned=is_learned(subject)))

@@ -202,7 +202,7 @@ def circuit_card(model: HookedTransformer, tokenizer, config: CircuitCardConfig 
         candidates = [(int(l), int(h)) for l, h in s_inhibition_rule.nonzero()]
         if candidates and not name_movers:
             notes.append("no name movers, so no S-inhibition (the patching rule alone names "
-                         + ", ".join(f"H{l}.{h}" for l, h in candidates) + ", with no mover's attention to move)")
+                         + ", ".join(f"H{l}.{h}" for l, h in candidates) + ", with no mover's attention to move; S-suppression lists those that single S out)")
         through_movers = torch.zeros_like(s_inhibition_rule)
         if candidates and name_movers:
             drops = name_mover_margin_drop(model, clean, corrupt, candidates, [m.head for m in name_movers])

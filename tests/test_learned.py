@@ -238,3 +238,25 @@ def test_answer_weight_reads_the_ioi_answer_token():
         text, at = stories[row]
         assert tokenizer.decode(batch.input_ids[row, pos]) == " " + text[at:].strip(" ."), text
         assert tokenizer.decode(batch.input_ids[row, pos - 1]) == " to", text
+
+
+def test_recipe_of_tells_a_learned_checkpoint_from_any_other(tmp_path):
+    from fixtures.learned import recipe_of
+
+    assert recipe_of(checkpoint_dir("neo-2l-s0")) == "neo-2l-s0"
+    assert recipe_of(tmp_path) is None  # no training.json
+    (tmp_path / "training.json").write_text('{"key": "0000000000000000"}')
+    assert recipe_of(tmp_path) is None  # a key no current recipe has
+    (tmp_path / "training.json").write_text("not json")
+    assert recipe_of(tmp_path) is None
+
+
+def test_the_report_shows_brute_force_beside_the_card_on_a_learned_model():
+    """claims/test_circuit_card.py: on a learned checkpoint the card's rows come with the brute-force roles."""
+    from claims.test_circuit_card import measure_circuit_card
+
+    name = "neo-2l-s0"
+    card = measure_circuit_card(model_of(name), learned=True).details["card"]
+    assert card["brute force: S-suppression (ablation drop)"].startswith("H0.4 (drop +")
+    assert card["S-suppression (patching effect, END->S1+S2)"].startswith("H0.4 (+")
+    assert not any(k.startswith("brute force") for k in measure_circuit_card(model_of(name)).details["card"])
