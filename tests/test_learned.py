@@ -136,6 +136,14 @@ def _disagreement(name: str, role: str, card_heads: list[str], truth_heads: list
             f"evidence:\n{evidence}\nbrute-force table:\n{truth.table()}\ncard: {card.table()}")
 
 
+def assert_card_matches_brute_force(name: str, role: str, label: str) -> None:
+    """The card's heads of `role` (a CircuitCard and HeadEffects attribute alike) are brute force's first top_k."""
+    top_k = CircuitCardConfig().top_k  # the card lists at most top_k heads per role; brute force is cut to as many
+    card_heads = [h.name for h in getattr(card_of(name), role)]
+    truth_heads = names(getattr(truth_of(name), role))[:top_k]
+    assert set(card_heads) == set(truth_heads), _disagreement(name, label, card_heads, truth_heads)
+
+
 @pytest.mark.parametrize("name", cases("brute_force_finds_name_movers", IOI_MODELS))
 def test_brute_force_finds_name_movers(name):
     """The fixture shows the role at all (else the card comparisons below compare two empty lists)."""
@@ -144,18 +152,12 @@ def test_brute_force_finds_name_movers(name):
 
 @pytest.mark.parametrize("name", cases("card_names_the_brute_force_name_movers", IOI_MODELS))
 def test_card_names_the_brute_force_name_movers(name):
-    top_k = CircuitCardConfig().top_k  # the card lists at most top_k heads per role; brute force is cut to as many
-    card_heads = [h.name for h in card_of(name).name_movers]
-    truth_heads = names(truth_of(name).name_movers)[:top_k]
-    assert set(card_heads) == set(truth_heads), _disagreement(name, "name movers", card_heads, truth_heads)
+    assert_card_matches_brute_force(name, "name_movers", "name movers")
 
 
 @pytest.mark.parametrize("name", cases("card_names_the_brute_force_s_inhibition_heads", IOI_MODELS))
 def test_card_names_the_brute_force_s_inhibition_heads(name):
-    top_k = CircuitCardConfig().top_k
-    card_heads = [h.name for h in card_of(name).s_inhibition]
-    truth_heads = names(truth_of(name).s_inhibition)[:top_k]
-    assert set(card_heads) == set(truth_heads), _disagreement(name, "S-inhibition", card_heads, truth_heads)
+    assert_card_matches_brute_force(name, "s_inhibition", "S-inhibition")
 
 
 @pytest.mark.parametrize("name", IOI_MODELS)
@@ -167,10 +169,7 @@ def test_brute_force_finds_s_suppression(name):
 
 @pytest.mark.parametrize("name", IOI_MODELS)
 def test_card_names_the_brute_force_s_suppression_heads(name):
-    top_k = CircuitCardConfig().top_k
-    card_heads = [h.name for h in card_of(name).s_suppression]
-    truth_heads = names(truth_of(name).s_suppression)[:top_k]
-    assert set(card_heads) == set(truth_heads), _disagreement(name, "S-suppression", card_heads, truth_heads)
+    assert_card_matches_brute_force(name, "s_suppression", "S-suppression")
 
 
 @pytest.mark.parametrize("name", NEGATIVE_CONTROLS)
