@@ -93,6 +93,19 @@ def role_details(match: features.RoleMatch, sae) -> dict:
     }
 
 
+def footprint(model, sae, match: features.RoleMatch, batch: IOIBatch) -> tuple[dict[str, float], dict]:
+    """What the role feature's ablation takes with it (no threshold): the share of its peak token's residual it
+    removes (features.ablation_footprint; near 1 the ablation is the token's) and, on a planted model, its decoder's
+    cosine with the role's planted direction (1: the SAE recovered it; L7 uses the first prompt's IO)."""
+    table = features.ablation_footprint(model, sae, match.feature, batch)
+    values = {"ablation_removed_share": float(table["removed_share"].mean())}
+    if hasattr(model, "planted"):
+        from fixtures.planted.oracle_sae import recovery_cosine
+
+        values["planted_direction_cosine"] = recovery_cosine(model, sae, match.feature, match.role, batch.prompts[0].io.strip())
+    return values, {"ablation_footprint": table.to_dict("records")}
+
+
 def lead_values(match: features.RoleMatch, sae) -> dict[str, float]:
     """The role feature's rule value and its lead over the next feature, each summed over near-copies
     (decoder cos >= COPY_COSINE); for a negative rule (bottom-attribution) both are negative."""
@@ -134,11 +147,12 @@ def measure_l6_to_feature_collapse(model, saes: Mapping[int, object]) -> Measure
 
     def on(batch: IOIBatch, figure: bool) -> Measured:
         match = features.find_role(model, sae, "L6-to", batch)
+        taken, taken_details = footprint(model, sae, match, batch)
         result = features.ablate_feature(model, sae, match.feature, batch, heads=[H77])
-        values = {**role_values(match), **behaviour_values(result), **head_values(result, H77, ("IO", "S1", "S2"), "names")}
+        values = {**role_values(match), **taken, **behaviour_values(result), **head_values(result, H77, ("IO", "S1", "S2"), "names")}
         fig = figure and ablation_figure(model, sae, match.feature, batch, H77,
                                          f"H7.7 before / after ablating layer-6 feature {match.feature} (role L6-to, thesis 1059; figs 3.24, 3.25)")
-        details = {**role_details(match, sae), "top_activating_at_END": features.top_activating_features(model, sae, batch).to_dict("records"),
+        details = {**role_details(match, sae), **taken_details, "top_activating_at_END": features.top_activating_features(model, sae, batch).to_dict("records"),
                    "attention": result.attention.to_dict("records")}
         return Measured(values, fig or None, details)
 
@@ -150,16 +164,17 @@ def measure_l5_to_feature(model, saes: Mapping[int, object]) -> Measured:
 
     def on(batch: IOIBatch, figure: bool) -> Measured:
         match = features.find_role(model, sae, "L5-to", batch)
+        taken, taken_details = footprint(model, sae, match, batch)
         result = features.ablate_feature(model, sae, match.feature, batch, heads=[H611, H77])
         attribution = features.feature_attribution(model, sae, batch)
-        values = {**role_values(match), **behaviour_values(result),
+        values = {**role_values(match), **taken, **behaviour_values(result),
                   **head_values(result, H611, ("IO", "S1", "S2"), "names"), **head_values(result, H77, ("IO",), "IO"),
                   "attribution": attribution[match.feature].item(),
                   # thesis: 44 is the third most negative attribution of all features
                   "attribution_rank_from_most_negative": int((attribution < attribution[match.feature]).sum()) + 1}
         fig = figure and ablation_figure(model, sae, match.feature, batch, H611,
                                          f"H6.11 before / after ablating layer-5 feature {match.feature} (role L5-to, thesis 44; figs 3.21, 3.22)")
-        details = {**role_details(match, sae), "top_activating_at_END": features.top_activating_features(model, sae, batch).to_dict("records"),
+        details = {**role_details(match, sae), **taken_details, "top_activating_at_END": features.top_activating_features(model, sae, batch).to_dict("records"),
                    "attention": result.attention.to_dict("records")}
         return Measured(values, fig or None, details)
 
@@ -171,14 +186,15 @@ def measure_l5_gave_feature(model, saes: Mapping[int, object]) -> Measured:
 
     def on(batch: IOIBatch, figure: bool) -> Measured:
         match = features.find_role(model, sae, "L5-gave", batch)
+        taken, taken_details = footprint(model, sae, match, batch)
         result = features.ablate_feature(model, sae, match.feature, batch, heads=[H77, H611])
-        values = {**role_values(match), **lead_values(match, sae),
+        values = {**role_values(match), **taken, **lead_values(match, sae),
                   "verb_share": features.peak_share(model, sae, match.feature, batch, "verb"), **behaviour_values(result),
                   **head_values(result, H77, ("IO",), "IO"), **head_values(result, H611, ("IO", "S1", "S2"), "names")}
         fig = figure and ablation_figure(model, sae, match.feature, batch, H77,
                                          f"H7.7 before / after ablating layer-5 feature {match.feature} (role L5-gave, thesis 2338)")
         top = features.top_attributed_features(match.values, k=5)  # the role's rule is the attribution
-        details = {**role_details(match, sae), "top_attribution": top.to_dict("records"), "attention": result.attention.to_dict("records")}
+        details = {**role_details(match, sae), **taken_details, "top_attribution": top.to_dict("records"), "attention": result.attention.to_dict("records")}
         return Measured(values, fig or None, details)
 
     return on_thesis_prompt(model, on)
@@ -191,15 +207,16 @@ def measure_l5_infinitive_to(model, saes: Mapping[int, object]) -> Measured:
 
     def on(batch: IOIBatch, figure: bool) -> Measured:
         match = features.find_role(model, sae, "L5-infinitive-to", batch)  # found on INFINITIVE_PROMPTS, not on `batch`
+        taken, taken_details = footprint(model, sae, match, batch)
         before = features.attention_to_token(model, batch, to_id, later)
         with model.hooks(fwd_hooks=[(sae.cfg.metadata.hook_name, features.projection_hook(sae.W_dec[match.feature]))]):
             after = features.attention_to_token(model, batch, to_id, later)
-        values = {**role_values(match), "to_attention_before": before, "to_attention_after": after,
+        values = {**role_values(match), **taken, "to_attention_before": before, "to_attention_after": after,
                   "to_attention_after_over_before": after / max(before, 1e-9)}
         head = (later[0], 0)
         fig = figure and ablation_figure(model, sae, match.feature, batch, head,
                                          f"H{head[0]}.{head[1]} before / after ablating layer-5 feature {match.feature} (role L5-infinitive-to, thesis 1276; fig 3.23)")
-        return Measured(values, fig or None, {**role_details(match, sae), "later_layers": later})
+        return Measured(values, fig or None, {**role_details(match, sae), **taken_details, "later_layers": later})
 
     return on_thesis_prompt(model, on)
 
@@ -210,17 +227,18 @@ def measure_l6_negative_names(model, saes: Mapping[int, object], corpus: list[st
 
     def on(batch: IOIBatch, figure: bool) -> Measured:
         match = features.find_role(model, sae, "L6-negative-names", batch)
+        taken, taken_details = footprint(model, sae, match, batch)
         if match.feature not in contexts_of:
             contexts_of[match.feature] = features.max_activating_contexts(model, sae, match.feature, corpus, k=10)
         contexts = contexts_of[match.feature]
         tokens = contexts["token"].tolist()
-        values = {**role_values(match), **lead_values(match, sae), "name_share_top_contexts": features.name_share(tokens),
+        values = {**role_values(match), **taken, **lead_values(match, sae), "name_share_top_contexts": features.name_share(tokens),
                   "distinct_names_top_contexts": features.distinct_names(tokens)}
         bottom = features.top_attributed_features(match.values, k=5, most_negative=True)  # the role's rule is the attribution
         fig = figure and tables_figure({"most negative attribution, layer 6 (table 3.8)": bottom,
                                         f"max-activating contexts of feature {match.feature} (table 3.9)": contexts[["activation", "token", "context"]]},
                                        "Role L6-negative-names (thesis 2837)")
-        return Measured(values, fig or None, {**role_details(match, sae), "contexts": contexts.to_dict("records")})
+        return Measured(values, fig or None, {**role_details(match, sae), **taken_details, "contexts": contexts.to_dict("records")})
 
     return on_thesis_prompt(model, on)
 
@@ -230,10 +248,11 @@ def measure_l7_logit_feature(model, saes: Mapping[int, object]) -> Measured:
 
     def on(batch: IOIBatch, figure: bool) -> Measured:
         match = features.find_role(model, sae, "L7-logit", batch)
+        taken, taken_details = footprint(model, sae, match, batch)
         unembed = features.decoder_top_tokens(model, sae, match.feature, k=10)
         top_token = unembed["token"].iloc[0]
         io_names = [p.io.strip() for p in batch.prompts]
-        values = {**role_values(match), **lead_values(match, sae),
+        values = {**role_values(match), **taken, **lead_values(match, sae),
                   "name_share_top_unembed_tokens": features.name_share(unembed["token"].tolist()),
                   "top_unembed_token_is_name": float(features.is_name(top_token)),
                   # the share of prompts whose IO is the top token: 1 or 0 on one prompt; 8 IO names cannot all be first
@@ -241,7 +260,7 @@ def measure_l7_logit_feature(model, saes: Mapping[int, object]) -> Measured:
         top = features.top_attributed_features(match.values, k=5)  # the role's rule is the attribution
         fig = figure and tables_figure({"top attribution, layer 7 (s3.5.3)": top, f"W_dec[{match.feature}] @ W_U, top tokens": unembed},
                                        "Role L7-logit (thesis 1854)")
-        return Measured(values, fig or None, {**role_details(match, sae), "unembed_top_tokens": unembed.to_dict("records")})
+        return Measured(values, fig or None, {**role_details(match, sae), **taken_details, "unembed_top_tokens": unembed.to_dict("records")})
 
     return on_thesis_prompt(model, on)
 

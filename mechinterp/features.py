@@ -8,7 +8,8 @@ data, and returns tensors or DataFrames:
 - `ablate_directions` (the one generic routine) and its thin variants `ablate_feature`,
   `random_feature_control`: project the residual stream at the SAE's hook onto the orthogonal
   complement of decoder directions, at every position, and measure P(IO), logit difference and the
-  attention of named heads (figs 3.21-3.25);
+  attention of named heads (figs 3.21-3.25); `ablation_footprint`: how much of its token a feature's
+  ablation removes;
 - `max_activating_contexts` (tables 3.4, 3.7, 3.9), `firing_rates` (which features are live) and
   `decoder_top_tokens` (W_dec[f] @ W_U);
 - roles: a thesis feature is named by what it does (`ROLES`), and `find_role` returns the feature
@@ -269,6 +270,30 @@ def peak_share(model, sae, feature: int, batch: IOIBatch, position: str = "verb"
     acts = feature_acts(model, sae, batch.tokens)[:, 1:, feature]
     peak = acts.argmax(-1) + 1
     return (peak == batch.pos(position).to(peak.device)).double().mean().item()
+
+
+@torch.no_grad()
+def ablation_footprint(model, sae, feature: int, batch: IOIBatch) -> pd.DataFrame:
+    """Per prompt, the token where `feature` fires most (BOS excluded) and the share of that token's residual
+    stream the projection ablation removes there: cos^2(x, W_dec[f]) = |(x . u) u|^2 / |x|^2.
+
+    Near 1 the feature is its token's whole content (an SAE that absorbed the token's other components into
+    it), so ablating it is ablating the token, and what it does cannot be told from what the token does. A high
+    share alone is no proof of that: a direction that dominates its token's norm gives one too (the planted twin's
+    norm-5 triggers: 0.76-0.85 of their token with the oracle SAE, which holds exactly that direction).
+    NaN on a prompt where the feature does not fire."""
+    resid = residual_at(model, batch.tokens, _hook_name(sae))
+    acts = sae.encode(resid.to(sae.W_dec.dtype))[:, 1:, feature]
+    peak = acts.argmax(-1) + 1
+    rows = torch.arange(len(batch))
+    x = resid[rows, peak].double()
+    u = unit_decoder(sae)[feature].double().to(x.device)
+    share = (x @ u) ** 2 / (x * x).sum(-1).clamp_min(1e-30)
+    fires = acts[rows, peak - 1] > 0
+    share = torch.where(fires.to(share.device), share, torch.full_like(share, float("nan")))  # silent: no token
+    return pd.DataFrame({"prompt": rows.tolist(), "position": peak.tolist(),
+                         "token": [model.tokenizer.decode([t]) for t in batch.tokens[rows, peak].tolist()],
+                         "activation": acts[rows, peak - 1].tolist(), "removed_share": share.tolist()})
 
 
 def attention_change(result: AblationResult, head: tuple[int, int], targets: Sequence[str]) -> tuple[float, float, float]:

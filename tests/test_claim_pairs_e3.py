@@ -156,3 +156,12 @@ def test_known_gaps_name_rows_of_their_claim():
     for gap in KNOWN_GAPS:
         quantities = {r.quantity for r in lookup_all(gap.claim, gap.model)}
         assert set(gap.quantities) <= quantities, f"{gap.claim}: {set(gap.quantities) - quantities} have no row"
+
+
+@pytest.mark.parametrize("claim", sorted(set(MEASURES) - {"E3.random-control"}))
+def test_oracle_role_features_are_their_planted_directions(claim):
+    """Known answer of the recorded recovery cosine: each role's oracle feature is its planted direction."""
+    values = measured(TWIN, claim)
+    assert values["planted_direction_cosine"] == pytest.approx(1, abs=1e-5)
+    assert 0 < values["ablation_removed_share"] <= 1
+

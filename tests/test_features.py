@@ -100,6 +100,34 @@ def test_ablation_changes_behaviour_when_the_direction_is_present():
     assert (ablated - clean).abs().max() > 1e-3
 
 
+def test_ablation_footprint_is_the_share_of_its_token_the_projection_removes():
+    """Known answers: the share is what projection_hook takes from the peak token's squared norm; a decoder row
+    equal to that token's residual takes all of it (1); a prompt where the feature is silent has none (NaN)."""
+    import copy
+
+    model, batch, sae = small_model(), protocol_batch(), random_sae()
+    resid = features.residual_at(model, batch.tokens, HOOK)
+    acts = sae.encode(resid)[:, 1:]
+    feature = int((acts.amax(1) > 0).all(0).double().mul(acts.amax((0, 1))).argmax())  # fires on every prompt
+    table = features.ablation_footprint(model, sae, feature, batch)
+    rows = torch.arange(len(batch))
+    x = resid[rows, torch.tensor(table["position"].tolist())]
+    removed = (x * x).sum(-1) - (features.projection_hook(sae.W_dec[feature])(x, None) ** 2).sum(-1)
+    torch.testing.assert_close(torch.tensor(table["removed_share"].tolist(), dtype=torch.float64),
+                               removed / (x * x).sum(-1), rtol=0, atol=1e-9)
+    assert (table["activation"] > 0).all() and table["removed_share"].between(0, 1).all()
+
+    whole = copy.deepcopy(sae)  # the encoder is untouched, so the peaks stay where they were
+    with torch.no_grad():
+        whole.W_dec[feature] = x[0]
+    assert features.ablation_footprint(model, whole, feature, batch)["removed_share"][0] == pytest.approx(1, abs=1e-9)
+
+    silent = copy.deepcopy(sae)
+    with torch.no_grad():
+        silent.b_gate[feature] = -1e6
+    assert features.ablation_footprint(model, silent, feature, batch)["removed_share"].isna().all()
+
+
 def test_feature_attribution_matches_finite_differences():
     """attribution[f] = d/de metric(resid + e * a_f * W_dec[f]) at e = 0, summed over text positions (not BOS)."""
     model, sae, batch = small_model(), random_sae(), protocol_batch()
