@@ -20,9 +20,10 @@ from claims.thresholds import KNOWN_GAPS, TS_GRADED
 from tests.test_claim_pairs_e3 import GRADED, MEASURES, graded_mutant, rows_failing, subject_with
 
 # Claim -> the mutant whose change, applied to the variant, removes the finding (fixtures.planted.MUTANTS).
-# Measured (seed 0, thesis prompt), variant: L6-to P(IO) 77% -> 0.32%, H7.7's END attention to the names keeps
-# 0.13; L5-to P(IO) -> 4.8%, H7.7 keeps 0.57 of END->IO, H6.11 ~0 of its names, attribution -2.15; L7 one
-# feature with all the positive attribution, W_U top token " Mary".
+# Measured (thesis prompt, SAE seeds 0 / 1 / 2), variant: L6-to P(IO) 75% -> 0.32% / 0.33% / 0.31%, H7.7's END
+# attention to the names keeps 0.12 / 0.11 / 0.11; L5-to P(IO) -> 4.1% / 1.3% / 1.8%, H7.7 keeps 0.54 / 0.39 / 0.43
+# of END->IO, H6.11 ~0 of its names, attribution -2.0 / -0.84 / -1.1; L7 (seeds 0, 1) one feature with all the
+# positive attribution, W_U top token " Mary" (seed 2: a known gap, seed-dependent).
 RECOVERED = {
     "E3.L6-to-feature-collapse": "tinystories-8m/no-to6-trigger",
     "E3.L5-to-feature": "tinystories-8m/no-to5-trigger",
@@ -30,7 +31,9 @@ RECOVERED = {
 }
 # What a trained SAE does not show on the variant: claims.thresholds.KNOWN_GAPS (so the report of
 # `./run claims --model planted:tinystories-8m/e3-graded` says why), each with its failing rows and measured cause.
-TRAINED_GAPS = {gap.claim: gap for gap in KNOWN_GAPS if gap.model == TS_GRADED}
+# A seed-dependent gap (E3.L7: seed 2 fails, seeds 0 and 1 pass) is a claim recovered on seed 0, tested as such.
+TRAINED_GAPS = {gap.claim: gap for gap in KNOWN_GAPS if gap.model == TS_GRADED and not gap.seed_dependent}
+SEED_DEPENDENT = {gap.claim for gap in KNOWN_GAPS if gap.model == TS_GRADED and gap.seed_dependent}
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,3 +64,4 @@ def test_claim_fails_on_its_mutant_of_the_graded_variant_with_trained_saes(claim
 
 def test_every_e3_claim_is_recovered_or_a_gap():
     assert set(RECOVERED) | set(TRAINED_GAPS) == set(MEASURES) and not set(RECOVERED) & set(TRAINED_GAPS)
+    assert SEED_DEPENDENT <= set(RECOVERED)
