@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mechinterp import progress
 from mechinterp.heads import Head
 from mechinterp.ioi import DISTRIBUTION_TEMPLATES, batches_by_length, distribution_prompts
 from mechinterp.memo import memoized
@@ -228,10 +229,12 @@ def collect_over_prompts(model, tokenizer, collect: Collect, prompts) -> PerProm
     prompts = list(prompts)
     parts: dict[str, list] = {}
     order = []
-    for group in batches_by_length(tokenizer, prompts):
-        for name, values in collect(model, group.batch).items():
-            parts.setdefault(name, []).append(values.detach().double().cpu())
-        order.append(group.rows)
+    with progress.stage("distribution", total=len(prompts), unit="prompts") as stage:
+        for group in batches_by_length(tokenizer, prompts):
+            for name, values in collect(model, group.batch).items():
+                parts.setdefault(name, []).append(values.detach().double().cpu())
+            order.append(group.rows)
+            stage.advance(len(group.rows))
     inverse = torch.argsort(torch.cat(order))
     arrays = {name: torch.cat(chunks)[inverse] for name, chunks in parts.items()}
     return PerPrompt(arrays, [p.template for p in prompts])
