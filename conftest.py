@@ -282,6 +282,9 @@ def pytest_runtest_setup(item):
 def pytest_runtest_makereport(item, call):
     test_report = yield
     recorder = item.config.stash[RECORDER]
+    if call.excinfo is not None and call.excinfo.errisinstance(framework.one_line_errors()):
+        # a refusal that already says what is wrong and what to do: its line, not a traceback around it
+        test_report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
     recorder.record_phase(item, call, test_report)
     if STATUS in item.config.stash and item.nodeid in recorder.results:
         status = item.config.stash[STATUS]

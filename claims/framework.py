@@ -490,6 +490,13 @@ class Recorder:
             raise report.ReportWriteError(f"{failure}; {saved}") from failure
 
 
+def one_line_errors() -> tuple[type, ...]:
+    """Errors whose message is the whole story (what is wrong, what to do): shown without a traceback."""
+    from mechinterp.sae_training import SAECacheError, SAEOptionError
+
+    return (SAECacheError, SAEOptionError, UnknownModel)
+
+
 def finished_line(result: report.ClaimResult) -> str:
     """The terminal's line for a claim test that ended: outcome, claim, model, wall time."""
     seconds = "" if result.seconds is None else f" ({result.seconds:.1f} s)"
