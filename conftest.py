@@ -65,10 +65,10 @@ def pytest_addoption(parser):
                     help="E3: directory of trained gated SAEs (sae_lens format, one per subdirectory, hooks blocks.5/6/7.hook_resid_post)")
     group.addoption("--sae-config", default=None, metavar="FILE.json",
                     help="E3: SAETrainingConfig fields as JSON; SAEs are trained with it (or reused from the cache)")
-    group.addoption("--distribution-prompts", type=int, metavar="N",
-                    default=int(os.environ.get("MECHINTERP_DISTRIBUTION_PROMPTS", "256")),
+    group.addoption("--distribution-prompts", type=int, metavar="N", default=None,
                     help="E1/E2 robustness: prompts of the Wang-style distribution each claim is also measured on "
-                    "(mechinterp.robustness; default $MECHINTERP_DISTRIBUTION_PROMPTS or 256, 0 turns it off)")
+                    "(mechinterp.robustness; default $MECHINTERP_DISTRIBUTION_PROMPTS, else 256 on models narrower "
+                    "than d_model 512 and 64 on wider ones; 0 turns it off)")
     group.addoption("--sae-seeds", default=None, metavar="SEEDS",
                     help="E3: train the SAEs once per seed (e.g. 0,1,2); each row must hold on every seed, the report shows each")
 
@@ -104,6 +104,10 @@ def pytest_configure(config):
             config.stash[BASELINE] = results.check_baseline(baseline, report_dir)
         except results.ResultsFileError as err:
             raise pytest.UsageError(f"--baseline {baseline}: {err}") from None
+    for name, value in (("--distribution-prompts", config.getoption("distribution_prompts")),
+                        (f"${framework.DISTRIBUTION_PROMPTS_ENV}", os.environ.get(framework.DISTRIBUTION_PROMPTS_ENV) or None)):
+        if value is not None and not (str(value).strip().isdigit()):
+            raise pytest.UsageError(f"{name} must be a whole number >= 0 (0 turns the robustness pass off), got {value!r}")
     _start_progress(config)
 
 
@@ -203,9 +207,7 @@ def robustness(request, subject):
     their bootstrap intervals and robustness verdicts in details["robustness"] (mechinterp.robustness)."""
     from mechinterp.robustness import RobustnessConfig, with_robustness
 
-    n_prompts = request.config.getoption("distribution_prompts")
-    if n_prompts < 0:
-        raise pytest.UsageError(f"--distribution-prompts must be >= 0, got {n_prompts}")
+    n_prompts = framework.distribution_prompt_count(request.config, subject.model)
     cfg = RobustnessConfig(n_prompts=n_prompts) if n_prompts else None
     return lambda measured, spec: with_robustness(measured, subject.model, subject.tokenizer, spec, subject.thresholds, cfg)
 

@@ -263,6 +263,20 @@ def resolve_device(option: str) -> str:
     raise DeviceError(f"--device {option}: expected auto, cpu, cuda or cuda:N")
 
 
+def distribution_prompt_count(config, model) -> int:
+    """--distribution-prompts, else $MECHINTERP_DISTRIBUTION_PROMPTS, else the model's default
+    (mechinterp.robustness.default_prompt_count); 0 turns the robustness pass off."""
+    from mechinterp.robustness import default_prompt_count
+
+    given = config.getoption("distribution_prompts", None)
+    if given is None and os.environ.get(DISTRIBUTION_PROMPTS_ENV, "").strip():
+        given = int(os.environ[DISTRIBUTION_PROMPTS_ENV])
+    return default_prompt_count(model) if given is None else given
+
+
+DISTRIBUTION_PROMPTS_ENV = "MECHINTERP_DISTRIBUTION_PROMPTS"
+
+
 def make_subject(claim: str, spec: str, source: ModelSource) -> Subject:
     """The Subject for `spec`; skips the test (one line saying how to provide them) when weights are absent."""
     try:

@@ -73,14 +73,26 @@ class StatusWriter:
         if not force and now - self._last_write < REFRESH_S:
             return
         self._last_write = now
-        stage = progress.current()
+        stages = progress.open_stages()
         state = {"test": self.test, "test_started": self.test_started, "written": now}
-        if stage is not None and self.test:
-            state["stage"] = {"name": stage.name, "detail": stage.detail, "done": stage.done, "total": stage.total,
-                              "unit": stage.unit, "elapsed": stage.elapsed(), "eta": stage.eta()}
+        if stages and self.test:  # the outermost stage, and the innermost inside it when they differ
+            state["stage"] = _stage_state(stages[0])
+            if len(stages) > 1:
+                state["inner"] = _stage_state(stages[-1])
         staged = self.path.with_name(f".{self.path.name}.tmp")
         staged.write_text(json.dumps(state))
         os.replace(staged, self.path)  # the reader never sees half a file
+
+
+def _stage_state(stage: progress.Stage) -> dict:
+    return {"name": stage.name, "detail": stage.detail, "done": stage.done, "total": stage.total,
+            "unit": stage.unit, "elapsed": stage.elapsed(), "eta": stage.eta()}
+
+
+def _stage_text(stage: dict) -> str:
+    count = _count(stage["done"]) + (f"/{_count(stage['total'])}" if stage.get("total") else "")
+    detail = f" {stage['detail']}" if stage.get("detail") else ""
+    return f"{stage['name']}{detail} {count} {stage['unit']}".rstrip()
 
 
 def describe(state: dict, now: float | None = None) -> str:
@@ -91,11 +103,10 @@ def describe(state: dict, now: float | None = None) -> str:
     text = f"{state['test']} {clock(now - state['test_started'])}"
     stage = state.get("stage")
     if stage:
-        count = _count(stage["done"]) + (f"/{_count(stage['total'])}" if stage.get("total") else "")
         late = max(0.0, now - state.get("written", now))  # time since the worker wrote: the stage went on meanwhile
         eta = "" if stage.get("eta") is None else f", ~{clock(max(0.0, stage['eta'] - late))} left"
-        detail = f" {stage['detail']}" if stage.get("detail") else ""
-        text += f" · {stage['name']}{detail} {count} {stage['unit']}{eta}".rstrip()
+        inner = f" ({_stage_text(state['inner'])})" if state.get("inner") else ""
+        text += f" · {_stage_text(stage)}{eta}{inner}"
     return text
 
 

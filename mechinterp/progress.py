@@ -54,6 +54,11 @@ def current() -> Stage | None:
     return _OPEN[-1] if _OPEN else None
 
 
+def open_stages() -> list[Stage]:
+    """The open stages, outermost first (e.g. the distribution, then a patching pass inside it)."""
+    return list(_OPEN)
+
+
 def _notify(event: str, stage: Stage) -> None:
     for listener in list(_LISTENERS):
         listener(event, stage)

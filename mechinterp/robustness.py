@@ -43,6 +43,16 @@ RoleFinder = Callable[[Mapping[str, torch.Tensor]], "Head | tuple[Head, ...]"]
 ROBUST, PROTOCOL_ONLY, FAILS = "robust", "protocol only", "fails"
 
 
+# Prompts per model by default: the full 256 where a forward pass is cheap (TinyStories-8M, d_model 256),
+# 64 on wider models (GPT-2 small, d_model 768: its 256-prompt pass alone on one core took 584 s, most
+# of a default run). `--distribution-prompts 256` gives the full pass everywhere; the page says how many.
+FULL_PROMPT_COUNT, WIDE_MODEL_PROMPT_COUNT, WIDE_D_MODEL = 256, 64, 512
+
+
+def default_prompt_count(model) -> int:
+    return FULL_PROMPT_COUNT if model.cfg.d_model < WIDE_D_MODEL else WIDE_MODEL_PROMPT_COUNT
+
+
 @dataclass(frozen=True)
 class RobustnessConfig:
     n_prompts: int = 256  # prompts drawn (mechinterp.ioi.distribution_prompts); CI may use fewer
