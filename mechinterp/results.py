@@ -58,6 +58,7 @@ class ClaimResult:
     nodeid: str = ""
     identity: str = ""  # how the model was identified, e.g. "local directory, identified as tiny-stories-8M by its config"
     seconds: float | None = None  # the claim test's wall time (setup + call + teardown); None: not run
+    stage_seconds: dict = field(default_factory=dict)  # seconds per top-level progress stage (mechinterp.timing)
 
 
 @dataclass
