@@ -7,7 +7,8 @@ A spec (a --model value, parsed by mechinterp.model_specs into a ModelSpec) is o
   - `planted:<name>`: a hand-set circuit model from `fixtures.planted.build(<name>)`.
 
 Weights that are neither cached nor downloadable raise `WeightsUnavailable` with a one-line
-message saying how to provide them, fast: no hub retries when offline. A checkpoint that is there
+message saying how to provide them, fast: no hub retries when offline, unreachable or answering a
+server error (which the message names, with the URL). A checkpoint that is there
 but broken (bad JSON, truncated or garbage weights) raises `CheckpointError`, one line naming the file.
 """
 
@@ -53,10 +54,13 @@ class ProcessingConfig:
 class WeightsUnavailable(RuntimeError):
     """The model's weights are not in the local cache and cannot be downloaded now."""
 
-    def __init__(self, spec: str | ModelSpec, reason: str = ""):
+    def __init__(self, spec: str | ModelSpec, reason: str = "", hub_answer: str = ""):
         self.spec = parse_spec(spec).raw  # the --model text, as the user gave it
         self.reason = reason  # what failed, for debugging; the message stays one line
-        super().__init__(missing_weights_message(spec))
+        # The hub answered but cannot serve files now (e.g. "https://huggingface.co/... answered 503"): said in
+        # the message, since "run once online" is no advice when the run was online.
+        self.hub_answer = hub_answer
+        super().__init__(hub_error_message(spec, hub_answer) if hub_answer else missing_weights_message(spec))
 
 
 class CheckpointError(UnknownModel):
@@ -107,19 +111,45 @@ def missing_weights_message(spec: str | ModelSpec) -> str:
     )
 
 
-def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """One quick request to the hub endpoint. Written by hand because huggingface_hub retries an
-    unreachable host with backoff for ~25 s per file, which several files turn into minutes."""
+def hub_error_message(spec: str | ModelSpec, hub_answer: str) -> str:
+    """One line: the weights are not cached and the hub, though reachable, cannot serve them now."""
+    spec = parse_spec(spec)
+    at = f" at revision {spec.revision}" if spec.revision else ""
+    return (f"{spec.raw}: weights of {spec.repo_id}{at} are not in the HF cache {_hub_cache_dir()} and the hub cannot serve "
+            f"them now ({hub_answer}); try again later, or set HF_HOME to a cache that has {spec.repo_id}, or pass a local "
+            f"checkpoint directory with --model /path/to/checkpoint")
+
+
+def _hub_file_url(repo_id: str, revision: str | None, filename: str = "config.json") -> str:
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT.rstrip('/')}/{repo_id}/resolve/{revision or 'main'}/{filename}"
+
+
+def hub_probe(repo_id: str | None = None, revision: str | None = None, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """(reachable, server error): one request, no retries, to the hub endpoint (or, given `repo_id`, to the
+    file the download asks for first). Written by hand because huggingface_hub retries an unreachable host
+    with backoff for ~25 s per file, and a server error (5xx, 429) for ~20 s per model. The server error is
+    '' unless the hub answered one, then e.g. "https://huggingface.co/gpt2/resolve/main/config.json
+    answered 503 Service Unavailable"."""
     from huggingface_hub import constants
     from huggingface_hub.utils import get_session
 
     if constants.HF_HUB_OFFLINE:
-        return False
+        return False, ""
+    url = constants.ENDPOINT if repo_id is None else _hub_file_url(repo_id, revision)
     try:
-        get_session().head(constants.ENDPOINT, timeout=timeout_s)  # any HTTP answer means reachable
-        return True
+        answer = get_session().head(url, timeout=timeout_s)  # an httpx client: redirects are not followed
     except Exception:  # noqa: BLE001 - DNS, refused, timeout, proxy: all mean "cannot download now"
-        return False
+        return False, ""
+    if answer.status_code >= 500 or answer.status_code == 429:  # what huggingface_hub would retry
+        return True, f"{url} answered {answer.status_code} {answer.reason_phrase}".rstrip()
+    return True, ""  # any other answer (a redirect, 401, 404) is for from_pretrained to read
+
+
+def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether one quick request reaches the hub endpoint (any HTTP answer counts)."""
+    return hub_probe(timeout_s=timeout_s)[0]
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -140,8 +170,12 @@ def _processing_kwargs(processing: ProcessingConfig) -> dict:
 
 
 def _load_known(spec: ModelSpec, device: str, dtype: torch.dtype, processing: ProcessingConfig) -> HookedTransformer:
-    if not weights_available(spec) and not hub_reachable():
-        raise WeightsUnavailable(spec, reason="not cached, and HF_HUB_OFFLINE=1 or the hub is unreachable")
+    if not weights_available(spec):
+        reachable, server_error = hub_probe(spec.repo_id, spec.revision)
+        if not reachable:
+            raise WeightsUnavailable(spec, reason="not cached, and HF_HUB_OFFLINE=1 or the hub is unreachable")
+        if server_error:
+            raise WeightsUnavailable(spec, reason="not cached, and the hub answered a server error", hub_answer=server_error)
     revision = {"revision": spec.revision} if spec.revision else {}  # passed on to HF's from_pretrained
     try:
         with _quiet_deprecation():

@@ -35,7 +35,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from mechinterp.compare import compare_results, comparison_summary, render_comparison  # noqa: F401 (re-exported)
+from mechinterp.compare import Comparison, compare_results, comparison_summary, render_comparison  # noqa: F401 (re-exported)
 from mechinterp.results import (  # noqa: F401 (re-exported: callers that know them as report.X)
     RESULTS_FILE, STATUSES, ClaimResult, QuantityResult, ResultsFileError, RunInfo, figure_to_png, load_results,
     package_versions, results_file, results_json, results_to_dict, to_jsonable, utc_now,
@@ -371,7 +371,7 @@ def _pause_for_fault_injection(staged: Path) -> None:
         time.sleep(600)
 
 
-def write_report(run: RunInfo, results: list[ClaimResult], directory, changes: pd.DataFrame | None = None,
+def write_report(run: RunInfo, results: list[ClaimResult], directory, changes: Comparison | None = None,
                  baseline_label: str = "") -> Path:
     """Put index.html and results.json (and, with `changes` from compare_results, comparison.csv)
     into `directory`, replacing any older report there as a whole; returns the index.html path.
@@ -380,7 +380,7 @@ def write_report(run: RunInfo, results: list[ClaimResult], directory, changes: p
     same, beside an index.html that says why, so a finished run's results are never lost to a bug of the page."""
     files = {RESULTS_FILE: results_json(results_to_dict(run, results))}
     if changes is not None:
-        files["comparison.csv"] = changes.to_csv(index=False)
+        files["comparison.csv"] = changes.changes.to_csv(index=False)
     try:
         comparison = "" if changes is None else render_comparison(changes, baseline_label)
         files["index.html"] = render_html(run, results, comparison)

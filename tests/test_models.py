@@ -115,6 +115,51 @@ def test_absent_model_online_but_hub_unreachable_raises_weights_unavailable(hub_
             load("gpt2-small")
 
 
+@pytest.fixture
+def hub_answering_503(monkeypatch):
+    """A local 'hub' answering every request 503, counting them; the endpoint points at it."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    requests = []
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            requests.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET = answer
+
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    yield endpoint, requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_hub_server_error_is_one_request_and_a_line_naming_the_status_and_url(hub_forbidden, hub_answering_503, tmp_path):
+    # huggingface_hub retried a 503 for ~20 s per model, and the skip line then said "run once online"
+    endpoint, requests = hub_answering_503
+    (tmp_path / "hub").mkdir()
+    with hub_cache(tmp_path / "hub", offline=False):
+        with pytest.raises(WeightsUnavailable) as err:
+            load("gpt2-small")
+    assert requests == ["/gpt2/resolve/main/config.json"]  # one try, no retry storm
+    message = str(err.value)
+    assert "\n" not in message and "run once online" not in message
+    assert f"the hub cannot serve them now ({endpoint}/gpt2/resolve/main/config.json answered 503 Service Unavailable)" in message
+    assert message.startswith("gpt2-small: weights of gpt2 are not in the HF cache") and "try again later" in message
+
+
 def test_hub_is_unreachable_in_offline_mode():
     with twin_cache(()):
         assert not models.hub_reachable()

@@ -175,40 +175,6 @@ def test_results_json_holds_the_table(tmp_path):
                                       "why": "thesis s3.4", "passed": True, "calibrated": False}
 
 
-def test_compare_results_lists_only_changes(tmp_path):
-    write_report(run_info(), sample_results(), tmp_path / "base")
-    baseline = load_results(tmp_path / "base")
-    assert compare_results(baseline, baseline).empty
-
-    current = json.loads(json.dumps(baseline))
-    current["results"][0]["quantities"][0]["measured"] = 9.5  # value moved
-    current["results"][1]["status"] = "passed"  # status changed
-    current["results"].pop(3)  # gone
-    current["results"].append({"claim": "E3.new", "spec": "planted:tinystories-8m", "status": "passed", "quantities": []})
-    (tmp_path / "current.json").write_text(json.dumps(current))
-    changes = compare_results(tmp_path / "current.json", tmp_path / "base" / "results.json")
-    assert sorted(zip(changes.claim, changes.spec, changes.change)) == [
-        ("E1.dup-weak", "tiny-stories-8M", "gone"),
-        ("E2.logit-diff", "gpt2-small", "status"),
-        ("E2.logit-diff", "planted:tinystories-8m", "value"),
-        ("E3.new", "planted:tinystories-8m", "new"),
-    ]
-    value_row = changes[changes.change == "value"].iloc[0]
-    assert (value_row.measured_baseline, value_row.measured_current) == (9.41, 9.5)
-    assert compare_results(current, baseline, atol=0.1)["change"].tolist().count("value") == 0
-
-
-RESULTS_SHAPE_FAULTS = [
-    ('{"foo": 1}', "no 'run' or 'results' entry"),
-    ("[1, 2]", "expected a JSON object with 'run' and 'results', got a list"),
-    ('{"run": {}, "results": {}}', "'results' is not a list"),
-    ('{"run": {}, "results": [{"claim": "E2.x", "spec": "m", "status": "passed"}]}', "results[0] has no 'quantities'"),
-    ('{"run": {}, "results": [{"claim": "E2.x", "spec": "m", "status": "passed", "quantities": [{"measured": 1}]}]}',
-     "results[0].quantities[0] is not an object with a 'quantity'"),
-    ('{"run": {}, "results": [', "not valid JSON (Expecting value at line 1"),
-]
-
-
 @pytest.mark.parametrize("text, fault", RESULTS_SHAPE_FAULTS)
 def test_load_results_names_the_file_and_the_fault(tmp_path, text, fault):
     (tmp_path / "results.json").write_text(text)
