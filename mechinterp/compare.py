@@ -137,8 +137,11 @@ def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0,
         left_out = sorted({k[:3] for k in before if k[1] in shared and k[:3] not in collected})
         before = {k: v for k, v in before.items() if k[1] in shared and k[:3] in collected}
         if left_out:
+            # a claim with some tests collected and others not: the test names tell them apart
+            partly = {claim for claim, _, _ in collected}
+            names = (f"{claim} ({test})" if claim in partly else claim for claim, _, test in left_out)
             notes.append(f"{len(left_out)} claim test(s) of the baseline were not collected in this run (deselected, "
-                         f"e.g. -k, or no longer in the suite), so not compared: {_names(c for c, _, _ in left_out)}")
+                         f"e.g. -k, or no longer in the suite), so not compared: {_names(names)}")
     rows, relabelled = [], set()
     for key in sorted(now.keys() | before.keys(), key=lambda k: tuple("" if v is None else str(v) for v in k)):
         row_now, row_before = now.get(key), before.get(key)

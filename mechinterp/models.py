@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 import warnings
@@ -203,6 +204,18 @@ def _local_tokenizer(directory: Path, vocab_size: int):
     raise UnknownModel(f"{directory}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) and vocab {vocab_size} is not GPT-2's")
 
 
+def _weights_fault(err: BaseException) -> str:
+    """Why a checkpoint's weights cannot be loaded, one line. torch's refusal of a pickle holding more than
+    tensors advises loading with weights_only=False, which would run the file's code: that advice is left
+    out, only the refused object is named."""
+    if "Weights only load failed" in str(err):
+        refused = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global|\. |\n|$)", str(err))
+        what = f" ({refused.group(1)})" if refused else ""
+        return (f"hold pickled objects other than tensors{what}, which are not loaded: unpickling them could run code "
+                "from the file; use a checkpoint of tensors only (e.g. model.safetensors)")
+    return f"cannot be loaded ({type(err).__name__}: {_first_line(err)})"
+
+
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [""])[0][:300]
 
@@ -258,7 +271,7 @@ def _load_local(spec: ModelSpec, device: str, dtype: torch.dtype, processing: Pr
         hf_model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype).eval()
     except Exception as err:  # noqa: BLE001 - truncated / garbage / mismatched weights: one line naming the files
         weights = ", ".join(f for f in WEIGHT_FILES if (directory / f).is_file())
-        raise CheckpointError(f"{directory}: weights ({weights}) cannot be loaded ({type(err).__name__}: {_first_line(err)})") from None
+        raise CheckpointError(f"{directory}: weights ({weights}) {_weights_fault(err)}") from None
     tokenizer = _local_tokenizer(directory, hf_model.config.vocab_size)
     with _neutral_checkpoint_view(directory, config) as view:
         cfg = loading.get_pretrained_model_config(str(view), hf_cfg=hf_model.config.to_dict(),

@@ -209,6 +209,22 @@ def test_local_directory_errors(tmp_path):
         load(str(other))
 
 
+def test_a_checkpoint_pickling_more_than_tensors_is_refused_in_one_line_without_torchs_advice(tmp_path):
+    # the refusal repeated torch's advice to load with weights_only=False, which would run the file's code
+    import fractions
+
+    hf = twin_hf_model("tiny-stories-8M")
+    hf.config.save_pretrained(str(tmp_path))
+    torch.save({**hf.state_dict(), "extra": fractions.Fraction(1, 3)}, tmp_path / "pytorch_model.bin")
+    with twin_cache(()), pytest.raises(models.CheckpointError) as err:
+        load(str(tmp_path))
+    message = str(err.value)
+    assert "\n" not in message and "\x1b" not in message and "weights_only" not in message and "trust" not in message
+    assert message == (f"{tmp_path}: weights (pytorch_model.bin) hold pickled objects other than tensors (Unsupported global: "
+                       "GLOBAL fractions.Fraction), which are not loaded: unpickling them could run code from the file; use a "
+                       "checkpoint of tensors only (e.g. model.safetensors)")
+
+
 # --- planted specs dispatch to fixtures.planted --------------------------------------------------
 
 

@@ -175,6 +175,17 @@ def test_results_json_holds_the_table(tmp_path):
                                       "why": "thesis s3.4", "passed": True, "calibrated": False}
 
 
+RESULTS_SHAPE_FAULTS = [
+    ('{"foo": 1}', "no 'run' or 'results' entry"),
+    ("[1, 2]", "expected a JSON object with 'run' and 'results', got a list"),
+    ('{"run": {}, "results": {}}', "'results' is not a list"),
+    ('{"run": {}, "results": [{"claim": "E2.x", "spec": "m", "status": "passed"}]}', "results[0] has no 'quantities'"),
+    ('{"run": {}, "results": [{"claim": "E2.x", "spec": "m", "status": "passed", "quantities": [{"measured": 1}]}]}',
+     "results[0].quantities[0] is not an object with a 'quantity'"),
+    ('{"run": {}, "results": [', "not valid JSON (Expecting value at line 1"),
+]
+
+
 @pytest.mark.parametrize("text, fault", RESULTS_SHAPE_FAULTS)
 def test_load_results_names_the_file_and_the_fault(tmp_path, text, fault):
     (tmp_path / "results.json").write_text(text)
@@ -577,10 +588,27 @@ def test_baseline_option_adds_the_changes_to_the_report(claims_pytester):
     fake = claims_pytester.path / "claims" / "test_fake_claims.py"
     fake.write_text(fake.read_text().replace('Measured({"logit_diff": 9.4}', 'Measured({"logit_diff": 2.0, "feature_index": 7}'))
     result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "new", "--baseline", "base")
-    result.stdout.fnmatch_lines(["*changes since baseline*", "E2.logit-diff [[]tiny-stories-8M[]]: feature none -> 7; status passed -> failed; 1 value(s) changed"])
+    # two values: E2.logit-diff's rows 'within 9.4 ± 0.15' and '> 3.6', compared one by one
+    result.stdout.fnmatch_lines(["*changes since baseline*", "E2.logit-diff [[]tiny-stories-8M[]]: feature none -> 7; status passed -> failed; 2 value(s) changed"])
     changes = pd.read_csv(claims_pytester.path / "new" / "comparison.csv")
     assert set(zip(changes.quantity, changes.change)) == {("logit_diff", "status"), ("feature_index", "new")}
     assert "Changes since baseline" in (claims_pytester.path / "new" / "index.html").read_text()
+
+
+def test_a_baseline_of_other_models_and_claims_is_compared_on_what_this_run_measured(claims_pytester):
+    # a baseline of more models, and a -k run: one line each at the top, not a "passed -> absent" line per test
+    claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M,gpt2-small", "-k", "not zz", "--report-dir", "base")
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "-k", "nine", "--report-dir", "new",
+                                       "--baseline", "base")
+    output = result.stdout.str()
+    section = [line for line in output[output.index("changes since baseline"):].splitlines()[1:] if line][:3]
+    assert section == [
+        "baseline has models tiny-stories-8M, gpt2-small; this run tiny-stories-8M: comparing tiny-stories-8M only",
+        "1 claim test(s) of the baseline were not collected in this run (deselected, e.g. -k, or no longer in the suite), so "
+        "not compared: E2.logit-diff (test_crashes)",
+        "no claim changed outcome, row verdict or measured value"]
+    assert "absent" not in output
+    assert (claims_pytester.path / "new" / "index.html").read_text().count("baseline has models") == 1
 
 
 def test_missing_baseline_is_a_usage_error(claims_pytester):
