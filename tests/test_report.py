@@ -348,6 +348,48 @@ def test_a_claim_section_states_the_claim_with_its_quantities_and_each_reason_un
     assert section.count('<div class="result"') == 3 and section.count("<img ") == 1  # one block per model
 
 
+def test_every_thesis_inconsistency_touches_claims_and_rows_that_exist():
+    from mechinterp.report import CLAIM_STATEMENTS, THESIS_INCONSISTENCIES
+
+    assert THESIS_INCONSISTENCIES
+    for entry in THESIS_INCONSISTENCIES:
+        assert entry["note"].strip() and entry["claims"], entry
+        for claim in entry["claims"]:
+            assert claim in CLAIM_STATEMENTS, claim
+            rows = {t.quantity for t in THRESHOLDS if t.claim == claim}
+            assert set(entry["quantities"]) <= rows, (claim, set(entry["quantities"]) - rows)
+
+
+def test_a_thesis_inconsistency_is_stated_under_the_rows_and_sections_it_touches(tmp_path):
+    # the thesis's contradictions were in DESIGN.md only, not on the rows a reader checks
+    quantities = [QuantityResult(q, -3.0, -7.79, "<", -0.01, rule=f"{q} < -0.01", why="table 3.8", passed=True)
+                  for q in ("attribution", "name_share_top_contexts")]
+    result = ClaimResult("E3.L6-negative-names", "tiny-stories-8M", "tiny-stories-8M", False, "passed", quantities=quantities)
+    page = write_report(run_info(), [result], tmp_path).read_text()
+    section = page[page.index('<section class="claim" id="E3.L6-negative-names">'):]
+    attribution, other = section.index("<tr><td>attribution</td>"), section.index("<tr><td>name_share_top_contexts</td>")
+    note = "Feature 2837&#39;s attribution is +2.07 in table 3.6 and -7.79 in table 3.8"
+    assert section.count(note) == 1 and attribution < section.index(note) < other  # under its row only
+    layers = section.index("its sections call the same SAEs layers 5, 6 and 7")  # a note on the claim: under its statement
+    assert section.index('<p class="statement">') < layers < section.index('<div class="result"')
+
+
+def test_known_gaps_not_applied_under_sae_config_are_said_in_one_line(tmp_path):
+    # README's SAE-regression workflow: under --sae-config a gap measured with the default SAEs does not apply
+    from claims.thresholds import KNOWN_GAPS
+    from mechinterp.report import unapplied_known_gaps_note
+
+    twin = "planted:tinystories-8m"
+    collected = {("E3.L5-to-feature", twin), ("E3.L6-negative-names", twin), ("E2.logit-diff", twin)}
+    assert unapplied_known_gaps_note(KNOWN_GAPS, collected, {"sae_config": None, "sae_dir": None}) == ""
+    note = unapplied_known_gaps_note(KNOWN_GAPS, collected, {"sae_config": "changed.json", "sae_dir": None})
+    assert note == ("2 known gap(s) not applied under --sae-config (each was measured without it), so these claim tests are "
+                    "checked plainly and a failure reads 'failed': E3.L5-to-feature [planted:tinystories-8m], "
+                    "E3.L6-negative-names [planted:tinystories-8m]")
+    page = write_report(run_info(), sample_results(), tmp_path, run_notes=[note]).read_text()
+    assert page.count("known gap(s) not applied under --sae-config") == 1
+
+
 def test_calibrated_quantities_are_tagged_in_their_row():
     from mechinterp.report import _result_rows
 
