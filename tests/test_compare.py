@@ -106,6 +106,10 @@ def test_a_known_gap_that_is_a_plain_failure_in_the_other_run_is_no_change():
     assert note.startswith("known gap in one run, failed in the other, with the same rows failing") and note.endswith(
         "not a change: E3.L5-to-feature [planted:tinystories-8m]")
     assert not any("known gap -> failed" in line for line in comparison_summary(comparison))
+    # other rows failing is a change, listed as such, not as "the same rows failing"
+    other_rows = [QuantityResult(q.quantity, q.measured, q.thesis_value, q.op, q.threshold, None, q.rule, "", not q.passed) for q in rows]
+    flipped = compare_results(document([TWIN], [claim("E3.L5-to-feature", TWIN, "failed", other_rows)]), baseline)
+    assert flipped.notes == [] and flipped.changes["change"].tolist() == ["verdict", "verdict"]
     # a pass that becomes a known gap is a change of outcome
     passed = document([TWIN], [claim("E3.L5-to-feature", TWIN, "passed", rows)])
     assert comparison_summary(compare_results(baseline, passed))[-1].startswith(
