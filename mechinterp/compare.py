@@ -120,8 +120,9 @@ def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0,
     failure), 'verdict' (the row's pass/fail), 'value', 'new' (only in current), 'gone' (only in baseline).
     Compared: the models both runs selected and the claim tests this run collected, `collected` as
     (claim, spec, test function name); by default those of `current`, which records every collected claim
-    test, run or not. With `compare_all` every row of both runs is compared, one in a single run being new
-    or gone. The notes say once what was left out, and which claims only changed label (known gap <-> failed).
+    test, run or not; a test an interrupted run did not run is left out too. With `compare_all` every row of
+    both runs is compared, one in a single run being new or gone. The notes say once what was left out, and
+    which claims only changed label (known gap <-> failed).
     """
     current, baseline = load_results(current), load_results(baseline)
     now, before = _flatten(current), _flatten(baseline)
@@ -134,9 +135,15 @@ def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0,
         notes.append(f"baseline has models {', '.join(models_before)}; this run {', '.join(models_now)}: comparing {which}")
     if not compare_all:
         collected = {(r["claim"], r["spec"], _test_name(r)) for r in current["results"]} if collected is None else set(collected)
-        now = {k: v for k, v in now.items() if k[1] in shared}
+        # an interrupted run's tests that never ran measured nothing: one note, not a "-> not run" line each
+        not_run = {(r["claim"], r["spec"], _test_name(r)) for r in current["results"] if r["status"] == "not run" and r["spec"] in shared}
+        if not_run:
+            notes.append(f"{len(not_run)} claim test(s) did not run in this run (it was interrupted), so not compared: "
+                         f"{_names(f'{claim} [{spec}]' for claim, spec, _ in sorted(not_run))}")
+        compared = collected - not_run
+        now = {k: v for k, v in now.items() if k[1] in shared and k[:3] not in not_run}
         left_out = sorted({k[:3] for k in before if k[1] in shared and k[:3] not in collected})
-        before = {k: v for k, v in before.items() if k[1] in shared and k[:3] in collected}
+        before = {k: v for k, v in before.items() if k[1] in shared and k[:3] in compared}
         if left_out:
             # a claim with some tests collected and others not: the test names tell them apart
             partly = {claim for claim, _, _ in collected}

@@ -94,6 +94,16 @@ def test_claims_this_run_did_not_collect_are_left_out_in_one_note():
     assert compare_results(current, baseline, collected={("E1.a", TS, "test_it")}).changes["change"].tolist() == ["gone", "new", "new"]
 
 
+def test_tests_an_interrupted_run_did_not_run_are_left_out_in_one_note():
+    baseline = document([TS], [claim(c, TS, "passed", [QuantityResult("q", 1.0)]) for c in ("E1.a", "E2.b", "E3.c")])
+    current = document([TS], [claim("E1.a", TS, "passed", [QuantityResult("q", 1.0)]),
+                               *(claim(c, TS, "not run", [QuantityResult("q", None)]) for c in ("E2.b", "E3.c"))])
+    comparison = compare_results(current, baseline)
+    assert comparison.empty and comparison.notes == [
+        "2 claim test(s) did not run in this run (it was interrupted), so not compared: E2.b [tiny-stories-8M], E3.c [tiny-stories-8M]"]
+    assert compare_results(current, baseline, compare_all=True).changes["change"].tolist() == ["status", "status"]
+
+
 def test_a_known_gap_that_is_a_plain_failure_in_the_other_run_is_no_change():
     # --sae-config: the known gap (measured with the default SAEs) does not apply, the same rows fail plainly
     rows = [QuantityResult("p_io_ablated", 2e-5, 0.048, "<=", 0.1, None, "p_io_ablated <= 0.1", "", True),
