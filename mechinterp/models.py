@@ -186,7 +186,21 @@ def _load_known(spec: ModelSpec, device: str, dtype: torch.dtype, processing: Pr
         if weights_available(spec):
             raise
         first_line = (str(err).splitlines() or [""])[0]
-        raise WeightsUnavailable(spec, reason=f"{type(err).__name__}: {first_line}") from None
+        raise WeightsUnavailable(spec, reason=f"{type(err).__name__}: {first_line}", hub_answer=_server_error_in(err)) from None
+
+
+def _server_error_in(err: BaseException) -> str:
+    """'<url> answered <status> <reason>' when `err`, or an error it was raised from, is the hub's server error
+    (5xx, 429: a file after the probed one failed, after huggingface_hub's own retries); else ''."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        response = getattr(err, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int) and (status >= 500 or status == 429):
+            return f"{response.request.url} answered {status} {response.reason_phrase}".rstrip()
+        err = err.__cause__ or err.__context__
+    return ""
 
 
 def _local_tokenizer(directory: Path, vocab_size: int):

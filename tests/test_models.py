@@ -160,6 +160,25 @@ def test_a_hub_server_error_is_one_request_and_a_line_naming_the_status_and_url(
     assert message.startswith("gpt2-small: weights of gpt2 are not in the HF cache") and "try again later" in message
 
 
+def test_a_server_error_past_the_probe_is_named_too(monkeypatch, tmp_path):
+    # the probed config.json answered, a later file did not: the line names that answer, not "run once online"
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    url = "https://hub.example/gpt2/resolve/main/model.safetensors"
+
+    def weights_fail(*args, **kwargs):
+        answer = httpx.Response(502, request=httpx.Request("GET", url))
+        raise OSError("couldn't connect") from HfHubHTTPError("502 Bad Gateway", response=answer)
+
+    monkeypatch.setattr(models, "hub_probe", lambda *args, **kwargs: (True, ""))
+    monkeypatch.setattr(HookedTransformer, "from_pretrained", weights_fail)
+    (tmp_path / "hub").mkdir()
+    with hub_cache(tmp_path / "hub", offline=False), pytest.raises(WeightsUnavailable) as err:
+        load("gpt2-small")
+    assert f"the hub cannot serve them now ({url} answered 502 Bad Gateway)" in str(err.value)
+
+
 def test_hub_is_unreachable_in_offline_mode():
     with twin_cache(()):
         assert not models.hub_reachable()
