@@ -1,20 +1,24 @@
-"""pytest plugin for the claims suite: --model / --report-dir, the `claim` marker, the `subject` and
-`check` fixtures, and the HTML report written at session end.
+"""pytest plugin for the claims suite: --model / --report-dir / --device, the `claim` marker, the
+`subject` and `check` fixtures, live progress, and the HTML report written at session end.
 
-Thin by design: the logic is in claims/framework.py (subjects, checks, the record) and
-mechinterp/report.py (HTML and results.json). A report is written only when the session collected
-claim tests, so `pytest tests/` leaves reports/ alone.
+Thin by design: the logic is in claims/framework.py (subjects, checks, the record), claims/live.py
+(the progress line), claims/parallel.py (xdist lanes, threads) and mechinterp/report.py (HTML and
+results.json). A report is written only when the session collected claim tests, so `pytest tests/`
+leaves reports/ alone. Under pytest-xdist (`./run claims` uses two workers) the controller collects
+the claims itself, so it knows every claim test; workers send each claim's record in its test report.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import hypothesis
 import pytest
 
-from claims import framework
+from claims import framework, live, parallel
 from mechinterp import compare, report, results
 
 # Deterministic property tests, project-wide: examples derived from each test, no example database.
@@ -25,10 +29,17 @@ pytest_plugins = ("pytester",)  # tests/test_report.py runs the plugin on fake c
 
 RECORDER = pytest.StashKey[framework.Recorder]()
 REPORT_DIR = pytest.StashKey[Path]()  # checked at the start of the run
+CREATED_DIR = pytest.StashKey[Path]()  # the default report directory this run created (removed if left empty)
 BASELINE = pytest.StashKey[dict]()  # --baseline, loaded once at the start of the run
 REPORT_PATH = pytest.StashKey[Path]()
 CHANGES = pytest.StashKey[object]()  # the comparison with the baseline (a DataFrame or None), computed once
 REPORT_FAILURE = pytest.StashKey[str]()
+NOT_WRITTEN = pytest.StashKey[str]()  # why no report was written (an interrupt before any claim was measured)
+STATUS = pytest.StashKey[live.StatusWriter]()  # this process's progress state file
+DISPLAY = pytest.StashKey[live.LiveDisplay]()  # the live line, in the process that owns the terminal
+LIVE_DIR = pytest.StashKey[Path]()  # where the state files go (a temporary directory of the run)
+LIVE_DIR_KEY = "mechinterp_live_dir"  # the same, in an xdist worker's workerinput
+PAYLOAD = "mechinterp_claim"  # user_properties key of a claim's record sent from a worker
 
 
 def pytest_addoption(parser):
@@ -41,27 +52,38 @@ def pytest_addoption(parser):
     group.addoption("--allow-unchecked-models", action="store_true", default=False,
                     help="run even when a selected model gets no claim (by default that stops the run at its start)")
     group.addoption("--report-dir", default=None, metavar="DIR",
-                    help="where to write index.html and results.json (default: reports/<UTC timestamp>)")
+                    help="where to write index.html and results.json (default: reports/<UTC time>-<pid>, new for every run)")
     group.addoption("--baseline", default=None, metavar="RESULTS",
                     help="regression mode: a results.json (or its run directory) to compare this run with; "
                     "the report lists every claim whose status, measured values or role feature changed")
+    group.addoption("--device", default="auto", metavar="DEVICE",
+                    help="where models run, patch and train SAEs: auto (cuda when visible, else cpu), cpu, cuda, cuda:N")
+    group.addoption("--live", default="auto", choices=("auto", "line", "plain", "off"),
+                    help="progress of each claim and stage: one updating line on a terminal, plain lines in a log (default auto)")
     # E3 (claims/test_e3_features.py): where the gated SAEs come from
     group.addoption("--sae-dir", default=None, metavar="DIR",
                     help="E3: directory of trained gated SAEs (sae_lens format, one per subdirectory, hooks blocks.5/6/7.hook_resid_post)")
     group.addoption("--sae-config", default=None, metavar="FILE.json",
                     help="E3: SAETrainingConfig fields as JSON; SAEs are trained with it (or reused from the cache)")
-    group.addoption("--distribution-prompts", type=int, metavar="N",
-                    default=int(os.environ.get("MECHINTERP_DISTRIBUTION_PROMPTS", "256")),
+    group.addoption("--distribution-prompts", type=int, metavar="N", default=None,
                     help="E1/E2 robustness: prompts of the Wang-style distribution each claim is also measured on "
-                    "(mechinterp.robustness; default $MECHINTERP_DISTRIBUTION_PROMPTS or 256, 0 turns it off)")
+                    "(mechinterp.robustness; default $MECHINTERP_DISTRIBUTION_PROMPTS, else 256 on models narrower "
+                    "than d_model 512 and 64 on wider ones; 0 turns it off)")
     group.addoption("--sae-seeds", default=None, metavar="SEEDS",
                     help="E3: train the SAEs once per seed (e.g. 0,1,2); each row must hold on every seed, the report shows each")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "claim(id): a thesis claim test, e.g. claim('E2.logit-diff'); see claims/thresholds.py")
+    import torch
+
+    torch.set_num_threads(parallel.torch_threads())  # see claims/parallel.py: processes use the cores, not threads
     config.stash[RECORDER] = framework.Recorder(framework.selected_models(config.getoption("model")))
-    # The report options are checked here, before any model loads: a bad one is one line, not a lost run.
+    # Every option is checked here, before any model loads: a bad one is one line, not a lost run.
+    try:
+        framework.session_model_source(config)  # resolves --device
+    except framework.DeviceError as err:
+        raise pytest.UsageError(str(err)) from None
     try:
         report_dir = report.check_report_dir(config.getoption("report_dir") or framework.default_report_dir(config.rootpath))
     except report.ReportDirError as err:
@@ -82,6 +104,83 @@ def pytest_configure(config):
             config.stash[BASELINE] = results.check_baseline(baseline, report_dir)
         except results.ResultsFileError as err:
             raise pytest.UsageError(f"--baseline {baseline}: {err}") from None
+    for name, value in (("--distribution-prompts", config.getoption("distribution_prompts")),
+                        (f"${framework.DISTRIBUTION_PROMPTS_ENV}", os.environ.get(framework.DISTRIBUTION_PROMPTS_ENV) or None)):
+        if value is not None and not (str(value).strip().isdigit()):
+            raise pytest.UsageError(f"{name} must be a whole number >= 0 (0 turns the robustness pass off), got {value!r}")
+    _start_progress(config)
+
+
+def _start_progress(config) -> None:
+    """A state file for this process (if it runs tests) and, where the terminal is, the live line."""
+    if config.getoption("live") == "off" and not parallel.is_worker(config):
+        return
+    if parallel.is_worker(config):
+        directory = Path(config.workerinput[LIVE_DIR_KEY])
+        config.stash[STATUS] = live.StatusWriter(directory / f"{config.workerinput['workerid']}.json")
+        return
+    directory = Path(tempfile.mkdtemp(prefix="mechinterp-live-"))
+    config.stash[LIVE_DIR] = directory
+    if not parallel.is_controller(config):
+        config.stash[STATUS] = live.StatusWriter(directory / "main.json")
+    # A dup of the terminal taken now, before pytest's capture redirects fd 1 around each test.
+    fd = os.dup(1)
+    mode = live.display_mode(config.getoption("live"), fd, config.getoption("verbose"))
+    config.stash[DISPLAY] = live.LiveDisplay(directory, fd, mode)  # started once claims are known to run
+    config.pluginmanager.register(ClaimLines(config), "mechinterp-claim-lines")
+
+
+class ClaimLines:
+    """The controller's (or single process's) side of each claim test's end: a worker's record
+    replaces the expected one, and a line goes above the live line (skips are summed up per model at
+    the end). A plugin object, since pytest_runtest_logreport is given no config."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def pytest_runtest_logreport(self, report):
+        recorder = self.config.stash[RECORDER]
+        if parallel.is_controller(self.config):
+            for key, payload in report.user_properties:
+                if key == PAYLOAD and payload is not None:
+                    recorder.apply(payload)
+        result = recorder.results.get(report.nodeid)
+        display = self.config.stash.get(DISPLAY, None)
+        if result is None or display is None or report.when != "teardown" or result.status == "skipped":
+            return
+        display.line(framework.finished_line(result))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist: tell each worker where the live state files go."""
+    node.workerinput[LIVE_DIR_KEY] = str(node.config.stash[LIVE_DIR])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") == "load" and parallel.may_run_claims(config):
+        return parallel.make_lane_scheduler(config, log)
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session):
+    """Under xdist the controller collects nothing by default; for the claims it collects them itself,
+    so the record knows every claim test (a test a worker never reached is 'not run', not absent)."""
+    if parallel.is_controller(session.config) and parallel.may_run_claims(session.config):
+        session.perform_collect()
+
+
+def pytest_unconfigure(config):
+    for key in (STATUS, DISPLAY):
+        if key in config.stash:
+            config.stash[key].close()
+    if LIVE_DIR in config.stash:
+        shutil.rmtree(config.stash[LIVE_DIR], ignore_errors=True)
+    created = config.stash.get(CREATED_DIR, None)
+    if created is not None and created.is_dir() and not any(created.iterdir()):
+        created.rmdir()  # nothing was written there (refused or interrupted run)
 
 
 def pytest_generate_tests(metafunc):
@@ -92,25 +191,14 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(scope="session")
-def model_source():
-    """Loads each model once per session; overridden with fakes in tests of the framework."""
-    return framework.ModelSource()
-
-
-@pytest.fixture(scope="session")
-def loaded_models(request, model_source):
-    """Every model some collected claim test runs on, loaded once before the first claim runs: a
-    broken checkpoint ends the run here with one line, not as an error in each of its tests."""
-    try:
-        model_source.preload(list(framework.runnable_claims(request.session.items)))
-    except framework.ModelLoadFailed as failed:
-        pytest.exit(str(failed), returncode=pytest.ExitCode.USAGE_ERROR)
-    return model_source
+def model_source(request):
+    """Loads each model once per session (framework.session_model_source; fakes go in config.stash)."""
+    return framework.session_model_source(request.config)
 
 
 @pytest.fixture
-def subject(request, loaded_models):
-    return framework.make_subject(framework.claim_of(request.node), request.param, loaded_models)
+def subject(request, model_source):
+    return framework.make_subject(framework.claim_of(request.node), request.param, model_source)
 
 
 @pytest.fixture
@@ -119,9 +207,7 @@ def robustness(request, subject):
     their bootstrap intervals and robustness verdicts in details["robustness"] (mechinterp.robustness)."""
     from mechinterp.robustness import RobustnessConfig, with_robustness
 
-    n_prompts = request.config.getoption("distribution_prompts")
-    if n_prompts < 0:
-        raise pytest.UsageError(f"--distribution-prompts must be >= 0, got {n_prompts}")
+    n_prompts = framework.distribution_prompt_count(request.config, subject.model)
     cfg = RobustnessConfig(n_prompts=n_prompts) if n_prompts else None
     return lambda measured, spec: with_robustness(measured, subject.model, subject.tokenizer, spec, subject.thresholds, cfg)
 
@@ -148,38 +234,125 @@ def pytest_make_collect_report(collector):
     return collect_report
 
 
+def pytest_collection_modifyitems(config, items):
+    if parallel.worker_count(config) > 1 and parallel.may_run_claims(config):
+        items[:] = parallel.order_longest_first(items)
+
+
 def pytest_collection_finish(session):
-    recorder = session.config.stash[RECORDER]
+    config = session.config
+    recorder = config.stash[RECORDER]
     recorder.expect(session.items)
-    if recorder.has_claims and not session.config.getoption("allow_unchecked_models"):
+    if not recorder.has_claims or parallel.is_worker(config):
+        return
+    if config.getoption("model") is None:  # the default models: those no selected claim runs on are left out
+        recorder.leave_out(framework.unchecked_models(session.items, recorder.specs))
+    elif not config.getoption("allow_unchecked_models"):
         unchecked = framework.unchecked_models_message(session.items, recorder.specs)
         if unchecked:
             raise pytest.UsageError(unchecked)
+    if not config.option.collectonly:
+        if config.getoption("report_dir") is None:
+            try:
+                config.stash[REPORT_DIR] = config.stash[CREATED_DIR] = framework.create_run_directory(config.stash[REPORT_DIR])
+            except (OSError, report.ReportDirError) as err:
+                raise pytest.UsageError(f"report directory {config.stash[REPORT_DIR]}: {err}") from None
+        # Every model a claim runs on is loaded now (the controller checks all but the planted ones, which
+        # are built from code): a broken checkpoint stops the run with one line, before any claim runs.
+        specs = [spec for spec in framework.runnable_claims(session.items)
+                 if not (parallel.is_controller(config) and spec.startswith("planted:"))]
+        try:
+            framework.session_model_source(config).preload(specs)
+        except framework.ModelLoadFailed as failed:
+            raise pytest.UsageError(str(failed)) from None
+    if DISPLAY in config.stash and config.stash[DISPLAY].mode != "off":
+        display = config.stash[DISPLAY]
+        display.start()
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.showfspath = False  # the live line and the claims' own lines replace pytest's per-file dots
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if STATUS in item.config.stash and item.get_closest_marker("claim") is not None:
+        raw = item.callspec.params.get("subject", "") if hasattr(item, "callspec") else ""
+        item.config.stash[STATUS].start_test(f"{framework.claim_of(item)} {raw}".strip())
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     test_report = yield
-    item.config.stash[RECORDER].record_phase(item, call, test_report)
+    recorder = item.config.stash[RECORDER]
+    if call.excinfo is not None and call.excinfo.errisinstance(framework.one_line_errors()):
+        # a refusal that already says what is wrong and what to do: its line, not a traceback around it
+        test_report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
+    recorder.record_phase(item, call, test_report)
+    if STATUS in item.config.stash and item.nodeid in recorder.results:
+        status = item.config.stash[STATUS]
+        result = recorder.results[item.nodeid]
+        result.stage_seconds = dict(status.stage_seconds)
+        if test_report.when == "teardown":
+            status.end_test()
+    if parallel.is_worker(item.config) and item.nodeid in recorder.results:
+        test_report.user_properties.append((PAYLOAD, recorder.payload(item.nodeid)))
     return test_report
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_report_teststatus(report, config):
+    outcome = yield
+    result = config.stash[RECORDER].results.get(report.nodeid)
+    if result is None or not isinstance(outcome, tuple):
+        return outcome
+    category, letter, word = outcome
+    if result.claim in framework.INFO_CLAIMS and category == "passed":
+        category, letter, word = "measured", letter, "MEASURED"  # the card has no threshold: measured, not passed
+    display = config.stash.get(DISPLAY, None)
+    if display is not None and display.mode != "off":
+        letter = ""  # the claim's own line says it
+    return category, letter, word
+
+
 def pytest_sessionfinish(session, exitstatus):
-    recorder = session.config.stash[RECORDER]
+    config = session.config
+    if DISPLAY in config.stash:
+        config.stash[DISPLAY].close()
+    if parallel.is_worker(config):
+        return
+    recorder = config.stash[RECORDER]
     # A run refused at its start (usage error) measured nothing: it leaves any older report alone.
     # A collect-only run (--co) measured nothing either.
-    if recorder.has_claims and exitstatus != pytest.ExitCode.USAGE_ERROR and not session.config.option.collectonly:
-        config = session.config
-        stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldfail or session.shouldstop)
-        try:
-            config.stash[REPORT_PATH], config.stash[CHANGES] = recorder.write(
-                config.stash[REPORT_DIR], framework.command_line(config), config.stash.get(BASELINE, None),
-                config.getoption("baseline") or "", interrupted=stopped)
-        except report.ReportWriteError as failure:
-            config.stash[REPORT_FAILURE] = f"claims report NOT written: {failure}"
+    if not recorder.has_claims or exitstatus == pytest.ExitCode.USAGE_ERROR or config.option.collectonly:
+        return
+    stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldfail or session.shouldstop)
+    if stopped and not recorder.measured_anything():
+        # Interrupted before any claim ended (e.g. Ctrl-C during model load): nothing to report, and an
+        # older report in --report-dir stays as it was.
+        older = config.stash[REPORT_DIR] / "index.html"
+        config.stash[NOT_WRITTEN] = ("run interrupted before any claim was measured: no report written"
+                                     + (f"; {older} is untouched" if older.exists() else ""))
+        return
+    try:
+        config.stash[REPORT_PATH], config.stash[CHANGES] = recorder.write(
+            config.stash[REPORT_DIR], framework.command_line(config), config.stash.get(BASELINE, None),
+            config.getoption("baseline") or "", interrupted=stopped)
+    except report.ReportWriteError as failure:
+        config.stash[REPORT_FAILURE] = f"claims report NOT written: {failure}"
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a run whose report is lost is not a success
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    if parallel.is_worker(config):
+        return
+    recorder = config.stash[RECORDER]
+    for line in recorder.notes:
+        terminalreporter.write_line(line)
+    for line in framework.skipped_models_lines(recorder.results.values()):
+        terminalreporter.write_line(line, yellow=True)
+    if NOT_WRITTEN in config.stash:
+        terminalreporter.write_line(config.stash[NOT_WRITTEN], yellow=True, bold=True)
     if REPORT_FAILURE in config.stash:
         terminalreporter.write_line(config.stash[REPORT_FAILURE], red=True, bold=True)
     if REPORT_PATH in config.stash:

@@ -9,8 +9,10 @@ its reason / error with its message) and writes the report at session end.
 
 from __future__ import annotations
 
+import base64
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -162,11 +164,15 @@ def runnable_claims(items) -> dict[str, int]:
     return counts
 
 
+def unchecked_models(items, specs: list[ModelSpec]) -> list[ModelSpec]:
+    counts = runnable_claims(items)
+    return [spec for spec in specs if not counts.get(spec.raw)]
+
+
 def unchecked_models_message(items, specs: list[ModelSpec]) -> str | None:
     """One line naming the selected models no collected claim test will check, or None. A run that
     checks nothing on a model the user named must not end green (see --allow-unchecked-models)."""
-    counts = runnable_claims(items)
-    unchecked = [spec for spec in specs if not counts.get(spec.raw)]
+    unchecked = unchecked_models(items, specs)
     if not unchecked:
         return None
     names = ", ".join(spec.raw if spec.raw == spec.row_key else f"{spec.raw} (rows of {spec.row_key})" for spec in unchecked)
@@ -180,17 +186,23 @@ class ModelLoadFailed(RuntimeError):
 
 
 class ModelSource:
-    """Loads each model once per session, remembering absent weights too so the hub is probed once.
-    Defaults to mechinterp.models.load; framework tests pass a fake `load`."""
+    """Loads each model once per session (on `device`), remembering absent weights too so the hub is
+    probed once. Defaults to mechinterp.models.load; framework tests pass a fake `load`."""
 
-    def __init__(self, load: Callable | None = None):
-        self.load = load or load_model
+    def __init__(self, load: Callable | None = None, device: str | None = None):
+        self.load = load
+        self.device = device
         self._cache: dict[str, Any] = {}  # spec -> model or WeightsUnavailable
+
+    def _load(self, spec: str):
+        if self.load is not None:
+            return self.load(spec)
+        return load_model(spec, device=self.device or "cpu")
 
     def get(self, spec: str):
         if spec not in self._cache:
             try:
-                self._cache[spec] = self.load(spec)
+                self._cache[spec] = self._load(spec)
             except WeightsUnavailable as absent:
                 self._cache[spec] = absent
         if isinstance(self._cache[spec], WeightsUnavailable):
@@ -210,6 +222,59 @@ class ModelSource:
             except Exception as err:  # noqa: BLE001 - any other load failure is still one line, at the start
                 first = (str(err).strip().splitlines() or [""])[0][:300]
                 raise ModelLoadFailed(f"--model {spec}: cannot be loaded ({type(err).__name__}: {first})") from None
+
+
+MODEL_SOURCE = pytest.StashKey[ModelSource]()
+
+
+def session_model_source(config) -> ModelSource:
+    """The run's ModelSource (config.stash[MODEL_SOURCE]); a test of the framework puts a fake there
+    in its pytest_configure, before the models are loaded at the end of collection."""
+    if MODEL_SOURCE not in config.stash:
+        config.stash[MODEL_SOURCE] = ModelSource(device=resolve_device(config.getoption("device", None) or "auto"))
+    return config.stash[MODEL_SOURCE]
+
+
+class DeviceError(ValueError):
+    """A --device value that names no usable device (one line, before any model loads)."""
+
+
+def resolve_device(option: str) -> str:
+    """--device auto|cpu|cuda|cuda:N -> the torch device the whole run uses: models, patching, SAE
+    training. auto is cuda when one is visible, else cpu; a cuda that is not there is an error, not a
+    silent fall back to the CPU."""
+    import torch
+
+    text = option.strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return "cpu"
+    if text == "cuda" or text.startswith("cuda:"):
+        index = text.partition(":")[2]
+        if index and not index.isdigit():
+            raise DeviceError(f"--device {option}: expected cuda or cuda:N with N a GPU index")
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {option}: no CUDA device is visible to torch "
+                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise DeviceError(f"--device {option}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return text
+    raise DeviceError(f"--device {option}: expected auto, cpu, cuda or cuda:N")
+
+
+def distribution_prompt_count(config, model) -> int:
+    """--distribution-prompts, else $MECHINTERP_DISTRIBUTION_PROMPTS, else the model's default
+    (mechinterp.robustness.default_prompt_count); 0 turns the robustness pass off."""
+    from mechinterp.robustness import default_prompt_count
+
+    given = config.getoption("distribution_prompts", None)
+    if given is None and os.environ.get(DISTRIBUTION_PROMPTS_ENV, "").strip():
+        given = int(os.environ[DISTRIBUTION_PROMPTS_ENV])
+    return default_prompt_count(model) if given is None else given
+
+
+DISTRIBUTION_PROMPTS_ENV = "MECHINTERP_DISTRIBUTION_PROMPTS"
 
 
 def make_subject(claim: str, spec: str, source: ModelSource) -> Subject:
@@ -317,6 +382,18 @@ class Recorder:
         self.models = [spec.raw for spec in specs]
         self.started = report.utc_now()
         self.results: dict[str, report.ClaimResult] = {}  # nodeid -> result
+        self.notes: list[str] = []  # what the run left out, said once on the page and the terminal
+
+    def leave_out(self, unchecked: list[ModelSpec]) -> None:
+        """Drop default models no selected claim runs on (`-k e3` runs on TinyStories-8M only): the
+        user did not name them, so the run goes on without them and says so once."""
+        if not unchecked:
+            return
+        left = {spec.raw for spec in unchecked}
+        self.specs = [spec for spec in self.specs if spec.raw not in left]
+        self.models = [spec.raw for spec in self.specs]
+        self.results = {nodeid: r for nodeid, r in self.results.items() if r.spec not in left}
+        self.notes.append(f"left out {', '.join(sorted(left))}: default model(s) no selected claim runs on")
 
     def expect(self, items) -> None:
         """Register the collected claim tests, so one that never runs still shows as 'not run'."""
@@ -346,10 +423,13 @@ class Recorder:
             result.figure_png = report.figure_to_png(measured.figure)
 
     def record_phase(self, item, call, test_report) -> None:
-        """Fold one setup/call/teardown report into the claim's status; the worst outcome wins."""
+        """Fold one setup/call/teardown report into the claim's status (the worst outcome wins) and add
+        its duration to the claim's wall time. Under pytest-xdist this runs on the worker, and the
+        claim's whole record travels to the controller in the report (see `payload` / `apply`)."""
         result = self.results.get(item.nodeid)
         if result is None:
             return
+        result.seconds = (result.seconds or 0.0) + test_report.duration
         if test_report.skipped and hasattr(test_report, "wasxfail"):
             # an expected failure: measured, failing, and documented as a gap of this (planted) model
             result.status, result.message = "known gap", test_report.wasxfail
@@ -368,6 +448,33 @@ class Recorder:
             result.message = f"every row holds on these SAEs; claims.thresholds.KNOWN_GAPS lists it as seed-dependent ({test_report.wasxfail})"
         elif test_report.when == "call":
             result.status, result.message = ("measured" if result.claim in INFO_CLAIMS else "passed"), ""
+
+    def payload(self, nodeid: str) -> dict | None:
+        """The claim's record as plain JSON values (figure as base64), to ride in a test report's
+        user_properties from an xdist worker to the controller, which writes the report."""
+        result = self.results.get(nodeid)
+        if result is None:
+            return None
+        record = asdict(result)
+        if result.figure_png is not None:
+            record["figure_png"] = base64.b64encode(result.figure_png).decode("ascii")
+        import json
+
+        from mechinterp.results import to_jsonable
+
+        return json.loads(json.dumps(record, default=to_jsonable))
+
+    def apply(self, payload: dict) -> None:
+        """The controller's side of `payload`: the worker's record replaces the expected one."""
+        record = dict(payload)
+        if record.get("figure_png") is not None:
+            record["figure_png"] = base64.b64decode(record["figure_png"])
+        record["quantities"] = [report.QuantityResult(**q) for q in record.get("quantities", [])]
+        self.results[record["nodeid"]] = report.ClaimResult(**record)
+
+    def measured_anything(self) -> bool:
+        """Whether any claim test got an outcome (ran, skipped, or failed to collect)."""
+        return any(result.status != "not run" for result in self.results.values())
 
     @property
     def has_claims(self) -> bool:
@@ -397,6 +504,31 @@ class Recorder:
             raise report.ReportWriteError(f"{failure}; {saved}") from failure
 
 
+def one_line_errors() -> tuple[type, ...]:
+    """Errors whose message is the whole story (what is wrong, what to do): shown without a traceback."""
+    from mechinterp.sae_training import SAECacheError, SAEOptionError
+
+    return (SAECacheError, SAEOptionError, UnknownModel)
+
+
+def finished_line(result: report.ClaimResult) -> str:
+    """The terminal's line for a claim test that ended: outcome, claim, model, wall time."""
+    seconds = "" if result.seconds is None else f" ({result.seconds:.1f} s)"
+    first = (result.message.strip().splitlines() or [""])[0] if result.status in ("failed", "error") else ""
+    return f"  {result.status:<9} {result.claim} on {result.spec}{seconds}" + (f": {first[:160]}" if first else "")
+
+
+def skipped_models_lines(claim_results) -> list[str]:
+    """One line per model whose claims were skipped for one reason (absent weights: the how-to line),
+    instead of a line per claim test."""
+    by_reason: dict[tuple[str, str], int] = {}
+    for result in claim_results:
+        if result.status == "skipped" and not result.message.startswith("no threshold row"):
+            key = (result.spec, result.message)
+            by_reason[key] = by_reason.get(key, 0) + 1
+    return [f"{spec}: {count} claim test(s) skipped: {reason}" for (spec, reason), count in by_reason.items()]
+
+
 def _skip_reason(test_report) -> str:
     longrepr = test_report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
@@ -410,8 +542,28 @@ def _exception_message(excinfo) -> str:
     return f"{excinfo.typename}: {excinfo.value}"
 
 
-def default_report_dir(rootdir: Path) -> Path:
-    return Path(rootdir) / "reports" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+def run_stamp(now: datetime | None = None, pid: int | None = None) -> str:
+    """A run's directory name: UTC time to the millisecond plus the process id, e.g.
+    20261207T113512.123Z-4242, so runs started in the same second (or millisecond) get their own."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{os.getpid() if pid is None else pid}"
+
+
+def default_report_dir(rootdir: Path, now: datetime | None = None, pid: int | None = None) -> Path:
+    return Path(rootdir) / "reports" / run_stamp(now, pid)
+
+
+def create_run_directory(directory: Path) -> Path:
+    """Create a default report directory exclusively (mkdir fails when it exists), so two runs never
+    share one: where the name is taken, -1, -2, ... is appended. Returns the directory created."""
+    for attempt in range(1000):
+        candidate = directory if attempt == 0 else directory.with_name(f"{directory.name}-{attempt}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise report.ReportDirError(f"{directory}: no free run directory name after 1000 tries")
 
 
 def command_line(config) -> str:

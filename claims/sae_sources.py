@@ -259,8 +259,10 @@ def e3_sae_sets(request):
     def get(subject) -> list[SAESet]:
         if subject.spec not in sets:
             option = request.config.getoption
-            sets[subject.spec] = sae_sets(subject.spec, subject.model, option("sae_dir", None),
-                                          read_sae_config(option("sae_config", None), subject.planted),
+            config = read_sae_config(option("sae_config", None), subject.planted)
+            if isinstance(config, SAETrainingConfig):  # the run's --device trains the SAEs too
+                config = replace(config, device=str(subject.model.cfg.device))
+            sets[subject.spec] = sae_sets(subject.spec, subject.model, option("sae_dir", None), config,
                                           parse_sae_seeds(option("sae_seeds", None)))
         return sets[subject.spec]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from claims.framework import Measured
+from claims.framework import Measured, distribution_prompt_count
 from mechinterp.head_scores import SCORE_NAMES, HeadScoreConfig, head_scores, per_sequence_head_scores, top_heads
 from mechinterp.heads import Head, argmax_head
 from mechinterp.memo import memoized
@@ -194,7 +194,7 @@ DISTRIBUTIONS = {
 
 
 def e1_robustness(request, subject, measured: Measured, claim: str) -> Measured:
-    n_prompts = request.config.getoption("distribution_prompts", 0)
+    n_prompts = distribution_prompt_count(request.config, subject.model)
     if n_prompts:
         cfg = RobustnessConfig(n_prompts=n_prompts)
         per_sequence = per_sequence_distribution(subject.model, cfg)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+
+from mechinterp import progress
 from transformer_lens import HookedTransformer
 
 from mechinterp.ioi import IOIBatch, corrupt_s2_to_io
@@ -158,7 +160,8 @@ def edge_scores_per_prompt(
     parts = []
     with graph_hooks_enabled(model):
         starts = range(0, len(clean), cfg.prompts_per_pass)
-        for start in tqdm(starts, desc="edge attribution", disable=not cfg.progress):
+        bar = tqdm(starts, desc="edge attribution", disable=not cfg.progress)
+        for start in progress.counted(bar, "edge attribution", total=len(starts), unit="passes"):
             rows = slice(start, start + cfg.prompts_per_pass)
             scores = _edge_scores_one_pass(model, _rows(clean, rows), _rows(corrupt, rows), metric)
             parts.append(scores[:, u, d].detach().cpu())

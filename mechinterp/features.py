@@ -27,6 +27,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from mechinterp import progress
+
 from mechinterp.attention import attention_from, attention_patterns
 from mechinterp.ioi import NAMES, IOIBatch, single_token_id
 from mechinterp.metrics import logit_diff, p_io
@@ -241,7 +243,8 @@ def random_feature_control(
     clean_p_io, _ = _behaviour(model, batch)
     hook_name = _hook_name(sae)
     rows = []
-    for feature in tqdm(chosen, desc="random feature ablations", leave=False):
+    for feature in progress.counted(tqdm(chosen, desc="random feature ablations", leave=False), "random feature ablations",
+                                    total=len(chosen), unit="features"):
         with model.hooks(fwd_hooks=[(hook_name, projection_hook(sae.W_dec[feature]))]):
             ablated_p_io, _ = _behaviour(model, batch)
         rows.append({"feature": feature, "p_io_clean": clean_p_io, "p_io_ablated": ablated_p_io, "delta_p_io": ablated_p_io - clean_p_io})
@@ -320,7 +323,8 @@ def _acts_over_texts(model, sae, encoded: list[list[int]], feature: int | None, 
     Right padding cannot change earlier positions of a causal model; padded positions and BOS (not
     a token of the text) are marked invalid."""
     bos = model.tokenizer.bos_token_id
-    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False):
+    starts = range(0, len(encoded), batch_size)
+    for start in progress.counted(tqdm(starts, desc=desc, leave=False), desc, total=len(starts), unit="batches"):
         chunk = encoded[start : start + batch_size]
         width = max(len(ids) for ids in chunk)
         tokens = torch.tensor([ids + [bos] * (width - len(ids)) for ids in chunk])

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from mechinterp import progress
+
 from mechinterp.heads import head_at
 from transformer_lens import HookedTransformer
 from transformer_lens.head_detector import (
@@ -151,7 +153,8 @@ def per_sequence_head_scores(model: HookedTransformer, config: HeadScoreConfig |
 
     batches = tokens.split(config.batch_size)
     with torch.no_grad():
-        for chunk in tqdm(batches, desc="head scores", disable=not config.progress):
+        bar = tqdm(batches, desc="head scores", disable=not config.progress)
+        for chunk in progress.counted(bar, "head scores", total=len(batches), unit="batches"):
             # stop_at_layer skips the unembedding, which dominates the cost on a 50k vocabulary.
             model.run_with_hooks(
                 chunk.to(device),

@@ -28,6 +28,8 @@ from typing import Callable
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+
+from mechinterp import progress
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
@@ -283,7 +285,8 @@ def patch_sites_per_prompt(
         for idx in [((layers == layer) & (starts == begin) & live).nonzero()[:, 0]]
         for i in range(0, len(idx), per_forward)
     ]
-    for chunk in tqdm(chunks, desc=f"patching {activation}", disable=not cfg.progress):
+    bar = tqdm(chunks, desc=f"patching {activation}", disable=not cfg.progress)
+    for chunk in progress.counted(bar, "patching", total=len(chunks), unit="passes", detail=activation):
         layer, begin = int(layers[chunk[0]]), int(starts[chunk[0]])
         name = get_act_name(activation, layer)
         source = clean_cache[name][:, begin:]  # [prompts, pos from `begin`, ...]

@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -319,16 +320,25 @@ def check_report_dir(path) -> Path:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise ReportDirError(f"{directory} holds files that are not a claims report ({shown}); a report replaces "
                                  "its directory as a whole, so choose a new or empty directory")
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise ReportDirError(f"{directory} is not writable")
+        _prove_writable(directory, f"{directory} is not writable")
+        return directory
     ancestor = directory.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise ReportDirError(f"{directory} cannot be created: {ancestor} is a file")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ReportDirError(f"{directory} cannot be written: {ancestor} is not writable")
+    _prove_writable(ancestor, f"{directory} cannot be written: {ancestor} is not writable")
     return directory
+
+
+def _prove_writable(directory: Path, message: str) -> None:
+    """Create and remove a file in `directory`: os.access says yes to root where writes fail (/proc)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ReportDirError(f"{message} ({err.strerror or err})") from None
 
 
 _STAGING, _REPLACED = "staging", "replaced"

@@ -57,6 +57,7 @@ class ClaimResult:
     figure_png: bytes | None = None
     nodeid: str = ""
     identity: str = ""  # how the model was identified, e.g. "local directory, identified as tiny-stories-8M by its config"
+    seconds: float | None = None  # the claim test's wall time (setup + call + teardown); None: not run
 
 
 @dataclass

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mechinterp import progress
 from mechinterp.heads import Head
 from mechinterp.ioi import DISTRIBUTION_TEMPLATES, batches_by_length, distribution_prompts
 from mechinterp.memo import memoized
@@ -40,6 +41,16 @@ Statistic = Callable[[Mapping[str, torch.Tensor]], dict[str, float]]  # means ov
 RoleFinder = Callable[[Mapping[str, torch.Tensor]], "Head | tuple[Head, ...]"]
 
 ROBUST, PROTOCOL_ONLY, FAILS = "robust", "protocol only", "fails"
+
+
+# Prompts per model by default: the full 256 where a forward pass is cheap (TinyStories-8M, d_model 256),
+# 64 on wider models (GPT-2 small, d_model 768: its 256-prompt pass alone on one core took 584 s, most
+# of a default run). `--distribution-prompts 256` gives the full pass everywhere; the page says how many.
+FULL_PROMPT_COUNT, WIDE_MODEL_PROMPT_COUNT, WIDE_D_MODEL = 256, 64, 512
+
+
+def default_prompt_count(model) -> int:
+    return FULL_PROMPT_COUNT if model.cfg.d_model < WIDE_D_MODEL else WIDE_MODEL_PROMPT_COUNT
 
 
 @dataclass(frozen=True)
@@ -228,10 +239,12 @@ def collect_over_prompts(model, tokenizer, collect: Collect, prompts) -> PerProm
     prompts = list(prompts)
     parts: dict[str, list] = {}
     order = []
-    for group in batches_by_length(tokenizer, prompts):
-        for name, values in collect(model, group.batch).items():
-            parts.setdefault(name, []).append(values.detach().double().cpu())
-        order.append(group.rows)
+    with progress.stage("distribution", total=len(prompts), unit="prompts") as stage:
+        for group in batches_by_length(tokenizer, prompts):
+            for name, values in collect(model, group.batch).items():
+                parts.setdefault(name, []).append(values.detach().double().cpu())
+            order.append(group.rows)
+            stage.advance(len(group.rows))
     inverse = torch.argsort(torch.cat(order))
     arrays = {name: torch.cat(chunks)[inverse] for name, chunks in parts.items()}
     return PerPrompt(arrays, [p.template for p in prompts])

@@ -40,6 +40,8 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from mechinterp import progress
+
 RECORD_FILENAME = "training.json"  # our record beside sae_lens's cfg.json + sae_weights.safetensors
 CACHE_ENV = "MECHINTERP_SAE_CACHE"
 STAGING_MARK = ".tmp-"  # <entry>.tmp-<pid>: an entry being written by process pid
@@ -410,6 +412,8 @@ def _token_rate_trainer_class():
         def _update_pbar(self, step_output, pbar, update_interval: int = 100) -> None:  # noqa: ARG002
             pbar.unit, pbar.unit_scale = "tok", True
             pbar.update(self.cfg.train_batch_size_samples)
+            if (stage := progress.current()) is not None and stage.name == "SAE training":
+                stage.advance(self.cfg.train_batch_size_samples)
             if self.n_training_steps % 10 == 0:
                 pbar.set_postfix(loss=f"{step_output.loss.item():.4f}", refresh=False)
 
@@ -512,7 +516,8 @@ def corpus_activations(model, texts: list[str], config: SAETrainingConfig) -> to
 def _corpus_pass(model, texts: list[str], config: SAETrainingConfig) -> torch.Tensor:
     store = _activation_store(model, _runner_config(model, config), _dataset(texts, config.dataset_path, "train"))
     chunks = []
-    with tqdm(desc=f"activations at {config.hook_name}", unit="tok", unit_scale=True) as bar:
+    with tqdm(desc=f"activations at {config.hook_name}", unit="tok", unit_scale=True) as bar, \
+            progress.stage("SAE corpus pass", unit="tokens", detail=config.hook_name) as stage:
         while True:
             try:
                 chunk = store.get_filtered_llm_batch(raise_on_epoch_end=True)
@@ -520,6 +525,7 @@ def _corpus_pass(model, texts: list[str], config: SAETrainingConfig) -> torch.Te
                 break
             chunks.append(chunk.to(config.device))
             bar.update(chunk.shape[0])
+            stage.advance(chunk.shape[0])
     if not chunks:
         raise ValueError(
             f"the corpus ({len(texts)} texts) does not fill one LM batch of {config.store_batch_size_prompts} x "
@@ -558,7 +564,8 @@ def fit_gated_sae(model, corpus_texts: list[str] | None, config: SAETrainingConf
 def fit_on_activations(model, data: Iterator[torch.Tensor], config: SAETrainingConfig):
     """sae_lens's gated training SAE and trainer on batches of activations; (training SAE, tokens seen)."""
     trainer = gated_sae_trainer(model, data, config)
-    return trainer.fit(), trainer.n_training_samples
+    with progress.stage("SAE training", total=config.training_tokens, unit="tokens", detail=config.hook_name):
+        return trainer.fit(), trainer.n_training_samples
 
 
 def gated_sae_trainer(model, data: Iterator[torch.Tensor], config: SAETrainingConfig):

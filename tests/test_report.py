@@ -25,6 +25,7 @@ from claims.thresholds import THRESHOLDS, Threshold, lookup_all
 from mechinterp.models import missing_weights_message
 from mechinterp.compare import compare_results
 from mechinterp.report import PAUSE_AFTER_STAGING_ENV, ReportDirError, ReportWriteError, check_report_dir, main, write_report
+from tests.plugin_fakes import FAKE_CLAIMS, UNUSED_PLUGINS, claims_pytester  # noqa: F401 - a fixture
 from mechinterp.results import (
     ClaimResult, QuantityResult, ResultsFileError, RunInfo, check_baseline, figure_to_png, load_results, results_to_dict,
     save_results_fallback,
@@ -498,53 +499,6 @@ def test_merge_refuses_a_bad_run_or_writing_over_a_run(tmp_path, capsys):
 
 # --- the pytest plugin, end to end on fake models ---
 
-FAKE_CLAIMS = '''
-import pytest
-import pandas as pd
-from matplotlib.figure import Figure
-from claims.framework import Measured, ModelSource
-from mechinterp.models import WeightsUnavailable
-
-LOADS = []
-
-def fake_load(spec):
-    # every model "loads" except gpt2-small, whose weights are "absent"
-    LOADS.append(spec)
-    if spec == "gpt2-small":
-        raise WeightsUnavailable(spec)
-    return object()
-
-@pytest.fixture(scope="session")
-def model_source():
-    return ModelSource(load=fake_load)
-
-@pytest.mark.claim("E2.logit-diff")
-def test_measures_nine_point_four(subject, check):
-    figure = Figure()
-    figure.add_subplot().bar([0], [9.4])
-    check(Measured({"logit_diff": 9.4}, figure=figure, details={"n": 8}))
-
-@pytest.mark.claim("E2.logit-diff")
-def test_crashes(subject, check):
-    raise RuntimeError("measurement crashed")
-
-def test_zz_each_model_loaded_once_per_session():  # runs last: after 2 claim tests on each of 3 models
-    assert sorted(LOADS) == ["gpt2-small", "planted:gpt2-small", "tiny-stories-8M"]
-'''
-
-
-# Plugins the fake runs do not need; dropping them saves ~3 s of imports per in-process run.
-UNUSED_PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:benchmark", "-p", "no:cacheprovider")
-
-
-@pytest.fixture
-def claims_pytester(pytester):
-    pytester.makeconftest((ROOT / "conftest.py").read_text())
-    pytester.mkdir("claims")
-    pytester.path.joinpath("claims", "test_fake_claims.py").write_text(FAKE_CLAIMS)
-    return pytester
-
-
 def test_plugin_records_passed_failed_skipped_and_errored_claims(claims_pytester):
     report_dir = claims_pytester.path / "out"
     result = claims_pytester.runpytest(
@@ -749,9 +703,14 @@ def test_a_stops(subject, check):
 ''' + PASSING_CLAIM
 
 
-@pytest.mark.parametrize("stop, args, not_run", [("raise KeyboardInterrupt", (), 2), ("assert False", ("-x",), 1)], ids=["ctrl-c", "-x"])
+@pytest.mark.parametrize("stop, args, not_run", [("raise KeyboardInterrupt", (), 1), ("assert False", ("-x",), 1)], ids=["ctrl-c", "-x"])
 def test_an_interrupted_runs_report_says_so(claims_pytester, stop, args, not_run):
-    claims_pytester.path.joinpath("claims", "test_fake_claims.py").write_text(STOPPING_CLAIMS.replace("STOP", stop))
+    # Ctrl-C in the second claim test (the first measured); -x after the first fails
+    claims = STOPPING_CLAIMS.replace("STOP", stop)
+    if stop == "raise KeyboardInterrupt":
+        header, stopping, passing = claims.partition("@pytest.mark.claim")[0], *claims.split("@pytest.mark.claim")[1:]
+        claims = header + "@pytest.mark.claim" + passing + "@pytest.mark.claim" + stopping
+    claims_pytester.path.joinpath("claims", "test_fake_claims.py").write_text(claims)
     # inline_run: runpytest would re-raise the Ctrl-C into this test
     claims_pytester.inline_run(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out", *args, no_reraise_ctrlc=True)
     data = load_results(claims_pytester.path / "out")
@@ -812,7 +771,7 @@ def test_a_claim_without_rows_that_ran_is_measured_and_every_row_names_its_model
     claims_pytester.path.joinpath("claims", "test_fake_card.py").write_text(FAKE_CARD)
     result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims/test_fake_card.py", "--model", "planted:gpt2-small",
                                        "--report-dir", "out")
-    result.assert_outcomes(passed=1)
+    assert result.ret == 0 and result.parseoutcomes() == {"measured": 1}  # the console's word is the page's
     (row,) = load_results(claims_pytester.path / "out")["results"]
     assert row["status"] == "measured" and row["quantities"][0]["passed"] is None
     assert row["identity"].startswith("planted twin of gpt2-small")
