@@ -193,6 +193,30 @@ def _as_list(items, what: str) -> list:
     return list(items)
 
 
+_PROMPT_FIELDS = {"text": "the prompt without BOS", "io": "the indirect object with its leading space, e.g. ' Mary'",
+                  "s": "the subject with its leading space, e.g. ' John'"}
+
+
+def _as_prompts(prompts, caller: str) -> list[IOIPrompt]:
+    """`prompts` as a non-empty list of IOIPrompts whose text, io and s are str; anything else is an
+    IOIDataError naming the prompt and the field (not the tokenizer's ValueError or an AttributeError)."""
+    if isinstance(prompts, IOIPrompt):
+        raise IOIDataError(f"{caller} takes a list of prompts; wrap a single one as [prompt]")
+    # Any iterable, read once: a researcher passes a generator expression as readily as a list, and
+    # reading it twice (once for the tokens, once for batch.prompts) would leave prompts empty.
+    prompts = _as_list(prompts, "prompts")
+    if not prompts:
+        raise IOIDataError("no prompts")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, IOIPrompt):
+            raise IOIDataError(f"prompt {i} is the {type(p).__name__} {p!r}, not an IOIPrompt")
+        for name, meaning in _PROMPT_FIELDS.items():
+            value = getattr(p, name)
+            if not isinstance(value, str):
+                raise IOIDataError(f"prompt {i}'s {name} is the {type(value).__name__} {value!r}, not a str ({meaning})")
+    return prompts
+
+
 def fill_template(template: str, io: str, s: str, io_first: bool, place: str = "park", obj: str = "ball") -> IOIPrompt:
     """One prompt from a template; names without leading space, e.g. fill_template(t, 'Mary', 'John', True)."""
     _check_template(template)
@@ -273,17 +297,7 @@ def locate_positions(tokens: list[int], io_id: int, s_id: int, tokenizer, text: 
 
 def make_batch(tokenizer, prompts: Iterable[IOIPrompt], prepend_bos: bool = True) -> IOIBatch:
     """Tokenize equal-length prompts and locate their positions; unequal lengths are an error."""
-    if isinstance(prompts, IOIPrompt):
-        raise IOIDataError("make_batch takes a list of prompts; wrap a single one as [prompt]")
-    # Any iterable, read once: a researcher passes a generator expression as readily as a list, and
-    # reading it twice (once for the tokens, once for batch.prompts) would leave prompts empty.
-    prompts = _as_list(prompts, "prompts")
-    if not prompts:
-        raise IOIDataError("no prompts")
-    not_prompts = [i for i, p in enumerate(prompts) if not isinstance(p, IOIPrompt)]
-    if not_prompts:
-        i = not_prompts[0]
-        raise IOIDataError(f"prompt {i} is the {type(prompts[i]).__name__} {prompts[i]!r}, not an IOIPrompt")
+    prompts = _as_prompts(prompts, "make_batch")
     if prepend_bos and tokenizer.bos_token_id is None:
         raise IOIDataError("the tokenizer has no BOS token; pass prepend_bos=False")
     rows, io_ids, s_ids, found = [], [], [], []
@@ -409,9 +423,7 @@ def batches_by_length(tokenizer, prompts: Iterable[IOIPrompt], prepend_bos: bool
     """`prompts` grouped by (token length, S2 position), one IOIBatch each, longest first. Every filler
     being one token, a template's prompts always land in one group; templates that agree on both share it,
     so a whole-position patch (residual at S2 or END) is one site for the whole group."""
-    prompts = _as_list(prompts, "prompts")
-    if not prompts:
-        raise IOIDataError("no prompts")
+    prompts = _as_prompts(prompts, "batches_by_length")
     keys = []
     for p in prompts:
         ids = tokenizer.encode(p.text, add_special_tokens=False)

@@ -7,7 +7,8 @@ A spec (a --model value, parsed by mechinterp.model_specs into a ModelSpec) is o
   - `planted:<name>`: a hand-set circuit model from `fixtures.planted.build(<name>)`.
 
 Weights that are neither cached nor downloadable raise `WeightsUnavailable` with a one-line
-message saying how to provide them, fast: no hub retries when offline. A checkpoint that is there
+message saying how to provide them, fast: no hub retries when offline, unreachable or answering a
+server error (which the message names, with the URL). A checkpoint that is there
 but broken (bad JSON, truncated or garbage weights) raises `CheckpointError`, one line naming the file.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 import warnings
@@ -53,10 +55,13 @@ class ProcessingConfig:
 class WeightsUnavailable(RuntimeError):
     """The model's weights are not in the local cache and cannot be downloaded now."""
 
-    def __init__(self, spec: str | ModelSpec, reason: str = ""):
+    def __init__(self, spec: str | ModelSpec, reason: str = "", hub_answer: str = ""):
         self.spec = parse_spec(spec).raw  # the --model text, as the user gave it
         self.reason = reason  # what failed, for debugging; the message stays one line
-        super().__init__(missing_weights_message(spec))
+        # The hub answered but cannot serve files now (e.g. "https://huggingface.co/... answered 503"): said in
+        # the message, since "run once online" is no advice when the run was online.
+        self.hub_answer = hub_answer
+        super().__init__(hub_error_message(spec, hub_answer) if hub_answer else missing_weights_message(spec))
 
 
 class CheckpointError(UnknownModel):
@@ -107,19 +112,45 @@ def missing_weights_message(spec: str | ModelSpec) -> str:
     )
 
 
-def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """One quick request to the hub endpoint. Written by hand because huggingface_hub retries an
-    unreachable host with backoff for ~25 s per file, which several files turn into minutes."""
+def hub_error_message(spec: str | ModelSpec, hub_answer: str) -> str:
+    """One line: the weights are not cached and the hub, though reachable, cannot serve them now."""
+    spec = parse_spec(spec)
+    at = f" at revision {spec.revision}" if spec.revision else ""
+    return (f"{spec.raw}: weights of {spec.repo_id}{at} are not in the HF cache {_hub_cache_dir()} and the hub cannot serve "
+            f"them now ({hub_answer}); try again later, or set HF_HOME to a cache that has {spec.repo_id}, or pass a local "
+            f"checkpoint directory with --model /path/to/checkpoint")
+
+
+def _hub_file_url(repo_id: str, revision: str | None, filename: str = "config.json") -> str:
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT.rstrip('/')}/{repo_id}/resolve/{revision or 'main'}/{filename}"
+
+
+def hub_probe(repo_id: str | None = None, revision: str | None = None, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """(reachable, server error): one request, no retries, to the hub endpoint (or, given `repo_id`, to the
+    file the download asks for first). Written by hand because huggingface_hub retries an unreachable host
+    with backoff for ~25 s per file, and a server error (5xx, 429) for ~20 s per model. The server error is
+    '' unless the hub answered one, then e.g. "https://huggingface.co/gpt2/resolve/main/config.json
+    answered 503 Service Unavailable"."""
     from huggingface_hub import constants
     from huggingface_hub.utils import get_session
 
     if constants.HF_HUB_OFFLINE:
-        return False
+        return False, ""
+    url = constants.ENDPOINT if repo_id is None else _hub_file_url(repo_id, revision)
     try:
-        get_session().head(constants.ENDPOINT, timeout=timeout_s)  # any HTTP answer means reachable
-        return True
+        answer = get_session().head(url, timeout=timeout_s)  # an httpx client: redirects are not followed
     except Exception:  # noqa: BLE001 - DNS, refused, timeout, proxy: all mean "cannot download now"
-        return False
+        return False, ""
+    if answer.status_code >= 500 or answer.status_code == 429:  # what huggingface_hub would retry
+        return True, f"{url} answered {answer.status_code} {answer.reason_phrase}".rstrip()
+    return True, ""  # any other answer (a redirect, 401, 404) is for from_pretrained to read
+
+
+def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether one quick request reaches the hub endpoint (any HTTP answer counts)."""
+    return hub_probe(timeout_s=timeout_s)[0]
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -140,8 +171,12 @@ def _processing_kwargs(processing: ProcessingConfig) -> dict:
 
 
 def _load_known(spec: ModelSpec, device: str, dtype: torch.dtype, processing: ProcessingConfig) -> HookedTransformer:
-    if not weights_available(spec) and not hub_reachable():
-        raise WeightsUnavailable(spec, reason="not cached, and HF_HUB_OFFLINE=1 or the hub is unreachable")
+    if not weights_available(spec):
+        reachable, server_error = hub_probe(spec.repo_id, spec.revision)
+        if not reachable:
+            raise WeightsUnavailable(spec, reason="not cached, and HF_HUB_OFFLINE=1 or the hub is unreachable")
+        if server_error:
+            raise WeightsUnavailable(spec, reason="not cached, and the hub answered a server error", hub_answer=server_error)
     revision = {"revision": spec.revision} if spec.revision else {}  # passed on to HF's from_pretrained
     try:
         with _quiet_deprecation():
@@ -151,7 +186,21 @@ def _load_known(spec: ModelSpec, device: str, dtype: torch.dtype, processing: Pr
         if weights_available(spec):
             raise
         first_line = (str(err).splitlines() or [""])[0]
-        raise WeightsUnavailable(spec, reason=f"{type(err).__name__}: {first_line}") from None
+        raise WeightsUnavailable(spec, reason=f"{type(err).__name__}: {first_line}", hub_answer=_server_error_in(err)) from None
+
+
+def _server_error_in(err: BaseException) -> str:
+    """'<url> answered <status> <reason>' when `err`, or an error it was raised from, is the hub's server error
+    (5xx, 429: a file after the probed one failed, after huggingface_hub's own retries); else ''."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        response = getattr(err, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int) and (status >= 500 or status == 429):
+            return f"{response.request.url} answered {status} {response.reason_phrase}".rstrip()
+        err = err.__cause__ or err.__context__
+    return ""
 
 
 def _local_tokenizer(directory: Path, vocab_size: int):
@@ -167,6 +216,18 @@ def _local_tokenizer(directory: Path, vocab_size: int):
 
         return gpt2_tokenizer()
     raise UnknownModel(f"{directory}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) and vocab {vocab_size} is not GPT-2's")
+
+
+def _weights_fault(err: BaseException) -> str:
+    """Why a checkpoint's weights cannot be loaded, one line. torch's refusal of a pickle holding more than
+    tensors advises loading with weights_only=False, which would run the file's code: that advice is left
+    out, only the refused object is named."""
+    if "Weights only load failed" in str(err):
+        refused = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global|\. |\n|$)", str(err))
+        what = f" ({refused.group(1)})" if refused else ""
+        return (f"hold pickled objects other than tensors{what}, which are not loaded: unpickling them could run code "
+                "from the file; use a checkpoint of tensors only (e.g. model.safetensors)")
+    return f"cannot be loaded ({type(err).__name__}: {_first_line(err)})"
 
 
 def _first_line(err: BaseException) -> str:
@@ -224,7 +285,7 @@ def _load_local(spec: ModelSpec, device: str, dtype: torch.dtype, processing: Pr
         hf_model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype).eval()
     except Exception as err:  # noqa: BLE001 - truncated / garbage / mismatched weights: one line naming the files
         weights = ", ".join(f for f in WEIGHT_FILES if (directory / f).is_file())
-        raise CheckpointError(f"{directory}: weights ({weights}) cannot be loaded ({type(err).__name__}: {_first_line(err)})") from None
+        raise CheckpointError(f"{directory}: weights ({weights}) {_weights_fault(err)}") from None
     tokenizer = _local_tokenizer(directory, hf_model.config.vocab_size)
     with _neutral_checkpoint_view(directory, config) as view:
         cfg = loading.get_pretrained_model_config(str(view), hf_cfg=hf_model.config.to_dict(),

@@ -33,10 +33,9 @@ import time
 from pathlib import Path
 
 import jinja2
-import pandas as pd
 from markupsafe import Markup
 
-from mechinterp.compare import compare_results, comparison_summary, render_comparison  # noqa: F401 (re-exported)
+from mechinterp.compare import Comparison, compare_results, comparison_summary, render_comparison  # noqa: F401 (re-exported)
 from mechinterp.results import (  # noqa: F401 (re-exported: callers that know them as report.X)
     RESULTS_FILE, STATUSES, ClaimResult, QuantityResult, ResultsFileError, RunInfo, figure_to_png, load_results,
     package_versions, results_file, results_json, results_to_dict, to_jsonable, utc_now,
@@ -86,6 +85,20 @@ def _claim_statements() -> dict[str, tuple[str, str]]:
 CLAIM_STATEMENTS = _claim_statements()
 
 
+def _thesis_inconsistencies() -> list[dict]:
+    """Where the thesis contradicts itself: [{claims, quantities, note}], from templates/thesis_inconsistencies.json."""
+    return json.loads((TEMPLATES / "thesis_inconsistencies.json").read_text(encoding="utf-8"))["notes"]
+
+
+THESIS_INCONSISTENCIES = _thesis_inconsistencies()
+
+
+def inconsistencies(claim: str, quantity: str | None = None) -> list[str]:
+    """The thesis inconsistencies touching `claim`'s row `quantity`, or (quantity None) the claim as a whole."""
+    return [entry["note"] for entry in THESIS_INCONSISTENCIES if claim in entry["claims"]
+            and (quantity in entry["quantities"] if quantity is not None else not entry["quantities"])]
+
+
 def _fmt(value) -> str:
     if value is None:
         return "—"
@@ -129,7 +142,8 @@ def _result_view(result: ClaimResult) -> dict:
         "quantities": [{"quantity": q.quantity, "measured": _fmt(q.measured), "thesis": _fmt(q.thesis_value),
                         "rule": q.rule or "(no threshold row: for information)", "why": q.why,
                         "passed": q.passed, "verdict": {True: "✓", False: "✗", None: ""}[q.passed],
-                        "calibrated": getattr(q, "calibrated", False)} for q in quantities],
+                        "calibrated": getattr(q, "calibrated", False),
+                        "inconsistencies": inconsistencies(result.claim, q.quantity)} for q in quantities],
     }
 
 
@@ -243,7 +257,7 @@ def circuit_cards(rows: list[dict], models: list[str]) -> dict | None:
                                         for label in labels]}
 
 
-_PAGE_DEFAULTS = {"interrupted": "", "planted_warning": "", "planted_specs": [], "run": None, "merged_runs": [],
+_PAGE_DEFAULTS = {"interrupted": "", "run_notes": [], "planted_warning": "", "planted_specs": [], "run": None, "merged_runs": [],
                   "cards": None, "comparison": "", "sections": [], "link": True}
 
 
@@ -251,7 +265,7 @@ def _page(**content) -> str:
     return _template().render({**_PAGE_DEFAULTS, **content})
 
 
-def render_html(run: RunInfo, results: list[ClaimResult], comparison: str = "") -> str:
+def render_html(run: RunInfo, results: list[ClaimResult], comparison: str = "", run_notes: list[str] = ()) -> str:
     planted = sorted({r.spec for r in results if r.planted})
     rows = results_to_dict(run, results)["results"]
     models = list(dict.fromkeys([*run.models, *(r.spec for r in results)]))
@@ -259,17 +273,34 @@ def render_html(run: RunInfo, results: list[ClaimResult], comparison: str = "") 
     for result in sorted(results, key=lambda r: r.claim):
         by_claim.setdefault(result.claim, []).append(result)
     sections = [{"claim": claim, "statement": CLAIM_STATEMENTS.get(claim, ("", ""))[0], "where": CLAIM_STATEMENTS.get(claim, ("", ""))[1],
-                 "results": [_result_view(r) for r in claim_results]} for claim, claim_results in by_claim.items()]
+                 "inconsistencies": inconsistencies(claim), "results": [_result_view(r) for r in claim_results]}
+                for claim, claim_results in by_claim.items()]
     return _page(
         title="Claims report: IOI circuits in TinyStories-8M vs GPT-2 small",
         interrupted=f"interrupted: {run.not_run} of {len(results)} claims not run" if run.interrupted else "",
         planted_warning=PLANTED_WARNING if planted else "", planted_specs=planted,
-        run=run, versions=", ".join(f"{k} {v}" for k, v in run.versions.items()),
+        run=run, versions=", ".join(f"{k} {v}" for k, v in run.versions.items()), run_notes=list(run_notes),
         counts=[(s, sum(r.status == s for r in results)) for s in STATUSES],
         overview_title="Overview", overview=overview(rows, models), cards=circuit_cards(rows, models),
         comparison=Markup(comparison),  # compare.render_comparison escapes its own values
         sections=sections,
     )
+
+
+def unapplied_known_gaps_note(gaps, collected, options: dict) -> str:
+    """One line naming the known gaps (claims.thresholds.KNOWN_GAPS entries) of the collected (claim, --model)
+    pairs that this run does not apply, because it sets an option (pytest dest name -> value, None when unset)
+    they were not measured under (`unless_options`, e.g. --sae-config): those claim tests are checked plainly,
+    so a failure there reads "failed", not "known gap". '' when every collected gap applies."""
+    collected = set(collected)
+    set_options = {name for name, value in options.items() if value is not None}
+    unapplied = [gap for gap in gaps if (gap.claim, gap.model) in collected and set_options & set(gap.unless_options)]
+    if not unapplied:
+        return ""
+    flags = sorted({"--" + name.replace("_", "-") for gap in unapplied for name in set_options & set(gap.unless_options)})
+    pairs = ", ".join(f"{gap.claim} [{gap.model}]" for gap in unapplied)
+    return (f"{len(unapplied)} known gap(s) not applied under {', '.join(flags)} (each was measured without it), so these "
+            f"claim tests are checked plainly and a failure reads 'failed': {pairs}")
 
 
 # --- writing: checked at the start of a run, put in place atomically ---
@@ -381,8 +412,8 @@ def _pause_for_fault_injection(staged: Path) -> None:
         time.sleep(600)
 
 
-def write_report(run: RunInfo, results: list[ClaimResult], directory, changes: pd.DataFrame | None = None,
-                 baseline_label: str = "") -> Path:
+def write_report(run: RunInfo, results: list[ClaimResult], directory, changes: Comparison | None = None,
+                 baseline_label: str = "", run_notes: list[str] = ()) -> Path:
     """Put index.html and results.json (and, with `changes` from compare_results, comparison.csv)
     into `directory`, replacing any older report there as a whole; returns the index.html path.
     Raises ReportWriteError when the directory cannot be written (nothing is half-written), and when
@@ -390,10 +421,10 @@ def write_report(run: RunInfo, results: list[ClaimResult], directory, changes: p
     same, beside an index.html that says why, so a finished run's results are never lost to a bug of the page."""
     files = {RESULTS_FILE: results_json(results_to_dict(run, results))}
     if changes is not None:
-        files["comparison.csv"] = changes.to_csv(index=False)
+        files["comparison.csv"] = changes.changes.to_csv(index=False)
     try:
         comparison = "" if changes is None else render_comparison(changes, baseline_label)
-        files["index.html"] = render_html(run, results, comparison)
+        files["index.html"] = render_html(run, results, comparison, run_notes)
     except Exception as err:  # jinja2 / pandas / matplotlib errors of the page, not of the results
         failure = f"{type(err).__name__}: {err}"
         files["index.html"] = ("<!DOCTYPE html><meta charset='utf-8'><title>claims report: page failed</title>"

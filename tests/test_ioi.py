@@ -16,6 +16,7 @@ from mechinterp.ioi import (
     TEMPLATES,
     IOIDataError,
     IOIPrompt,
+    batches_by_length,
     corrupt_s2_to_io,
     corrupt_three_names,
     fill_template,
@@ -315,6 +316,27 @@ def test_make_batch_wants_a_list_of_prompts(tok):
         make_batch(tok, prompt)
     with pytest.raises(IOIDataError, match="prompt 1 is the str 'When John.*', not an IOIPrompt"):
         make_batch(tok, [prompt, prompt.text])
+
+
+def test_a_prompt_field_that_is_not_a_str_is_named(tok):
+    # io=None reached the tokenizer, whose ValueError named neither the prompt nor the field
+    prompt = protocol_prompts()[0]
+    for batcher in (make_batch, batches_by_length):
+        with pytest.raises(IOIDataError, match=r"prompt 1's io is the NoneType None, not a str \(the indirect object"):
+            batcher(tok, [prompt, IOIPrompt(prompt.text, io=None, s=prompt.s)])
+        with pytest.raises(IOIDataError, match="prompt 0's text is the bytes"):
+            batcher(tok, [IOIPrompt(prompt.text.encode(), io=prompt.io, s=prompt.s)])
+
+
+def test_batches_by_length_wants_a_list_of_prompts(tok):
+    # a list of plain str raised AttributeError ('str' object has no attribute 'text')
+    prompt = protocol_prompts()[0]
+    with pytest.raises(IOIDataError, match="prompt 0 is the str 'When John.*', not an IOIPrompt"):
+        batches_by_length(tok, [prompt.text])
+    with pytest.raises(IOIDataError, match="prompts must be a list, got the str"):
+        batches_by_length(tok, prompt.text)
+    with pytest.raises(IOIDataError, match=r"batches_by_length takes a list of prompts; wrap a single one as \[prompt\]"):
+        batches_by_length(tok, prompt)
 
 
 # --- properties: any input is a clear IOIDataError or a well-formed batch ---

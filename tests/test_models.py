@@ -115,6 +115,70 @@ def test_absent_model_online_but_hub_unreachable_raises_weights_unavailable(hub_
             load("gpt2-small")
 
 
+@pytest.fixture
+def hub_answering_503(monkeypatch):
+    """A local 'hub' answering every request 503, counting them; the endpoint points at it."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    requests = []
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            requests.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET = answer
+
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    yield endpoint, requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_hub_server_error_is_one_request_and_a_line_naming_the_status_and_url(hub_forbidden, hub_answering_503, tmp_path):
+    # huggingface_hub retried a 503 for ~20 s per model, and the skip line then said "run once online"
+    endpoint, requests = hub_answering_503
+    (tmp_path / "hub").mkdir()
+    with hub_cache(tmp_path / "hub", offline=False):
+        with pytest.raises(WeightsUnavailable) as err:
+            load("gpt2-small")
+    assert requests == ["/gpt2/resolve/main/config.json"]  # one try, no retry storm
+    message = str(err.value)
+    assert "\n" not in message and "run once online" not in message
+    assert f"the hub cannot serve them now ({endpoint}/gpt2/resolve/main/config.json answered 503 Service Unavailable)" in message
+    assert message.startswith("gpt2-small: weights of gpt2 are not in the HF cache") and "try again later" in message
+
+
+def test_a_server_error_past_the_probe_is_named_too(monkeypatch, tmp_path):
+    # the probed config.json answered, a later file did not: the line names that answer, not "run once online"
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    url = "https://hub.example/gpt2/resolve/main/model.safetensors"
+
+    def weights_fail(*args, **kwargs):
+        answer = httpx.Response(502, request=httpx.Request("GET", url))
+        raise OSError("couldn't connect") from HfHubHTTPError("502 Bad Gateway", response=answer)
+
+    monkeypatch.setattr(models, "hub_probe", lambda *args, **kwargs: (True, ""))
+    monkeypatch.setattr(HookedTransformer, "from_pretrained", weights_fail)
+    (tmp_path / "hub").mkdir()
+    with hub_cache(tmp_path / "hub", offline=False), pytest.raises(WeightsUnavailable) as err:
+        load("gpt2-small")
+    assert f"the hub cannot serve them now ({url} answered 502 Bad Gateway)" in str(err.value)
+
+
 def test_hub_is_unreachable_in_offline_mode():
     with twin_cache(()):
         assert not models.hub_reachable()
@@ -162,6 +226,22 @@ def test_local_directory_errors(tmp_path):
     (other / "model.safetensors").write_bytes(b"")
     with pytest.raises(UnknownModel, match="LlamaForCausalLM.*not one of GPTNeoForCausalLM, GPT2LMHeadModel"):
         load(str(other))
+
+
+def test_a_checkpoint_pickling_more_than_tensors_is_refused_in_one_line_without_torchs_advice(tmp_path):
+    # the refusal repeated torch's advice to load with weights_only=False, which would run the file's code
+    import fractions
+
+    hf = twin_hf_model("tiny-stories-8M")
+    hf.config.save_pretrained(str(tmp_path))
+    torch.save({**hf.state_dict(), "extra": fractions.Fraction(1, 3)}, tmp_path / "pytorch_model.bin")
+    with twin_cache(()), pytest.raises(models.CheckpointError) as err:
+        load(str(tmp_path))
+    message = str(err.value)
+    assert "\n" not in message and "\x1b" not in message and "weights_only" not in message and "trust" not in message
+    assert message == (f"{tmp_path}: weights (pytorch_model.bin) hold pickled objects other than tensors (Unsupported global: "
+                       "GLOBAL fractions.Fraction), which are not loaded: unpickling them could run code from the file; use a "
+                       "checkpoint of tensors only (e.g. model.safetensors)")
 
 
 # --- planted specs dispatch to fixtures.planted --------------------------------------------------

@@ -176,29 +176,6 @@ def test_results_json_holds_the_table(tmp_path):
                                       "why": "thesis s3.4", "passed": True, "calibrated": False}
 
 
-def test_compare_results_lists_only_changes(tmp_path):
-    write_report(run_info(), sample_results(), tmp_path / "base")
-    baseline = load_results(tmp_path / "base")
-    assert compare_results(baseline, baseline).empty
-
-    current = json.loads(json.dumps(baseline))
-    current["results"][0]["quantities"][0]["measured"] = 9.5  # value moved
-    current["results"][1]["status"] = "passed"  # status changed
-    current["results"].pop(3)  # gone
-    current["results"].append({"claim": "E3.new", "spec": "planted:tinystories-8m", "status": "passed", "quantities": []})
-    (tmp_path / "current.json").write_text(json.dumps(current))
-    changes = compare_results(tmp_path / "current.json", tmp_path / "base" / "results.json")
-    assert sorted(zip(changes.claim, changes.spec, changes.change)) == [
-        ("E1.dup-weak", "tiny-stories-8M", "gone"),
-        ("E2.logit-diff", "gpt2-small", "status"),
-        ("E2.logit-diff", "planted:tinystories-8m", "value"),
-        ("E3.new", "planted:tinystories-8m", "new"),
-    ]
-    value_row = changes[changes.change == "value"].iloc[0]
-    assert (value_row.measured_baseline, value_row.measured_current) == (9.41, 9.5)
-    assert compare_results(current, baseline, atol=0.1)["change"].tolist().count("value") == 0
-
-
 RESULTS_SHAPE_FAULTS = [
     ('{"foo": 1}', "no 'run' or 'results' entry"),
     ("[1, 2]", "expected a JSON object with 'run' and 'results', got a list"),
@@ -370,6 +347,48 @@ def test_a_claim_section_states_the_claim_with_its_quantities_and_each_reason_un
     assert ('<tr><td>logit_diff</td><td class="num">9.41</td><td class="num">9.4</td><td>logit_diff within 9.4 ± 0.15</td>\n'
             '<td class="passed">✓</td></tr>\n<tr class="why"><td colspan="5"><details><summary>why</summary>thesis s3.4</details></td></tr>') in section
     assert section.count('<div class="result"') == 3 and section.count("<img ") == 1  # one block per model
+
+
+def test_every_thesis_inconsistency_touches_claims_and_rows_that_exist():
+    from mechinterp.report import CLAIM_STATEMENTS, THESIS_INCONSISTENCIES
+
+    assert THESIS_INCONSISTENCIES
+    for entry in THESIS_INCONSISTENCIES:
+        assert entry["note"].strip() and entry["claims"], entry
+        for claim in entry["claims"]:
+            assert claim in CLAIM_STATEMENTS, claim
+            rows = {t.quantity for t in THRESHOLDS if t.claim == claim}
+            assert set(entry["quantities"]) <= rows, (claim, set(entry["quantities"]) - rows)
+
+
+def test_a_thesis_inconsistency_is_stated_under_the_rows_and_sections_it_touches(tmp_path):
+    # the thesis's contradictions were in DESIGN.md only, not on the rows a reader checks
+    quantities = [QuantityResult(q, -3.0, -7.79, "<", -0.01, rule=f"{q} < -0.01", why="table 3.8", passed=True)
+                  for q in ("attribution", "name_share_top_contexts")]
+    result = ClaimResult("E3.L6-negative-names", "tiny-stories-8M", "tiny-stories-8M", False, "passed", quantities=quantities)
+    page = write_report(run_info(), [result], tmp_path).read_text()
+    section = page[page.index('<section class="claim" id="E3.L6-negative-names">'):]
+    attribution, other = section.index("<tr><td>attribution</td>"), section.index("<tr><td>name_share_top_contexts</td>")
+    note = "Feature 2837&#39;s attribution is +2.07 in table 3.6 and -7.79 in table 3.8"
+    assert section.count(note) == 1 and attribution < section.index(note) < other  # under its row only
+    layers = section.index("its sections call the same SAEs layers 5, 6 and 7")  # a note on the claim: under its statement
+    assert section.index('<p class="statement">') < layers < section.index('<div class="result"')
+
+
+def test_known_gaps_not_applied_under_sae_config_are_said_in_one_line(tmp_path):
+    # README's SAE-regression workflow: under --sae-config a gap measured with the default SAEs does not apply
+    from claims.thresholds import KNOWN_GAPS
+    from mechinterp.report import unapplied_known_gaps_note
+
+    twin = "planted:tinystories-8m"
+    collected = {("E3.L5-to-feature", twin), ("E3.L6-negative-names", twin), ("E2.logit-diff", twin)}
+    assert unapplied_known_gaps_note(KNOWN_GAPS, collected, {"sae_config": None, "sae_dir": None}) == ""
+    note = unapplied_known_gaps_note(KNOWN_GAPS, collected, {"sae_config": "changed.json", "sae_dir": None})
+    assert note == ("2 known gap(s) not applied under --sae-config (each was measured without it), so these claim tests are "
+                    "checked plainly and a failure reads 'failed': E3.L5-to-feature [planted:tinystories-8m], "
+                    "E3.L6-negative-names [planted:tinystories-8m]")
+    page = write_report(run_info(), sample_results(), tmp_path, run_notes=[note]).read_text()
+    assert page.count("known gap(s) not applied under --sae-config") == 1
 
 
 def test_calibrated_quantities_are_tagged_in_their_row():
@@ -565,10 +584,27 @@ def test_baseline_option_adds_the_changes_to_the_report(claims_pytester):
     fake = claims_pytester.path / "claims" / "test_fake_claims.py"
     fake.write_text(fake.read_text().replace('Measured({"logit_diff": 9.4}', 'Measured({"logit_diff": 2.0, "feature_index": 7}'))
     result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "new", "--baseline", "base")
-    result.stdout.fnmatch_lines(["*changes since baseline*", "E2.logit-diff [[]tiny-stories-8M[]]: feature none -> 7; status passed -> failed; 1 value(s) changed"])
+    # two values: E2.logit-diff's rows 'within 9.4 ± 0.15' and '> 3.6', compared one by one
+    result.stdout.fnmatch_lines(["*changes since baseline*", "E2.logit-diff [[]tiny-stories-8M[]]: feature none -> 7; status passed -> failed; 2 value(s) changed"])
     changes = pd.read_csv(claims_pytester.path / "new" / "comparison.csv")
     assert set(zip(changes.quantity, changes.change)) == {("logit_diff", "status"), ("feature_index", "new")}
     assert "Changes since baseline" in (claims_pytester.path / "new" / "index.html").read_text()
+
+
+def test_a_baseline_of_other_models_and_claims_is_compared_on_what_this_run_measured(claims_pytester):
+    # a baseline of more models, and a -k run: one line each at the top, not a "passed -> absent" line per test
+    claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M,gpt2-small", "-k", "not zz", "--report-dir", "base")
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "-k", "nine", "--report-dir", "new",
+                                       "--baseline", "base")
+    output = result.stdout.str()
+    section = [line for line in output[output.index("changes since baseline"):].splitlines()[1:] if line][:3]
+    assert section == [
+        "baseline has models tiny-stories-8M, gpt2-small; this run tiny-stories-8M: comparing tiny-stories-8M only",
+        "1 claim test(s) of the baseline were not collected in this run (deselected, e.g. -k, or no longer in the suite), so "
+        "not compared: E2.logit-diff (test_crashes)",
+        "no claim changed outcome, row verdict or measured value"]
+    assert "absent" not in output
+    assert (claims_pytester.path / "new" / "index.html").read_text().count("baseline has models") == 1
 
 
 def test_missing_baseline_is_a_usage_error(claims_pytester):

@@ -133,7 +133,7 @@ def test_baseline_says_whether_a_change_is_beyond_the_seed_spread(now, verdict):
     from mechinterp.compare import compare_results, comparison_summary
 
     changes = compare_results(seeded_document(now), seeded_document([2.0, 3.0, 3.5]))
-    (spread,) = changes["seed_spread"]
+    (spread,) = changes.changes["seed_spread"]
     assert spread.startswith(verdict + " seed spread")
     assert f"{int(verdict == 'beyond')} beyond the SAE seeds' spread" in comparison_summary(changes)[0]
 
