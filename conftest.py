@@ -32,7 +32,7 @@ REPORT_DIR = pytest.StashKey[Path]()  # checked at the start of the run
 CREATED_DIR = pytest.StashKey[Path]()  # the default report directory this run created (removed if left empty)
 BASELINE = pytest.StashKey[dict]()  # --baseline, loaded once at the start of the run
 REPORT_PATH = pytest.StashKey[Path]()
-CHANGES = pytest.StashKey[object]()  # the comparison with the baseline (a DataFrame or None), computed once
+CHANGES = pytest.StashKey[object]()  # the comparison with the baseline (a compare.Comparison or None), computed once
 REPORT_FAILURE = pytest.StashKey[str]()
 NOT_WRITTEN = pytest.StashKey[str]()  # why no report was written (an interrupt before any claim was measured)
 STATUS = pytest.StashKey[live.StatusWriter]()  # this process's progress state file
@@ -56,6 +56,9 @@ def pytest_addoption(parser):
     group.addoption("--baseline", default=None, metavar="RESULTS",
                     help="regression mode: a results.json (or its run directory) to compare this run with; "
                     "the report lists every claim whose status, measured values or role feature changed")
+    group.addoption("--compare-all", action="store_true", default=False,
+                    help="regression mode: compare every row of both runs, also models and claim tests only one of them has "
+                    "(default: the models both selected and the tests this run collected)")
     group.addoption("--device", default="auto", metavar="DEVICE",
                     help="where models run, patch and train SAEs: auto (cuda when visible, else cpu), cpu, cuda, cuda:N")
     group.addoption("--live", default="auto", choices=("auto", "line", "plain", "off"),
@@ -333,10 +336,13 @@ def pytest_sessionfinish(session, exitstatus):
         config.stash[NOT_WRITTEN] = ("run interrupted before any claim was measured: no report written"
                                      + (f"; {older} is untouched" if older.exists() else ""))
         return
+    gap_note = framework.unapplied_known_gaps_note(config, recorder)
+    if gap_note:
+        recorder.notes.append(gap_note)
     try:
         config.stash[REPORT_PATH], config.stash[CHANGES] = recorder.write(
             config.stash[REPORT_DIR], framework.command_line(config), config.stash.get(BASELINE, None),
-            config.getoption("baseline") or "", interrupted=stopped)
+            config.getoption("baseline") or "", interrupted=stopped, compare_all=config.getoption("compare_all"))
     except report.ReportWriteError as failure:
         config.stash[REPORT_FAILURE] = f"claims report NOT written: {failure}"
         if session.exitstatus == pytest.ExitCode.OK:

@@ -481,7 +481,7 @@ class Recorder:
         return bool(self.results)
 
     def write(self, directory: Path, command: str, baseline: dict | None = None, baseline_label: str = "",
-              interrupted: bool = False):
+              interrupted: bool = False, compare_all: bool = False):
         """Write the report (atomically) -> (index.html path, the comparison with `baseline` or None).
         When it cannot be written, results.json is saved under the temp dir and the ReportWriteError says where."""
         from mechinterp import compare, results
@@ -491,9 +491,9 @@ class Recorder:
         run = results.RunInfo(self.started, results.utc_now(), self.models, command, results.package_versions(),
                               interrupted=interrupted or not_run > 0, not_run=not_run)
         document = results.results_to_dict(run, claim_results)
-        changes = None if baseline is None else compare.compare_results(document, baseline)
+        changes = None if baseline is None else compare.compare_results(document, baseline, compare_all=compare_all)
         try:
-            return report.write_report(run, claim_results, directory, changes, baseline_label), changes
+            return report.write_report(run, claim_results, directory, changes, baseline_label, run_notes=self.notes), changes
         except report.PageRenderError:
             raise  # results.json is already in the report directory: no second copy
         except report.ReportWriteError as failure:
@@ -502,6 +502,15 @@ class Recorder:
             except OSError as err:
                 saved = f"the results could not be saved either ({err})"
             raise report.ReportWriteError(f"{failure}; {saved}") from failure
+
+
+def unapplied_known_gaps_note(config, recorder: Recorder) -> str:
+    """One line naming the known gaps this run does not apply (it sets an option they were not measured
+    under, e.g. --sae-config), or ''."""
+    from claims.thresholds import KNOWN_GAPS
+
+    options = {name: config.getoption(name, None) for gap in KNOWN_GAPS for name in gap.unless_options}
+    return report.unapplied_known_gaps_note(KNOWN_GAPS, {(r.claim, r.spec) for r in recorder.results.values()}, options)
 
 
 def one_line_errors() -> tuple[type, ...]:
