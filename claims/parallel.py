@@ -5,9 +5,8 @@
 1.3 s with 2 threads under load, 0.1 s with 1), so every process gets one thread and the cores are
 used by processes. A lane is what one worker runs without interruption: every test of one claims
 file on one model, so that a model's memoized forward passes (mechinterp.memo) are shared by that
-file's claims; E3's trained-SAE claims are lanes of their own, since one of them trains the SAEs
-the others reuse from the cache. Lanes go out longest first (LANE_SECONDS, measured), so the two
-workers end close together.
+file's claims; E3 is split in two lanes by the SAE blocks it trains (SPLIT_LANES). Lanes go out
+longest first (LANE_SECONDS, measured), so the two workers end close together.
 """
 
 from __future__ import annotations
@@ -16,10 +15,34 @@ import os
 import re
 from pathlib import Path
 
-# Seconds of one lane alone on one core of the 2-core machine (a first run: E3's SAEs trained in it),
-# measured with `./run claims` (results.json's per-claim seconds, mechinterp.timing). Unlisted lanes
-# count DEFAULT_LANE_SECONDS; skipped tests (absent weights) cost nothing.
-LANE_SECONDS: dict[tuple[str, str], float] = {}
+# E3 on one model is two lanes, by the SAE blocks their claims train first (5; 6 and 7), so that the two
+# workers train different SAEs at once; the random control also reads block 6, from the cache (a worker
+# that gets there first waits on the cache entry's lock instead of training it twice).
+SPLIT_LANES: dict[str, dict[str, str]] = {
+    "test_e3_features.py": {"test_l5_to_feature": "L5", "test_l5_gave_feature": "L5", "test_l5_infinitive_to": "L5",
+                            "test_random_control": "L5"},
+}
+SPLIT_DEFAULT = "L6-7"
+
+# Seconds of each lane (file, model, part) in a first `./run claims` (E3's SAEs trained in it) on the
+# 2-core machine, from results.json's per-claim seconds (mechinterp.timing), measured 2026-12-07 beside
+# other jobs: only their order matters. Unlisted lanes count DEFAULT_LANE_SECONDS.
+LANE_SECONDS: dict[tuple[str, str, str], float] = {
+    ("test_e3_features.py", "planted:tinystories-8m", "L6-7"): 206,
+    ("test_e2_patching.py", "planted:gpt2-small", ""): 157,
+    ("test_e2_eap.py", "planted:tinystories-8m", ""): 112,
+    ("test_e3_features.py", "planted:tinystories-8m", "L5"): 106,
+    ("test_e1_head_scores.py", "planted:gpt2-small", ""): 62,
+    ("test_e2_logit_lens.py", "planted:tinystories-8m", ""): 47,
+    ("test_e2_patching.py", "planted:tinystories-8m", ""): 44,
+    ("test_e2_logit_lens.py", "planted:gpt2-small", ""): 40,
+    ("test_e1_head_scores.py", "planted:tinystories-8m", ""): 35,
+    ("test_circuit_card.py", "planted:gpt2-small", ""): 32,
+    ("test_e2_logit_diff.py", "planted:gpt2-small", ""): 30,
+    ("test_e2_attention.py", "planted:gpt2-small", ""): 24,
+    ("test_e2_dla.py", "planted:gpt2-small", ""): 22,
+    ("test_e2_attention.py", "planted:tinystories-8m", ""): 20,
+}
 DEFAULT_LANE_SECONDS = 5.0
 
 _PARAM = re.compile(r"\[(?P<param>[^\]]*)\]$")
@@ -57,21 +80,27 @@ def torch_threads() -> int:
     return 1
 
 
-def lane_of(nodeid: str) -> str:
-    """The lane of a claim test: its file and model, E3 trained-SAE claims each on their own.
-    Tests of the toolkit (no model parameter) are lanes by file, as with --dist loadfile."""
+def lane_key(nodeid: str) -> tuple[str, str, str]:
+    """(file name, model, part) of a test: its claims file, its --model value ('' for a toolkit test)
+    and, for a file split in lanes (SPLIT_LANES), the part its test function belongs to."""
     path, _, name = nodeid.partition("::")
     match = _PARAM.search(name)
     model = match.group("param") if match else ""
-    if "test_e3" in path and "trained" in name:
-        return f"{path}::{name}"
-    return f"{path}[{model}]" if model else path
+    filename = path.rsplit("/", 1)[-1]
+    split = SPLIT_LANES.get(filename)
+    part = "" if split is None else split.get(name.partition("[")[0], SPLIT_DEFAULT)
+    return filename, model, part
 
 
-def lane_seconds(lane: str) -> float:
-    path, _, rest = lane.partition("[")
-    model = rest.rstrip("]")
-    return LANE_SECONDS.get((path.rsplit("/", 1)[-1].partition("::")[0], model), DEFAULT_LANE_SECONDS)
+def lane_of(nodeid: str) -> str:
+    """The lane of a test, as xdist's scope: its file and model (and part, for a split file)."""
+    path = nodeid.partition("::")[0]
+    _, model, part = lane_key(nodeid)
+    return f"{path}[{model}]{'/' + part if part else ''}"
+
+
+def lane_seconds(nodeid: str) -> float:
+    return LANE_SECONDS.get(lane_key(nodeid), DEFAULT_LANE_SECONDS)
 
 
 def order_longest_first(items) -> list:
@@ -79,7 +108,7 @@ def order_longest_first(items) -> list:
     lanes: dict[str, list] = {}
     for item in items:
         lanes.setdefault(lane_of(item.nodeid), []).append(item)
-    ranked = sorted(lanes.items(), key=lambda pair: -lane_seconds(pair[0]))
+    ranked = sorted(lanes.items(), key=lambda pair: -lane_seconds(pair[1][0].nodeid))
     return [item for _, lane in ranked for item in lane]
 
 

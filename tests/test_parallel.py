@@ -1,0 +1,75 @@
+"""Two workers report what one process reports: lanes, their order, and each claim's record sent from a worker."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from claims import parallel
+from mechinterp.results import load_results
+from tests.plugin_fakes import FAKE_CLAIMS, UNUSED_PLUGINS, claims_pytester  # noqa: F401 - a fixture
+
+E3 = "claims/test_e3_features.py::{}[planted:tinystories-8m]"
+
+
+def test_a_lane_is_a_file_on_one_model_and_e3_is_split_by_sae_block():
+    assert parallel.lane_of("claims/test_e2_dla.py::test_dla_single[planted:gpt2-small]") == "claims/test_e2_dla.py[planted:gpt2-small]"
+    assert parallel.lane_of(E3.format("test_l5_gave_feature")) == parallel.lane_of(E3.format("test_random_control"))
+    assert parallel.lane_of(E3.format("test_l6_negative_names")) == parallel.lane_of(E3.format("test_l7_logit_feature"))
+    assert parallel.lane_of(E3.format("test_l5_to_feature")) != parallel.lane_of(E3.format("test_l7_logit_feature"))
+
+
+class Item:
+    def __init__(self, nodeid):
+        self.nodeid = nodeid
+
+
+def test_lanes_go_out_longest_first_keeping_each_lane_together_in_collection_order():
+    ids = ["claims/test_e0_family.py::test_e0[planted:tinystories-8m]", E3.format("test_l6_to_feature_collapse"),
+           E3.format("test_l5_to_feature"), E3.format("test_l7_logit_feature"),
+           "claims/test_e2_patching.py::test_head_patch[planted:gpt2-small]"]
+    ordered = [item.nodeid for item in parallel.order_longest_first([Item(i) for i in ids])]
+    assert ordered == [ids[1], ids[3], ids[4], ids[2], ids[0]]
+
+
+def test_one_torch_thread_per_process_unless_told(monkeypatch):
+    monkeypatch.delenv("MECHINTERP_TORCH_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert parallel.torch_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert parallel.torch_threads() == 4
+    monkeypatch.setenv("MECHINTERP_TORCH_THREADS", "2")
+    assert parallel.torch_threads() == 2
+
+
+def _records(directory):
+    rows = load_results(directory)["results"]
+    return sorted((r["nodeid"], r["status"], r["message"], [(q["quantity"], q["measured"], q["passed"]) for q in r["quantities"]],
+                   r["details"], r["has_figure"]) for r in rows)
+
+
+def test_two_workers_write_the_record_one_process_writes(claims_pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(claims_pytester.path), *sys.path]))
+    args = (*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M,planted:gpt2-small", "--model", "gpt2-small")
+    single = claims_pytester.runpytest_subprocess(*args, "--report-dir", "one", "-p", "no:xdist")
+    double = claims_pytester.runpytest_subprocess(*args, "--report-dir", "two", "-n", "2")
+    assert single.ret == double.ret == pytest.ExitCode.TESTS_FAILED  # the fake claims fail on purpose
+    assert "2 workers" in double.stdout.str()
+    one, two = _records(claims_pytester.path / "one"), _records(claims_pytester.path / "two")
+    assert len(one) == 6 and one == two
+    assert "claims report:" in double.stdout.str()
+
+
+def test_a_broken_model_is_one_line_under_two_workers(claims_pytester, monkeypatch):
+    from tests.test_run_safety import BROKEN_LOAD
+    from tests.plugin_fakes import FAKE_MODELS
+
+    claims_pytester.path.joinpath("fake_models.py").write_text(FAKE_MODELS + BROKEN_LOAD)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(claims_pytester.path), *sys.path]))
+    result = claims_pytester.runpytest_subprocess(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "out", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    lines = [line for line in result.stderr.lines + result.stdout.lines if "truncated" in line]
+    assert lines == ["ERROR: --model tiny-stories-8M: /ckpt/model.safetensors is truncated (12 of 4096 bytes); "
+                     "download tiny-stories-8M again"]
