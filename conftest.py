@@ -84,7 +84,7 @@ def pytest_configure(config):
     config.stash[RECORDER] = framework.Recorder(framework.selected_models(config.getoption("model")))
     # Every option is checked here, before any model loads: a bad one is one line, not a lost run.
     try:
-        framework.session_model_source(config)  # resolves --device
+        framework.resolve_device(config.getoption("device"))
     except framework.DeviceError as err:
         raise pytest.UsageError(str(err)) from None
     try:
