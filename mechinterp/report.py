@@ -134,6 +134,8 @@ def _result_view(result: ClaimResult) -> dict:
     return {
         "spec": result.spec, "planted": result.planted, "status": result.status, "message": result.message,
         "identity": result.identity, "figure": figure,
+        "seconds": "" if result.seconds is None else f"{result.seconds:.1f} s",
+        "stages": "; ".join(f"{name} {seconds:.1f} s" for name, seconds in (result.stage_seconds or {}).items()),
         "rows_of": result.real_model if result.real_model and result.real_model != result.spec else "",
         "details": json.dumps(result.details, indent=1, default=to_jsonable) if result.details else "",
         "seeds": _seed_view(details.get("sae_seeds")),

@@ -797,3 +797,11 @@ def test_e3_results_show_each_seeds_sae_quality_and_mark_a_low_one(tmp_path):
     assert "SAE seed 1: blocks.6.hook_resid_post, 1024 features; held-out explained variance 0.93, L0 3.5" in page
     assert page.count('class="tag low-sae"') == 1  # seed 0 only
     assert "SAE: blocks.7.hook_resid_post, 64 features; held-out explained variance not measured, L0 not measured" in page
+
+
+def test_each_claim_shows_its_wall_time_and_its_stages(tmp_path):
+    results = sample_results()
+    results[0].seconds, results[0].stage_seconds = 12.34, {"distribution": 9.5}
+    page = write_report(run_info(), results, tmp_path).read_text()
+    assert '<small class="seconds" title="distribution 9.5 s">12.3 s</small>' in page
+    assert load_results(tmp_path)["results"][0]["seconds"] == 12.34  # and results.json has it
