@@ -179,6 +179,27 @@ def _check_template(template: str) -> None:
         )
 
 
+def read_templates(path) -> list[str]:
+    """The IOI templates of a text file, one a line (blank lines skipped), each checked as the built-in templates
+    are; a bad file is one IOIDataError naming the file and line."""
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise IOIDataError(f"cannot read IOI templates from {path}: {err}") from None
+    templates = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            _check_template(line)
+        except IOIDataError as err:
+            raise IOIDataError(f"{path}:{number}: {err}") from None
+        templates.append(line)
+    if not templates:
+        raise IOIDataError(f"{path} has no templates; write one a line, e.g. {TEMPLATES[0]!r}")
+    return templates
+
+
 def _check_name(name) -> None:
     if not isinstance(name, str) or not name.strip():
         raise IOIDataError(f"name {name!r} is not a name; names are non-empty strings such as 'Mary'")

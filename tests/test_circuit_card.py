@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from claims.framework import tokenizer_for
@@ -59,7 +61,8 @@ def test_a_moved_name_mover_moves_the_card(card_of):
 def test_card_table_is_one_short_line_per_role(card_of):
     card, _ = card_of("tinystories-8m")
     table = card.table()
-    assert table["name movers (DLA fraction, END->IO)"].startswith("H7.7 (+1.00, attn 0.7")
+    assert table["name movers (ablation drop / LD, direct / LD, END->IO)"].startswith("H7.7 (+")
+    assert table["roles read on"] == "the thesis's 8 protocol prompts"
     assert table["induction (score)"] == "none" and all("\n" not in v for v in table.values())
     assert set(card.values()) >= {"logit_diff", "p_io", "handover_layer"}
 
@@ -67,23 +70,26 @@ def test_card_table_is_one_short_line_per_role(card_of):
 def test_a_name_mover_must_attend_io_noticeably():
     """END->IO above S is not enough: H7.7 (END->IO ~0.77 on the protocol prompts) is no mover under a floor of 0.9."""
     from mechinterp.circuit_card import CircuitCardConfig
+    from mechinterp.ioi_roles import RoleFloors
 
     model = build("tinystories-8m")
-    card = circuit_card(model, tokenizer_for(model), CircuitCardConfig(noticeable_attention=0.9))
+    card = circuit_card(model, tokenizer_for(model), CircuitCardConfig(floors=RoleFloors(min_attention=0.9)))
     assert card.name_movers == [] and card.negative_name_movers == []
 
 
 def test_s_inhibition_acts_through_the_name_movers_attention():
-    """Patching H5.7's END output alone (S2 -> IO corruption) moves H7.7's END margin (measured 1.55); a head of no
+    """Mean-ablating H5.7 at END alone lowers H7.7's END margin (IO - S1 - S2) by more than the floor; a head of no
     role moves it by nothing. Under a floor of 10 (more than a margin can move) the card names no S-inhibition."""
-    from mechinterp.circuit_card import CircuitCardConfig, name_mover_margin_drop
-    from mechinterp.patching import patching_pair_batches
+    from mechinterp.circuit_card import CircuitCardConfig, head_measures
+    from mechinterp.ioi import make_batch, protocol_prompts
+    from mechinterp.ioi_roles import RoleFloors, assign_roles
 
     model = build("tinystories-8m")
-    clean, corrupt = patching_pair_batches(tokenizer_for(model))
-    drops = name_mover_margin_drop(model, clean, corrupt, [(5, 7), (2, 3)], [(7, 7)])
-    assert drops[0] > 1.0 and abs(drops[1]) < 1e-6, drops
-    card = circuit_card(model, tokenizer_for(model), CircuitCardConfig(noticeable_margin=10.0))
+    measures = head_measures(model, [make_batch(tokenizer_for(model), protocol_prompts())])
+    roles = assign_roles(measures)
+    assert roles.name_movers == [(7, 7)]
+    assert roles.nm_margin_drop[5, 7] > RoleFloors().margin and abs(roles.nm_margin_drop[2, 3]) < 1e-6, roles.nm_margin_drop
+    card = circuit_card(model, tokenizer_for(model), CircuitCardConfig(floors=RoleFloors(margin=10.0)))
     assert names(card.name_movers) == ["H7.7"] and card.s_inhibition == []
 
 
@@ -101,10 +107,15 @@ def test_s_suppression_must_single_s_out_and_roles_need_ioi():
     """H7.4 attends S ~1.0 and IO ~0: under a selectivity of 1e6 it is no S-suppressor; and under a logit-difference
     floor above the model's, the card names no role that reads the logit difference (the E1 scores stay)."""
     from mechinterp.circuit_card import CircuitCardConfig
+    from mechinterp.ioi_roles import RoleFloors
 
     model = build("tinystories-8m/s-suppressor")
-    strict = circuit_card(model, tokenizer_for(model), CircuitCardConfig(s_selectivity=1e6))
+    strict = circuit_card(model, tokenizer_for(model), CircuitCardConfig(floors=RoleFloors(s_selectivity=1e6)))
     assert strict.s_suppression == [] and names(strict.name_movers) == ["H7.7"]
-    floor = circuit_card(model, tokenizer_for(model), CircuitCardConfig(min_logit_diff=1e3))
+    floor = circuit_card(model, tokenizer_for(model), CircuitCardConfig(floors=RoleFloors(min_logit_diff=1e3)))
     assert floor.name_movers == floor.negative_name_movers == floor.s_inhibition == floor.s_suppression == []
     assert names(floor.duplicate_token) == ["H4.0"] and any("no IOI behaviour" in note for note in floor.notes)
+    # no number that reads as a finding: no handover layer, and the table's role rows say why they are empty
+    assert math.isnan(floor.handover_layer) and not floor.does_ioi
+    assert floor.table()["S2 -> END handover layer"] == floor.table()["name movers (ablation drop / LD, direct / LD, END->IO)"] \
+        == "- (no IOI behaviour)"
