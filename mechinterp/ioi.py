@@ -384,6 +384,13 @@ DISTRIBUTION_TEMPLATES = [
 ]
 
 
+def _one_known_token(tokenizer, name: str) -> bool:
+    """The name, with its leading space, is one token and not the unknown token (a word-level vocabulary maps any
+    unknown name to it)."""
+    ids = tokenizer.encode(" " + name, add_special_tokens=False)
+    return len(ids) == 1 and ids[0] != getattr(tokenizer, "unk_token_id", None)
+
+
 def distribution_prompts(
     tokenizer, n: int, seed: int = 0, templates: list[str] | None = None, names: list[str] | None = None,
 ) -> list[IOIPrompt]:
@@ -404,7 +411,7 @@ def distribution_prompts(
     pool = list(dict.fromkeys(NAMES if names is None else _as_list(names, "names")))
     for name in pool:
         _check_name(name)
-    usable = [name for name in pool if len(tokenizer.encode(" " + name, add_special_tokens=False)) == 1]
+    usable = [name for name in pool if _one_known_token(tokenizer, name)]
     if len(usable) < 2:
         raise IOIDataError(f"need at least 2 distinct single-token names, got {usable}")
     rng = random.Random(seed)
