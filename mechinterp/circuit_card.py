@@ -26,7 +26,7 @@ the model's), a distribution over mechinterp.ioi's robustness templates. Given t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformer_lens import HookedTransformer
@@ -49,6 +49,8 @@ from mechinterp.metrics import logit_diff, p_io
 from mechinterp.patching import (
     PatchingConfig,
     PatchingError,
+    _prefix_kv_cache,
+    end_metric,
     patch_resid_pre_by_pos,
     patching_pair_batches,
     s2_to_end_handover,
@@ -137,78 +139,86 @@ class CircuitCard:
         }
 
 
-def _ablated(model: HookedTransformer, batch: IOIBatch, means: dict[int, torch.Tensor], heads: list[tuple[int, int]],
-             end_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass, copy c of `batch` with head heads[c]'s z mean-ablated (every position, or END only).
-    Returns the logit difference [copies, prompts] and every head's END attention to IO and to S1 + S2
-    [copies, prompts, 2, layers, heads]. Hand-written over transformer_lens hooks: its patching utilities
-    patch one site per forward, this ablates a different head in each copy of the batch at once."""
-    n, copies = len(batch), len(heads)
+def _ablated(model: HookedTransformer, batch: IOIBatch, clean_cache, layer: int, heads: list[int], end_only: bool,
+             clean_attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy c of `batch` with head (layer, heads[c])'s z mean-ablated (every position, or END only), in one forward
+    pass from `layer` on (nothing before it changes): from its clean residual, and for END only from END alone, the
+    clean keys and values before it cached (mechinterp.patching's shared prefix). Returns the logit difference
+    [copies, prompts] and every head's END attention to IO and to S1 + S2 [copies, prompts, 2, layers, heads]
+    (END only; earlier layers keep `clean_attention`, [prompts, 2, layers, heads]). Hand-written over
+    transformer_lens hooks: its patching utilities patch a run's own activations, not a mean over the prompts."""
+    n, copies, n_layers = len(batch), len(heads), model.cfg.n_layers
     end = batch.pos("END")
     if not bool((end == end[0]).all()):
         raise ValueError("the batch's prompts must share their END position (mechinterp.ioi.batches_by_length)")
-    end = int(end[0])
-    by_layer: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for layer in sorted({l for l, _ in heads}):
-        picked = [(c, h) for c, (l, h) in enumerate(heads) if l == layer]
-        by_layer[layer] = (torch.tensor([c for c, _ in picked]), torch.tensor([h for _, h in picked]))
+    begin = int(end[0]) if end_only else 0
+    mean = clean_cache[f"blocks.{layer}.attn.hook_z"][:, begin:].mean(0)  # [pos from begin, head, d_head]
+    rows, cols = torch.arange(copies), torch.tensor(heads)
 
     def ablate(z, hook):
-        rows, cols = by_layer[hook.layer()]
-        mean = means[hook.layer()].to(z.dtype)  # [pos, head, d_head]
         z = z.view(copies, n, *z.shape[1:])  # [copy, prompt, pos, head, d_head]
-        if end_only:
-            z[rows, :, end, cols] = mean[end, cols][:, None]
-        else:
-            z[rows, :, :, cols] = mean[:, cols].transpose(0, 1)[:, None]
+        z[rows, :, :, cols] = mean[:, cols].transpose(0, 1)[:, None].to(z.dtype)
         return z.view(copies * n, *z.shape[2:])
 
     patterns: dict[int, torch.Tensor] = {}
-    keep = lambda pattern, hook: patterns.__setitem__(hook.layer(), pattern[:, :, end].double().cpu())  # noqa: E731
-    hooks = [(f"blocks.{l}.attn.hook_z", ablate) for l in by_layer]
-    hooks += [(f"blocks.{l}.attn.hook_pattern", keep) for l in range(model.cfg.n_layers)] if end_only else []
+    keep = lambda pattern, hook: patterns.__setitem__(hook.layer(), pattern[:, :, -1].double().cpu())  # noqa: E731
+    hooks = [(f"blocks.{layer}.attn.hook_z", ablate)]
+    hooks += [(f"blocks.{l}.attn.hook_pattern", keep) for l in range(layer, n_layers)] if end_only else []
+    start = clean_cache[f"blocks.{layer}.hook_resid_pre"][:, begin:].repeat(copies, 1, 1)
+    prefix = _prefix_kv_cache(clean_cache, n_layers, layer, begin, copies) if begin else None
     tiled = batch.tile(copies)
-    with torch.inference_mode():
-        logits = model.run_with_hooks(tiled.tokens.to(model.cfg.device), fwd_hooks=hooks)
-    ld = logit_diff(logits, tiled, per_prompt=True).double().cpu().view(copies, n)
-    attention = torch.zeros(copies * n, 2, model.cfg.n_layers, model.cfg.n_heads, dtype=torch.float64)
+    shifted = replace(tiled, positions={**tiled.positions, "END": tiled.pos("END") - begin})
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        resid = model(start, start_at_layer=layer, stop_at_layer=n_layers, past_kv_cache=prefix)
+        ld = end_metric(model, resid, shifted).double().cpu().view(copies, n)
+    attention = clean_attention[None].repeat(copies, 1, 1, 1, 1)
     if end_only:
-        rows = torch.arange(copies * n)
-        for layer, pattern in patterns.items():  # [rows, head, key]
-            attention[:, 0, layer] = pattern[rows, :, tiled.pos("IO")]
-            attention[:, 1, layer] = pattern[rows, :, tiled.pos("S1")] + pattern[rows, :, tiled.pos("S2")]
-    return ld, attention.view(copies, n, 2, model.cfg.n_layers, model.cfg.n_heads)
+        at = torch.arange(copies * n)
+        for l, pattern in patterns.items():  # [rows, head, key]
+            attention.view(copies * n, 2, n_layers, -1)[:, 0, l] = pattern[at, :, tiled.pos("IO")]
+            attention.view(copies * n, 2, n_layers, -1)[:, 1, l] = pattern[at, :, tiled.pos("S1")] + pattern[at, :, tiled.pos("S2")]
+    return ld, attention
 
 
-def head_measures(model: HookedTransformer, batches: list[IOIBatch], max_rows_per_forward: int = 2048) -> HeadMeasures:
+def head_measures(model: HookedTransformer, batches: list[IOIBatch], max_rows_per_forward: int = 2048,
+                  min_attention: float = 0.0) -> HeadMeasures:
     """Every head's direct effect, END attention and mean-ablation drops, averaged over the prompts of `batches`
-    (equal-length groups; each head's mean is taken over its own group, per position)."""
+    (equal-length groups; each head's mean is taken over its own group, per position). Only heads attending IO or S
+    (S1 + S2) from END at least `min_attention` on average are ablated, the others' drops NaN: every causal role
+    needs that attention (mechinterp.ioi_roles), and ablation is the card's cost."""
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    heads = [(l, h) for l in range(L) for h in range(H)]
+    names = lambda name: name.endswith(("attn.hook_z", "hook_resid_pre", "attn.hook_k", "attn.hook_v"))  # noqa: E731
     sums = {k: torch.zeros(L, H, dtype=torch.float64) for k in ("drop", "end_drop", "direct", "attn_io", "attn_s")}
     end_attention = torch.zeros(L, H, 2, L, H, dtype=torch.float64)
-    total, n_total = 0.0, 0
-    for batch in batches:
+    per_batch, total, n_total = [], 0.0, 0
+    for batch in batches:  # first the attention, which picks the heads to ablate
+        attention = per_prompt_attention(model, batch, [("END", "IO"), ("END", "S1"), ("END", "S2")])
+        clean_attention = torch.stack([attention[("END", "IO")], attention[("END", "S1")] + attention[("END", "S2")]], 1)
+        sums["attn_io"] += clean_attention[:, 0].sum(0)
+        sums["attn_s"] += clean_attention[:, 1].sum(0)
+        per_batch.append(clean_attention)
+        n_total += len(batch)
+    attends = (torch.maximum(sums["attn_io"], sums["attn_s"]) / n_total) >= min_attention  # [L, H]
+    for batch, clean_attention in zip(batches, per_batch):
         n = len(batch)
         with torch.inference_mode():
-            logits, cache = model.run_with_cache(batch.tokens.to(model.cfg.device),
-                                                 names_filter=lambda name: name.endswith("attn.hook_z"))
+            logits, cache = model.run_with_cache(batch.tokens.to(model.cfg.device), names_filter=names)
         clean = logit_diff(logits, batch, per_prompt=True).double().cpu()
         total += float(clean.sum())
-        means = {l: cache[f"blocks.{l}.attn.hook_z"].mean(0) for l in range(L)}
-        attention = per_prompt_attention(model, batch, [("END", "IO"), ("END", "S1"), ("END", "S2")])
-        sums["attn_io"] += attention[("END", "IO")].sum(0)
-        sums["attn_s"] += (attention[("END", "S1")] + attention[("END", "S2")]).sum(0)
         sums["direct"] += head_dla(model, batch).double().cpu() * n
         chunk = max(1, max_rows_per_forward // n)
-        for start in range(0, len(heads), chunk):
-            part = heads[start:start + chunk]
-            ablated, _ = _ablated(model, batch, means, part, end_only=False)
-            sums["drop"].view(-1)[start:start + len(part)] += (clean - ablated).sum(1)
-            ablated, attn = _ablated(model, batch, means, part, end_only=True)
-            sums["end_drop"].view(-1)[start:start + len(part)] += (clean - ablated).sum(1)
-            end_attention.view(L * H, 2, L, H)[start:start + len(part)] += attn.sum(1)
-        n_total += n
+        for layer in range(L):
+            heads = attends[layer].nonzero()[:, 0].tolist()
+            for start in range(0, len(heads), chunk):
+                part = heads[start:start + chunk]
+                ablated, _ = _ablated(model, batch, cache, layer, part, False, clean_attention)
+                sums["drop"][layer, part] += (clean - ablated).sum(1)
+                ablated, attn = _ablated(model, batch, cache, layer, part, True, clean_attention)
+                sums["end_drop"][layer, part] += (clean - ablated).sum(1)
+                end_attention[layer, part] += attn.sum(1)
+    for quantity in ("drop", "end_drop"):
+        sums[quantity][~attends] = float("nan")
+    end_attention[~attends] = float("nan")
     return HeadMeasures(logit_diff=total / n_total, end_attention_ablated=end_attention / n_total,
                         **{k: v / n_total for k, v in sums.items()})
 
@@ -220,7 +230,8 @@ def _prompt_sets(tokenizer, config: CircuitCardConfig, templates: list[str] | No
         prompts = distribution_prompts(tokenizer, config.n_template_prompts, config.template_seed, chosen)
         return f"{len(prompts)} prompts over {label}", prompts
     if templates:
-        return [over(list(templates), f"{len(templates)} templates of your own" + (f" ({source})" if source else ""))]
+        mine = f"{len(templates)} template{'s' if len(templates) != 1 else ''} of your own"
+        return [over(list(templates), mine + (f" ({source})" if source else ""))]
     return [(PROTOCOL, protocol_prompts()),
             over(list(DISTRIBUTION_TEMPLATES), f"the {len(DISTRIBUTION_TEMPLATES)} robustness templates (mechinterp.ioi)")]
 
@@ -298,7 +309,7 @@ def circuit_card(model: HookedTransformer, tokenizer, config: CircuitCardConfig 
     roles = {"name_movers": [], "negative_name_movers": [], "s_inhibition": [], "s_suppression": []}
     handover = float("nan")
     if does_ioi:
-        measures = head_measures(model, groups, config.max_rows_per_forward)
+        measures = head_measures(model, groups, config.max_rows_per_forward, floors.min_attention)
         roles = _card_roles(measures, assign_roles(measures, floors), config.top_k)
         if not roles["name_movers"]:
             notes.append("no name movers, so no S-inhibition (a head suppressing S without them is S-suppression)")
