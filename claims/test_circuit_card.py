@@ -2,6 +2,7 @@
 circuit of every selected model, found by role (mechinterp.circuit_card), measured and shown with
 no threshold. It runs on every model, so a TinyStories version the thesis makes no claim about
 (28M, 33M) or an unidentified checkpoint still gets a measured answer, never an empty run.
+With `--ioi-templates FILE` (claims.ioi_templates_option) the card reads IOI on the model's own templates.
 On a model learned here (fixtures/learned) the card's roles are shown beside the brute-force answer
 (every head mean-ablated, fixtures.learned.ground_truth), the ground truth the card is tested against.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 import pytest
 
 from claims.framework import Measured, tokenizer_for
+from claims.ioi_templates_option import ioi_templates
 from mechinterp.circuit_card import circuit_card
+from mechinterp.ioi_roles import RoleFloors
 
 
 def brute_force_rows(model) -> dict[str, str]:
@@ -20,17 +23,21 @@ def brute_force_rows(model) -> dict[str, str]:
 
     truth = head_effects(model)
     listed = lambda heads: ", ".join(f"H{l}.{h} (drop {truth.drop[l, h]:+.2f})" for l, h in heads[:3]) or "none"  # noqa: E731
+    if truth.clean_logit_diff < RoleFloors().min_logit_diff:
+        listed = lambda heads: "- (no IOI behaviour)"  # noqa: E731
     top = truth.drop.abs().flatten().argsort(descending=True)[:3]
     n = truth.drop.shape[1]
     return {"brute force: logit diff (held-out pairs)": f"{truth.clean_logit_diff:.2f}",
             "brute force: name movers (ablation drop)": listed(truth.name_movers),
+            "brute force: negative name movers (ablation drop)": listed(truth.negative_name_movers),
             "brute force: S-inhibition (ablation drop)": listed(truth.s_inhibition),
             "brute force: S-suppression (ablation drop)": listed(truth.s_suppression),
             "brute force: top heads (ablation drop)": listed([(int(i) // n, int(i) % n) for i in top])}
 
 
-def measure_circuit_card(model, learned: bool = False) -> Measured:
-    card = circuit_card(model, tokenizer_for(model))
+def measure_circuit_card(model, learned: bool = False, templates: list[str] | None = None,
+                         templates_source: str | None = None) -> Measured:
+    card = circuit_card(model, tokenizer_for(model), templates=templates, templates_source=templates_source)
     return Measured(card.values(), details={"card": {**card.table(), **(brute_force_rows(model) if learned else {})}})
 
 
@@ -42,5 +49,6 @@ def is_learned(subject) -> bool:
 
 
 @pytest.mark.claim("circuit-card")
-def test_circuit_card(subject, check):
-    check(measure_circuit_card(subject.model, learned=is_learned(subject)))
+def test_circuit_card(subject, check, request):
+    templates, source = ioi_templates(request.config)
+    check(measure_circuit_card(subject.model, learned=is_learned(subject), templates=templates, templates_source=source))

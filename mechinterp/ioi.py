@@ -179,6 +179,27 @@ def _check_template(template: str) -> None:
         )
 
 
+def read_templates(path) -> list[str]:
+    """The IOI templates of a text file, one a line (blank lines skipped), each checked as the built-in templates
+    are; a bad file is one IOIDataError naming the file and line."""
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise IOIDataError(f"cannot read IOI templates from {path}: {err}") from None
+    templates = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            _check_template(line)
+        except IOIDataError as err:
+            raise IOIDataError(f"{path}:{number}: {err}") from None
+        templates.append(line)
+    if not templates:
+        raise IOIDataError(f"{path} has no templates; write one a line, e.g. {TEMPLATES[0]!r}")
+    return templates
+
+
 def _check_name(name) -> None:
     if not isinstance(name, str) or not name.strip():
         raise IOIDataError(f"name {name!r} is not a name; names are non-empty strings such as 'Mary'")
@@ -377,6 +398,13 @@ DISTRIBUTION_TEMPLATES = [
 ]
 
 
+def _one_known_token(tokenizer, name: str) -> bool:
+    """The name, with its leading space, is one token and not the unknown token (a word-level vocabulary maps any
+    unknown name to it)."""
+    ids = tokenizer.encode(" " + name, add_special_tokens=False)
+    return len(ids) == 1 and ids[0] != getattr(tokenizer, "unk_token_id", None)
+
+
 def distribution_prompts(
     tokenizer, n: int, seed: int = 0, templates: list[str] | None = None, names: list[str] | None = None,
 ) -> list[IOIPrompt]:
@@ -397,7 +425,7 @@ def distribution_prompts(
     pool = list(dict.fromkeys(NAMES if names is None else _as_list(names, "names")))
     for name in pool:
         _check_name(name)
-    usable = [name for name in pool if len(tokenizer.encode(" " + name, add_special_tokens=False)) == 1]
+    usable = [name for name in pool if _one_known_token(tokenizer, name)]
     if len(usable) < 2:
         raise IOIDataError(f"need at least 2 distinct single-token names, got {usable}")
     rng = random.Random(seed)

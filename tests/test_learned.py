@@ -3,8 +3,9 @@
 Each shipped model (fixtures/learned/checkpoints) loads through the path users take (`--model DIR`:
 an unidentified local checkpoint with its own tokenizer); the IOI models do IOI on templates and name
 pairs they never saw; and the circuit card (mechinterp.circuit_card, on the thesis's 8 protocol
-prompts) names the name movers and S-inhibition heads that mean-ablating every head finds
-(fixtures.learned.ground_truth). The negative control, trained without IOI sentences, has no name mover.
+prompts) names, role by role, the heads that mean-ablating every head finds (fixtures.learned.ground_truth;
+one rule, mechinterp.ioi_roles, two measurements). The negative control, trained without IOI sentences,
+gets no role and no handover layer.
 """
 
 from __future__ import annotations
@@ -150,38 +151,51 @@ def test_brute_force_finds_name_movers(name):
     assert truth_of(name).name_movers, f"{name}: brute force finds no name mover\n{truth_of(name).table()}"
 
 
-@pytest.mark.parametrize("name", cases("card_names_the_brute_force_name_movers", IOI_MODELS))
-def test_card_names_the_brute_force_name_movers(name):
-    assert_card_matches_brute_force(name, "name_movers", "name movers")
+ROLES = {"name_movers": "name movers", "negative_name_movers": "negative name movers", "s_inhibition": "S-inhibition",
+         "s_suppression": "S-suppression"}
 
 
-@pytest.mark.parametrize("name", cases("card_names_the_brute_force_s_inhibition_heads", IOI_MODELS))
-def test_card_names_the_brute_force_s_inhibition_heads(name):
-    assert_card_matches_brute_force(name, "s_inhibition", "S-inhibition")
+@pytest.mark.parametrize("role", list(ROLES))
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_card_names_the_brute_force_heads_role_by_role(name, role):
+    """Every learned model, the control too: the card (protocol prompts) names the heads brute force (held-out pairs)
+    names, role by role, and no head brute force does not."""
+    assert_card_matches_brute_force(name, role, ROLES[role])
 
 
-@pytest.mark.parametrize("name", IOI_MODELS)
-def test_brute_force_finds_s_suppression(name):
-    """What the IOI models learned instead of name movers: a head that reads S at END and works against it (the
-    comparison below is then of two non-empty lists)."""
-    assert truth_of(name).s_suppression, f"{name}: brute force finds no S-suppression head\n{truth_of(name).table()}"
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_card_and_brute_force_measure_alike_on_the_same_prompts(name):
+    """One rule (mechinterp.ioi_roles), two measurements: on the same prompts (one training template, so one length
+    group and the same means) the card's head_measures and the brute force's head_effects agree on every quantity
+    the rule reads, to float32 noise."""
+    from fixtures.learned.corpus import TRAIN_TEMPLATES
+    from fixtures.learned.ground_truth import default_prompts
+    from mechinterp.circuit_card import head_measures
+    from mechinterp.ioi import IOIPrompt, batches_by_length
 
-
-@pytest.mark.parametrize("name", IOI_MODELS)
-def test_card_names_the_brute_force_s_suppression_heads(name):
-    assert_card_matches_brute_force(name, "s_suppression", "S-suppression")
+    prompts = [p for p in default_prompts() if p[0].startswith(TRAIN_TEMPLATES[0].split("{")[0])][:16]
+    model = model_of(name)
+    truth = head_effects(model, prompts)
+    groups = batches_by_length(model.tokenizer, [IOIPrompt(text, " " + io, " " + s) for text, io, s in prompts])
+    assert len(groups) == 1
+    card = head_measures(model, [groups[0].batch])
+    assert abs(card.logit_diff - truth.clean_logit_diff) < 1e-4
+    for quantity in ("drop", "end_drop", "direct", "attn_io", "attn_s"):
+        difference = (getattr(card, quantity) - getattr(truth, quantity)).abs().max()
+        assert difference < 1e-4, (quantity, float(difference))
 
 
 @pytest.mark.parametrize("name", NEGATIVE_CONTROLS)
-def test_negative_control_has_no_s_suppression(name):
-    assert card_of(name).s_suppression == [], f"{name}: {card_of(name).table()}"
-    assert truth_of(name).s_suppression == [], truth_of(name).table()
+def test_negative_control_card_shows_no_role_and_no_handover(name):
+    """Below the logit-difference floor the card names nothing and gives no handover layer, on every prompt set it
+    tried, and says why."""
+    import math
 
-
-@pytest.mark.parametrize("name", NEGATIVE_CONTROLS)
-def test_negative_control_has_no_name_mover(name):
-    assert card_of(name).name_movers == [], f"{name}: {card_of(name).table()}\nbrute force:\n{truth_of(name).table()}"
-    assert truth_of(name).name_movers == [], truth_of(name).table()
+    card = card_of(name)
+    assert not card.does_ioi and math.isnan(card.handover_layer), card.table()
+    assert not (card.name_movers or card.negative_name_movers or card.s_inhibition or card.s_suppression)
+    table = card.table()
+    assert table["S2 -> END handover layer"] == "- (no IOI behaviour)" and "no IOI behaviour" in table["notes"], table
 
 
 @pytest.mark.parametrize("pair_rate", [0.0, 0.5])
@@ -257,7 +271,7 @@ def test_the_report_shows_brute_force_beside_the_card_on_a_learned_model():
     name = "neo-2l-s0"
     card = measure_circuit_card(model_of(name), learned=True).details["card"]
     assert card["brute force: S-suppression (ablation drop)"].startswith("H0.4 (drop +")
-    assert card["S-suppression (patching effect, END->S1+S2)"].startswith("H0.4 (+")
+    assert card["S-suppression (ablation drop / LD, direct / LD, END->S1+S2)"].startswith("H0.4 (+")
     assert not any(k.startswith("brute force") for k in measure_circuit_card(model_of(name)).details["card"])
 
 
