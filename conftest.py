@@ -25,7 +25,8 @@ from mechinterp import compare, report, results
 hypothesis.settings.register_profile("deterministic", derandomize=True, database=None)
 hypothesis.settings.load_profile("deterministic")
 
-pytest_plugins = ("pytester",)  # tests/test_report.py runs the plugin on fake claims
+# pytester: the plugin's tests run it on fake claims; the card's --ioi-templates option is a plugin of its own
+pytest_plugins = ("pytester", "claims.ioi_templates_option")
 
 RECORDER = pytest.StashKey[framework.Recorder]()
 REPORT_DIR = pytest.StashKey[Path]()  # checked at the start of the run
