@@ -61,7 +61,9 @@ def worker_count(config) -> int:
     if is_worker(config):
         return int(config.workerinput.get("workercount", 1))
     numprocesses = getattr(config.option, "numprocesses", None)
-    return int(numprocesses) if is_controller(config) and numprocesses else 1
+    if not is_controller(config) or not numprocesses:
+        return 1
+    return int(numprocesses) if str(numprocesses).isdigit() else 2  # "auto" before xdist resolves it: several
 
 
 def may_run_claims(config) -> bool:
