@@ -27,14 +27,14 @@ from mechinterp.results import load_results
 ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = list(TWINS)  # tiny-stories-1M, -3M, -8M, -28M, -33M, gpt2-small
 RAN = {"passed", "failed", "measured"}
-REHEARSAL_PROMPTS = 16
+REHEARSAL_PROMPTS = 4
 ABSENT_E3_INPUTS = ("E3 needs gated SAEs of", "max-activating contexts need TinyStories text")
 
 
 def run_suite(hub: Path, models: list[str], report_dir: Path, *paths: str) -> dict:
     env = {**os.environ, "HF_HOME": str(hub.parent), "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": "1"}
-    # The robustness pass runs on every version too, on 16 prompts: the rehearsal proves each claim runs, not
+    # The robustness pass runs on every version too, on 4 prompts: the rehearsal proves each claim runs, not
     # its statistics (tests/test_robustness.py and the claims run do those); at 256 it costs most of the rehearsal.
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *(paths or ["claims"]),
                "--model", ",".join(models), "--report-dir", str(report_dir), "--distribution-prompts", str(REHEARSAL_PROMPTS)]
