@@ -16,7 +16,7 @@ import pytest
 
 from fixtures.learned import NEGATIVE_CONTROLS, RECIPES, checkpoint_dir
 from fixtures.learned.evaluate import heldout_scores
-from fixtures.learned.ground_truth import default_prompts, head_effects, names
+from fixtures.learned.ground_truth import default_prompts, head_effects, names, own_templates, recipe_prompts
 from fixtures.learned.recipe import recipe_key
 from fixtures.learned.train import evaluation_templates
 from mechinterp.circuit_card import CircuitCardConfig, circuit_card
@@ -61,34 +61,18 @@ def model_of(name: str):
     return load(str(checkpoint_dir(name)))
 
 
-# Brute force reads at most this many of a recipe's training templates, evenly spaced: its cost is heads x prompts,
-# and the many-templates corpus has 210.
-MAX_TEMPLATES = 10
-
-
-def own_templates(name: str) -> list[str]:
-    """The recipe's training templates (at most MAX_TEMPLATES) with their places and objects written in, as a user
-    would give them in an --ioi-templates file: the card's words for those slots are not every model's."""
-    own = evaluation_templates(RECIPES[name])
-    templates = own["train_templates"][:: max(1, len(own["train_templates"]) // MAX_TEMPLATES)][:MAX_TEMPLATES]
-    return [t.replace("{PLACE}", own["places"][i % len(own["places"])]).replace("{OBJECT}", own["objects"][i % len(own["objects"])])
-            for i, t in enumerate(templates)]
-
-
 @functools.lru_cache(maxsize=None)
 def card_of(name: str):
     """The card as a run gives it: on the protocol prompts (or its fallback) for a model of the plain corpus, whose
-    words they are; on the model's own templates (--ioi-templates) for the many-templates corpus, whose are not."""
+    words they are; on the model's own templates (--ioi-templates) for the many-templates corpora, whose are not."""
     model = model_of(name)
-    templates = own_templates(name) if RECIPES[name].corpus != "plain" else None
+    templates = own_templates(RECIPES[name]) if RECIPES[name].corpus != "plain" else None
     return circuit_card(model, model.tokenizer, templates=templates)
 
 
 @functools.lru_cache(maxsize=None)
 def truth_of(name: str):
-    own = evaluation_templates(RECIPES[name])
-    templates = own_templates(name) if RECIPES[name].corpus != "plain" else own["train_templates"]
-    return head_effects(model_of(name), default_prompts(templates, own["places"], own["objects"], own["names"]))
+    return head_effects(model_of(name), recipe_prompts(RECIPES[name]))
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -295,7 +279,7 @@ def test_the_report_shows_brute_force_beside_the_card_on_a_learned_model():
     from claims.test_circuit_card import measure_circuit_card
 
     name = "neo-2l-s0"
-    card = measure_circuit_card(model_of(name), learned=True).details["card"]
+    card = measure_circuit_card(model_of(name), RECIPES[name]).details["card"]
     assert card["brute force: S-suppression (ablation drop)"].startswith("H0.4 (drop +")
     assert card["S-suppression (ablation drop / LD, direct / LD, END->S1+S2)"].startswith("H0.4 (+")
     assert not any(k.startswith("brute force") for k in measure_circuit_card(model_of(name)).details["card"])
