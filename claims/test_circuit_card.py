@@ -17,17 +17,17 @@ from mechinterp.circuit_card import circuit_card
 from mechinterp.ioi_roles import RoleFloors
 
 
-def brute_force_rows(model) -> dict[str, str]:
-    """The learned model's brute-force roles and top heads, as card rows (label -> short text)."""
-    from fixtures.learned.ground_truth import head_effects
+def brute_force_rows(model, recipe) -> dict[str, str]:
+    """The learned model's brute-force roles and top heads (on its recipe's own prompts), as card rows."""
+    from fixtures.learned.ground_truth import head_effects, recipe_prompts
 
-    truth = head_effects(model)
+    truth = head_effects(model, recipe_prompts(recipe))
     listed = lambda heads: ", ".join(f"H{l}.{h} (drop {truth.drop[l, h]:+.2f})" for l, h in heads[:3]) or "none"  # noqa: E731
     if truth.clean_logit_diff < RoleFloors().min_logit_diff:
         listed = lambda heads: "- (no IOI behaviour)"  # noqa: E731
     top = truth.drop.abs().flatten().argsort(descending=True)[:3]
     n = truth.drop.shape[1]
-    return {"brute force: logit diff (held-out pairs)": f"{truth.clean_logit_diff:.2f}",
+    return {"brute force: logit diff (its own templates, held-out pairs)": f"{truth.clean_logit_diff:.2f}",
             "brute force: name movers (ablation drop)": listed(truth.name_movers),
             "brute force: negative name movers (ablation drop)": listed(truth.negative_name_movers),
             "brute force: S-inhibition (ablation drop)": listed(truth.s_inhibition),
@@ -35,20 +35,23 @@ def brute_force_rows(model) -> dict[str, str]:
             "brute force: top heads (ablation drop)": listed([(int(i) // n, int(i) % n) for i in top])}
 
 
-def measure_circuit_card(model, learned: bool = False, templates: list[str] | None = None,
+def measure_circuit_card(model, recipe=None, templates: list[str] | None = None,
                          templates_source: str | None = None) -> Measured:
+    """The card's values and rows; with a learned model's recipe, the brute-force rows beside them."""
     card = circuit_card(model, tokenizer_for(model), templates=templates, templates_source=templates_source)
-    return Measured(card.values(), details={"card": {**card.table(), **(brute_force_rows(model) if learned else {})}})
+    return Measured(card.values(), details={"card": {**card.table(), **(brute_force_rows(model, recipe) if recipe else {})}})
 
 
-def is_learned(subject) -> bool:
-    from fixtures.learned import recipe_of
+def learned_recipe(subject):
+    """The recipe of a learned checkpoint (fixtures.learned), or None for any other model."""
+    from fixtures.learned import RECIPES, recipe_of
 
     spec = subject.model_spec
-    return spec is not None and spec.kind == "local" and recipe_of(spec.name) is not None
+    name = recipe_of(spec.name) if spec is not None and spec.kind == "local" else None
+    return RECIPES[name] if name else None
 
 
 @pytest.mark.claim("circuit-card")
 def test_circuit_card(subject, check, request):
     templates, source = ioi_templates(request.config)
-    check(measure_circuit_card(subject.model, learned=is_learned(subject), templates=templates, templates_source=source))
+    check(measure_circuit_card(subject.model, learned_recipe(subject), templates=templates, templates_source=source))

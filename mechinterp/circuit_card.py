@@ -26,6 +26,7 @@ the model's), a distribution over mechinterp.ioi's robustness templates. Given t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -96,7 +97,7 @@ class CircuitCard:
     logit_diff: float  # on `prompts`, where the roles are read
     p_io: float
     prompts: str  # which prompts the roles rest on
-    protocol_logit_diff: float  # on the thesis's 8 protocol prompts, whatever `prompts` is
+    protocol_logit_diff: float  # on the thesis's 8 protocol prompts, whatever `prompts` is; NaN when unreadable
     name_movers: list[RoleHead]
     negative_name_movers: list[RoleHead]
     s_inhibition: list[RoleHead]
@@ -126,7 +127,9 @@ class CircuitCard:
         return {
             "roles read on": self.prompts,
             "logit diff / P(IO)": f"{self.logit_diff:.2f} / {self.p_io:.3f}",
-            **({} if self.prompts == PROTOCOL else {"logit diff on the protocol prompts": f"{self.protocol_logit_diff:.2f}"}),
+            **({} if self.prompts == PROTOCOL else {"logit diff on the protocol prompts": (
+                "- (unreadable: a name is not one known token)" if math.isnan(self.protocol_logit_diff)
+                else f"{self.protocol_logit_diff:.2f}")}),
             "name movers (ablation drop / LD, direct / LD, END->IO)": heads(self.name_movers),
             "negative name movers (ablation drop / LD, direct / LD, END->IO)": heads(self.negative_name_movers),
             "S-inhibition (END-only ablation drop / LD, direct / LD, END->S1+S2)": heads(self.s_inhibition),

@@ -16,8 +16,9 @@ import pytest
 
 from fixtures.learned import NEGATIVE_CONTROLS, RECIPES, checkpoint_dir
 from fixtures.learned.evaluate import heldout_scores
-from fixtures.learned.ground_truth import head_effects, names
+from fixtures.learned.ground_truth import default_prompts, head_effects, names, own_templates, recipe_prompts
 from fixtures.learned.recipe import recipe_key
+from fixtures.learned.train import evaluation_templates
 from mechinterp.circuit_card import CircuitCardConfig, circuit_card
 from mechinterp.models import load, parse_spec
 
@@ -41,6 +42,12 @@ KNOWN = {
                                                     "direct +0.40), so S is suppressed through the MLPs",
     ("brute_force_finds_name_movers", "neo-4l-s0"): _NO_MOVER + "H0.6 (END->S 1.00) carries it (ablation drop 11.96 of 11.40, "
                                                     "direct +0.17), so S is suppressed through the MLPs",
+    ("brute_force_finds_name_movers", "gpt2-3l-many-s0"): _NO_MOVER + "H1.1 (END->S 0.91) carries it (ablation drop 10.77 of "
+                                                          "11.97, direct +1.88), on its own 10 training templates",
+    ("brute_force_finds_name_movers", "gpt2-3l-many-s1"): _NO_MOVER + "H0.2 (END->S 0.99) carries it (ablation drop 10.96 of "
+                                                          "10.24, direct +0.29), so S is suppressed through the MLPs",
+    ("brute_force_finds_name_movers", "gpt2-3l-other-names"): _NO_MOVER + "H1.1 (END->S 1.00) carries it (ablation drop 11.98 "
+                                                              "of 10.93, direct +1.39)",
 }
 
 
@@ -56,20 +63,24 @@ def model_of(name: str):
 
 @functools.lru_cache(maxsize=None)
 def card_of(name: str):
+    """The card as a run gives it: on the protocol prompts (or its fallback) for a model of the plain corpus, whose
+    words they are; on the model's own templates (--ioi-templates) for the many-templates corpora, whose are not."""
     model = model_of(name)
-    return circuit_card(model, model.tokenizer)
+    templates = own_templates(RECIPES[name]) if RECIPES[name].corpus != "plain" else None
+    return circuit_card(model, model.tokenizer, templates=templates)
 
 
 @functools.lru_cache(maxsize=None)
 def truth_of(name: str):
-    return head_effects(model_of(name))
+    return head_effects(model_of(name), recipe_prompts(RECIPES[name]))
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_checkpoint_is_its_recipe_and_loads_as_an_unidentified_local_model(name):
     directory = checkpoint_dir(name)  # raises when training.json's key is not the recipe's
     spec = parse_spec(str(directory))
-    assert (spec.kind, spec.rows_model, spec.row_key) == ("local", None, "tiny-stories-(unidentified)")
+    family = "gpt2" if RECIPES[name].arch == "gpt2" else "tiny-stories"  # identified by its config's architecture
+    assert (spec.kind, spec.rows_model, spec.row_key) == ("local", None, f"{family}-(unidentified)")
     model = model_of(name)
     from transformers import AutoTokenizer
 
@@ -84,7 +95,7 @@ def test_brute_force_tiled_ablation_equals_one_head_at_a_time():
     """The ground truth ablates all heads in one tiled pass; ablating one head by hand gives the same drops."""
     import torch
 
-    from fixtures.learned.ground_truth import _groups, _logit_diff, default_prompts
+    from fixtures.learned.ground_truth import _groups, _logit_diff
 
     model = model_of(IOI_MODELS[0])
     prompts = default_prompts()[:16]
@@ -117,7 +128,7 @@ def test_recipe_key_changes_with_any_knob():
 @pytest.mark.parametrize("name", IOI_MODELS)
 def test_ioi_emerged_on_heldout_templates_and_pairs(name):
     model = model_of(name)
-    scores = heldout_scores(model, model.tokenizer)
+    scores = heldout_scores(model, model.tokenizer, **evaluation_templates(RECIPES[name]))
     assert scores["heldout-templates"].logit_diff >= MIN_HELDOUT_LOGIT_DIFF, scores
 
 
@@ -168,12 +179,11 @@ def test_card_and_brute_force_measure_alike_on_the_same_prompts(name):
     """One rule (mechinterp.ioi_roles), two measurements: on the same prompts (one training template, so one length
     group and the same means) the card's head_measures and the brute force's head_effects agree on every quantity
     the rule reads, to float32 noise."""
-    from fixtures.learned.corpus import TRAIN_TEMPLATES
-    from fixtures.learned.ground_truth import default_prompts
     from mechinterp.circuit_card import head_measures
     from mechinterp.ioi import IOIPrompt, batches_by_length
 
-    prompts = [p for p in default_prompts() if p[0].startswith(TRAIN_TEMPLATES[0].split("{")[0])][:16]
+    own = evaluation_templates(RECIPES[name])
+    prompts = default_prompts(own["train_templates"][:1], own["places"], own["objects"], own["names"])[:16]
     model = model_of(name)
     truth = head_effects(model, prompts)
     groups = batches_by_length(model.tokenizer, [IOIPrompt(text, " " + io, " " + s) for text, io, s in prompts])
@@ -269,7 +279,7 @@ def test_the_report_shows_brute_force_beside_the_card_on_a_learned_model():
     from claims.test_circuit_card import measure_circuit_card
 
     name = "neo-2l-s0"
-    card = measure_circuit_card(model_of(name), learned=True).details["card"]
+    card = measure_circuit_card(model_of(name), RECIPES[name]).details["card"]
     assert card["brute force: S-suppression (ablation drop)"].startswith("H0.4 (drop +")
     assert card["S-suppression (ablation drop / LD, direct / LD, END->S1+S2)"].startswith("H0.4 (+")
     assert not any(k.startswith("brute force") for k in measure_circuit_card(model_of(name)).details["card"])

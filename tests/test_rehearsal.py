@@ -76,7 +76,7 @@ def test_every_version_by_name_runs_every_applicable_claim(hub, tmp_path):
         applicable = {claim for claim in by_claim if applies(claim, parse_spec(name))}
         assert set(ran) | e3_absent == applicable, name  # every claim with a row ran (or waits for E3's inputs)
     card = next(r for r in document["results"] if r["spec"] == "tiny-stories-33M" and r["claim"] == "circuit-card")
-    assert card["status"] == "measured" and "name movers (DLA fraction, END->IO)" in card["details"]["card"]
+    assert card["status"] == "measured" and "name movers (ablation drop / LD, direct / LD, END->IO)" in card["details"]["card"]
 
 
 def test_every_version_as_a_local_directory_is_identified_and_checked(hub, tmp_path):
