@@ -337,7 +337,8 @@ def _acts_over_texts(model, sae, encoded: list[list[int]], feature: int | None, 
     a token of the text) are marked invalid."""
     bos = model.tokenizer.bos_token_id
     starts = range(0, len(encoded), batch_size)
-    for start in progress.counted(tqdm(starts, desc=desc, leave=False), desc, total=len(starts), unit="batches"):
+    stage, _, detail = desc.partition(" of ")  # "contexts of feature 796": one stage name, the feature as its detail
+    for start in progress.counted(tqdm(starts, desc=desc, leave=False), stage, total=len(starts), unit="batches", detail=detail):
         chunk = encoded[start : start + batch_size]
         width = max(len(ids) for ids in chunk)
         tokens = torch.tensor([ids + [bos] * (width - len(ids)) for ids in chunk])
