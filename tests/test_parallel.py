@@ -61,3 +61,25 @@ def test_two_workers_write_the_record_one_process_writes(claims_pytester, monkey
     assert "2 workers" in double.stdout.str() and "claims report:" in double.stdout.str()
     one, two = _records(claims_pytester.path / "one"), _records(claims_pytester.path / "two")
     assert len(one) == 6 and one == two
+
+
+E3_ONLY = '''
+import pytest
+from claims.framework import Measured
+
+@pytest.mark.claim("E3.L6-to-feature-collapse")
+def test_e3_only(subject, check):
+    check(Measured({"p_io_ablated": 0.001}))
+'''
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one process", "two workers"])
+def test_default_models_no_selected_claim_runs_on_are_left_out_with_one_line(claims_pytester, monkeypatch, workers):
+    claims_pytester.path.joinpath("claims", "test_fake_claims.py").write_text(E3_ONLY)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(claims_pytester.path), *sys.path]))
+    run = claims_pytester.runpytest_subprocess if workers else claims_pytester.runpytest
+    result = run(*UNUSED_PLUGINS, "claims", "--report-dir", "out", *workers)  # no --model: the defaults
+    result.stdout.fnmatch_lines(["left out gpt2-small, planted:gpt2-small: default model(s) no selected claim runs on"])
+    document = load_results(claims_pytester.path / "out")
+    assert document["run"]["models"] == ["planted:tinystories-8m", "tiny-stories-8M"]
+    assert {row["spec"] for row in document["results"]} == {"planted:tinystories-8m", "tiny-stories-8M"}
