@@ -269,3 +269,19 @@ def test_near_duplicates_are_features_with_nearly_the_same_decoder_direction():
     assert features.near_duplicates(sae, [0]) == [0, 1]  # cos 0.95 is a copy, cos 0.5 is not
     assert features.near_duplicates(sae, [3], min_cosine=0.9) == [3]  # the norm plays no part
     assert features.near_duplicates(sae, []) == []
+
+
+def test_ablations_side_by_side_equal_one_at_a_time():
+    """Copies of the batch in one forward, each under its own projection: P(IO) as k separate runs give it,
+    and the clean run's memo and END-only unembedding give what a full forward gives (float64)."""
+    from mechinterp.metrics import p_io
+
+    model, sae, batch = small_model(), random_sae(), protocol_batch()
+    features_ = [3, 17, 40, 95]
+    together = features.p_io_with_each_projected_out(model, batch, HOOK, sae.W_dec[features_])
+    for feature, value in zip(features_, together.tolist()):
+        alone = features.ablate_feature(model, sae, feature, batch).p_io[1]
+        assert value == pytest.approx(alone, rel=1e-9, abs=1e-12)
+    with torch.no_grad():
+        full = p_io(model(batch.tokens), batch).item()
+    assert features.ablate_feature(model, sae, 3, batch).p_io[0] == pytest.approx(full, rel=1e-9)
