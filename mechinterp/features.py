@@ -361,19 +361,27 @@ def _encode_texts(tokenizer, texts: Sequence[str], context_size: int) -> list[li
 
 
 @torch.no_grad()
-def _acts_over_texts(model, sae, encoded: list[list[int]], feature: int | None, batch_size: int, desc: str):
+def _acts_over_texts(model, sae, encoded: list[list[int]], feature: int | None, batch_size: int, desc: str,
+                     remember: bool = False):
     """Yield (first text index, acts [batch, width(, d_sae)], valid [batch, width]) over `encoded`.
 
     Right padding cannot change earlier positions of a causal model; padded positions and BOS (not
-    a token of the text) are marked invalid."""
+    a token of the text) are marked invalid. With `remember`, the residuals are memoized (mechinterp.memo):
+    a second feature's scan of the same texts pays only the SAE (E3's role is matched on two prompt sets)."""
     bos = model.tokenizer.bos_token_id
+    hook = _hook_name(sae)
     starts = range(0, len(encoded), batch_size)
     stage, _, detail = desc.partition(" of ")  # "contexts of feature 796": one stage name, the feature as its detail
     for start in progress.counted(tqdm(starts, desc=desc, leave=False), stage, total=len(starts), unit="batches", detail=detail):
         chunk = encoded[start : start + batch_size]
         width = max(len(ids) for ids in chunk)
         tokens = torch.tensor([ids + [bos] * (width - len(ids)) for ids in chunk])
-        acts = feature_acts(model, sae, tokens)
+        if remember:
+            key = ("corpus residual", hook, tuple(tuple(ids) for ids in chunk))
+            resid = memoized(model, key, lambda tokens=tokens: residual_at(model, tokens, hook))
+        else:
+            resid = residual_at(model, tokens, hook)
+        acts = sae.encode(resid.to(sae.W_dec.dtype))
         acts = (acts if feature is None else acts[..., feature]).cpu()
         valid = torch.arange(width)[None, :] < torch.tensor([len(ids) for ids in chunk])[:, None]
         valid[:, 0] = False
@@ -405,7 +413,8 @@ def max_activating_contexts(
     tokenizer = model.tokenizer
     encoded = _encode_texts(tokenizer, texts, context_size)
     best: list[tuple[float, int, int]] = []  # (activation, text index, position)
-    for start, acts, valid in _acts_over_texts(model, sae, encoded, feature, batch_size, f"contexts of feature {feature}"):
+    for start, acts, valid in _acts_over_texts(model, sae, encoded, feature, batch_size, f"contexts of feature {feature}",
+                                               remember=True):
         width = acts.shape[1]
         acts[~valid] = float("-inf")
         values, flat = acts.flatten().topk(min(k, acts.numel()))
