@@ -69,8 +69,11 @@ def test_ctrl_c_during_model_load_leaves_the_older_report_untouched(claims_pytes
     claims_pytester.path.joinpath("fake_models.py").write_text(FAKE_MODELS + SLOW_LOAD)
     marker = tmp_path / "loading"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{claims_pytester.path}", "LOADING_MARKER": str(marker)}
+    # SIGINT back to its default in the child: a background job (CI) inherits it ignored, and Python then
+    # installs no KeyboardInterrupt handler
     child = subprocess.Popen([sys.executable, "-m", "pytest", *run], cwd=claims_pytester.path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
