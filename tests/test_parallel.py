@@ -73,13 +73,22 @@ def test_e3_only(subject, check):
 '''
 
 
-@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one process", "two workers"])
-def test_default_models_no_selected_claim_runs_on_are_left_out_with_one_line(claims_pytester, monkeypatch, workers):
+def test_default_models_no_selected_claim_runs_on_are_left_out_with_one_line(claims_pytester):
     claims_pytester.path.joinpath("claims", "test_fake_claims.py").write_text(E3_ONLY)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(claims_pytester.path), *sys.path]))
-    run = claims_pytester.runpytest_subprocess if workers else claims_pytester.runpytest
-    result = run(*UNUSED_PLUGINS, "claims", "--report-dir", "out", *workers)  # no --model: the defaults
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--report-dir", "out")  # no --model: the defaults
     result.stdout.fnmatch_lines(["left out gpt2-small, planted:gpt2-small: default model(s) no selected claim runs on"])
     document = load_results(claims_pytester.path / "out")
     assert document["run"]["models"] == ["planted:tinystories-8m", "tiny-stories-8M"]
     assert {row["spec"] for row in document["results"]} == {"planted:tinystories-8m", "tiny-stories-8M"}
+
+
+def test_a_left_out_models_record_from_a_worker_stays_out():
+    """Workers still run a left-out model's tests (as skips) and send their records: the controller drops them."""
+    from claims.framework import Recorder
+    from mechinterp.model_specs import parse_spec
+
+    recorder = Recorder([parse_spec("planted:tinystories-8m"), parse_spec("gpt2-small")])
+    recorder.leave_out([parse_spec("gpt2-small")])
+    recorder.apply({"claim": "E2.logit-diff", "spec": "gpt2-small", "real_model": "gpt2-small", "planted": False,
+                    "status": "skipped", "nodeid": "claims/test_e2_logit_diff.py::test_logit_diff[gpt2-small]"})
+    assert recorder.results == {} and recorder.models == ["planted:tinystories-8m"]
