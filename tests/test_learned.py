@@ -128,14 +128,14 @@ def test_recipe_key_changes_with_any_knob():
 @pytest.mark.parametrize("name", IOI_MODELS)
 def test_ioi_emerged_on_heldout_templates_and_pairs(name):
     model = model_of(name)
-    scores = heldout_scores(model, model.tokenizer, **evaluation_templates(RECIPES[name]))
+    scores = heldout_scores(model, model.tokenizer, **evaluation_templates(RECIPES[name]), trained=False)
     assert scores["heldout-templates"].logit_diff >= MIN_HELDOUT_LOGIT_DIFF, scores
 
 
 def test_negative_control_learned_no_ioi():
     for name in NEGATIVE_CONTROLS:
         model = model_of(name)
-        scores = heldout_scores(model, model.tokenizer)
+        scores = heldout_scores(model, model.tokenizer, trained=False)
         assert abs(scores["heldout-templates"].logit_diff) < MAX_CONTROL_LOGIT_DIFF, scores
 
 
