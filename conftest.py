@@ -112,16 +112,18 @@ def pytest_configure(config):
                         (f"${framework.DISTRIBUTION_PROMPTS_ENV}", os.environ.get(framework.DISTRIBUTION_PROMPTS_ENV) or None)):
         if value is not None and not (str(value).strip().isdigit()):
             raise pytest.UsageError(f"{name} must be a whole number >= 0 (0 turns the robustness pass off), got {value!r}")
+    config.pluginmanager.register(ClaimLines(config), "mechinterp-claim-lines")
     _start_progress(config)
 
 
 def _start_progress(config) -> None:
     """A state file for this process (if it runs tests) and, where the terminal is, the live line."""
-    if config.getoption("live") == "off" and not parallel.is_worker(config):
-        return
     if parallel.is_worker(config):
-        directory = Path(config.workerinput[LIVE_DIR_KEY])
-        config.stash[STATUS] = live.StatusWriter(directory / f"{config.workerinput['workerid']}.json")
+        if LIVE_DIR_KEY in config.workerinput:  # absent under --live off
+            directory = Path(config.workerinput[LIVE_DIR_KEY])
+            config.stash[STATUS] = live.StatusWriter(directory / f"{config.workerinput['workerid']}.json")
+        return
+    if config.getoption("live") == "off":
         return
     directory = Path(tempfile.mkdtemp(prefix="mechinterp-live-"))
     config.stash[LIVE_DIR] = directory
@@ -131,7 +133,6 @@ def _start_progress(config) -> None:
     fd = os.dup(1)
     mode = live.display_mode(config.getoption("live"), fd, config.getoption("verbose"))
     config.stash[DISPLAY] = live.LiveDisplay(directory, fd, mode)  # started once claims are known to run
-    config.pluginmanager.register(ClaimLines(config), "mechinterp-claim-lines")
 
 
 class ClaimLines:
@@ -158,7 +159,8 @@ class ClaimLines:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """xdist: tell each worker where the live state files go."""
-    node.workerinput[LIVE_DIR_KEY] = str(node.config.stash[LIVE_DIR])
+    if LIVE_DIR in node.config.stash:
+        node.workerinput[LIVE_DIR_KEY] = str(node.config.stash[LIVE_DIR])
 
 
 @pytest.hookimpl(optionalhook=True)

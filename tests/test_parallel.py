@@ -56,7 +56,8 @@ def test_two_workers_write_the_record_one_process_writes(claims_pytester, monkey
     args = (*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M,planted:gpt2-small", "--model", "gpt2-small")
     single = claims_pytester.runpytest(*args, "--report-dir", "one", "-p", "no:xdist")  # in this process: cheap
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(claims_pytester.path), *sys.path]))
-    double = claims_pytester.runpytest_subprocess(*args, "--report-dir", "two", "-n", "2")
+    # --live off: the record travels from the workers without the progress files too
+    double = claims_pytester.runpytest_subprocess(*args, "--report-dir", "two", "-n", "2", "--live", "off")
     assert single.ret == double.ret == pytest.ExitCode.TESTS_FAILED  # the fake claims fail on purpose
     assert "2 workers" in double.stdout.str() and "claims report:" in double.stdout.str()
     one, two = _records(claims_pytester.path / "one"), _records(claims_pytester.path / "two")
