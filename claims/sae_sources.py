@@ -49,6 +49,14 @@ PLANTED_SAE_CONFIG = SAETrainingConfig(
     width=1024, l1_coefficient=40.0, lr=1e-3, training_tokens=100_000, train_batch_size_tokens=128,
     context_size=128, store_batch_size_prompts=8, n_batches_in_buffer=8, n_eval_batches=2, seed=0,
 )
+# The superposition world (planted:tinystories-8m/e3-superposition, fixtures/planted/superposition.py) trains its own
+# SAEs: PLANTED_SAE_CONFIG with L1 10, on its own corpus (fixtures/corpus_superposition.py). Why 10, measured on seed 0
+# (thesis prompt; EV / L0 at blocks 5 / 6 / 7): at 10, 0.94 / 0.92 / 0.84 and 11 / 11 / 18, and E3.L6-to, L5-to,
+# L5-infinitive-to and L7 pass; see SUPERPOSITION_L1_SWEEP for 5, 20 and 40 (PLANTED_SAE_CONFIG's). A background of
+# 640 atoms at L0 ~ 10 per token needs a sparsity that leaves it reconstructed: at 40 the twin's SAEs kept EV ~0.45.
+SUPERPOSITION = "planted:tinystories-8m/e3-superposition"
+SUPERPOSITION_SAE_CONFIG = replace(PLANTED_SAE_CONFIG, l1_coefficient=10.0)
+PLANTED_SAE_CONFIGS = {SUPERPOSITION: SUPERPOSITION_SAE_CONFIG}  # --model value -> its default SAE config
 THESIS = "thesis"  # --sae-config value: THESIS_SAE_CONFIG
 
 # The thesis's SAEs (s3.5). Where each setting comes from; a test checks every SAETrainingConfig field is here.
@@ -96,17 +104,27 @@ PLANTED_CORPUS_STORIES = 600  # fixtures.corpus.story_corpus(600, seed=0): ~37k 
 TINYSTORIES_CONTEXT_STORIES = 2000  # real models: validation stories searched for max-activating contexts
 
 
-def planted_corpus() -> list[str]:
+def planted_corpus(spec: str | None = None) -> list[str]:
+    """The story corpus planted SAEs train on; the superposition world has its own (600 stories, ~38k tokens)."""
+    if spec == SUPERPOSITION:
+        from fixtures.corpus_superposition import superposition_corpus
+
+        return superposition_corpus(PLANTED_CORPUS_STORIES, seed=0)
     from fixtures.corpus import story_corpus
 
     return story_corpus(PLANTED_CORPUS_STORIES, seed=0)
 
 
-def read_sae_config(path: str | None, planted: bool) -> SAETrainingConfig | str | None:
-    """--sae-config: a JSON object of SAETrainingConfig fields over the model kind's defaults, THESIS
-    (the thesis's SAEs, any model; a planted one trains them on its story corpus), or ORACLE (planted
-    models only)."""
-    base = PLANTED_SAE_CONFIG if planted else SAETrainingConfig()
+def planted_sae_config(spec: str | None = None) -> SAETrainingConfig:
+    """The default SAE config of a planted --model value (PLANTED_SAE_CONFIG unless PLANTED_SAE_CONFIGS names one)."""
+    return PLANTED_SAE_CONFIGS.get(spec, PLANTED_SAE_CONFIG)
+
+
+def read_sae_config(path: str | None, planted: bool, spec: str | None = None) -> SAETrainingConfig | str | None:
+    """--sae-config: a JSON object of SAETrainingConfig fields over the model kind's defaults (a planted `spec`'s own,
+    planted_sae_config), THESIS (the thesis's SAEs, any model; a planted one trains them on its story corpus), or
+    ORACLE (planted models only)."""
+    base = planted_sae_config(spec) if planted else SAETrainingConfig()
     if path is None:
         return base if planted else None
     if path == THESIS:
@@ -204,7 +222,7 @@ class SAESet:
             from fixtures.planted.oracle_sae import oracle_sae
 
             return oracle_sae(self.model, block)
-        corpus = planted_corpus() if is_planted(self.spec) else None
+        corpus = planted_corpus(self.spec) if is_planted(self.spec) else None
         return train_sae(self.model, corpus, replace(self.config, block=block), cache_dir=self.cache_dir)
 
 
@@ -221,7 +239,7 @@ def _load_foreign(directory: Path):
 def context_corpus(spec: str) -> list[str]:
     """Text searched for max-activating contexts: the story corpus, or TinyStories validation stories."""
     if is_planted(spec):
-        return planted_corpus()
+        return planted_corpus(spec)
     try:
         import datasets
 
@@ -259,7 +277,7 @@ def e3_sae_sets(request):
     def get(subject) -> list[SAESet]:
         if subject.spec not in sets:
             option = request.config.getoption
-            config = read_sae_config(option("sae_config", None), subject.planted)
+            config = read_sae_config(option("sae_config", None), subject.planted, subject.spec)
             if isinstance(config, SAETrainingConfig):  # the run's --device trains the SAEs too
                 config = replace(config, device=str(subject.model.cfg.device))
             sets[subject.spec] = sae_sets(subject.spec, subject.model, option("sae_dir", None), config,
