@@ -532,7 +532,10 @@ KNOWN_GAPS += [
              "names opening a sentence lack it and pronouns carry it: on a name it is always 1 when present, so a merged "
              "name+names@6 feature costs less L1 than two. The most negative attribution is then the S name's own feature "
              "(John at S1 and S2: -14.5 / -15.8 / -15.6, lead 4.1 / 7.2 / 5.1, top 10 contexts all ' John': 1 distinct "
-             "name), as S's is_name and code feed H7.7's attention to S", E3_DEFAULT_SAES),
+             "name), as S's is_name and code feed H7.7's attention to S. Tried on seed 0, not kept: names@6 varying with "
+             "the previous token (std 0.6 / 1.2 of its norm) or with position raises its recovery to 0.42 / 0.68 / 0.81, "
+             "and H7.7's inhibition at 8 (not 3) takes S's attribution away (-0.03), but the names@6 feature then stays "
+             "silent on the thesis prompt's names, which their own features still hold whole", E3_DEFAULT_SAES),
     KnownGap("E3.random-control", TS_SUPERPOSITION, ("mean_abs_delta_p_io_L5", "mean_abs_delta_p_io_L6"),
              "30 random live features move P(IO) by 0.158 / 0.153 / 0.161 (block 5) and 0.122 / 0.122 / 0.156 (block 6) on "
              "average. Not the background atoms themselves (projecting a random background direction moves P(IO) by 0): the "
