@@ -159,12 +159,6 @@ def check_sae_options(sae_config: str | None, sae_dir: str | None, specs: Iterab
         check_sae_dir(sae_dir)
 
 
-def default_sae_source(config) -> bool:
-    """Whether a run uses the default SAEs (no --sae-dir / --sae-config): the known gaps of planted
-    models (claims.thresholds.KNOWN_GAPS, `sae_source='default'`) were measured with those."""
-    return config.getoption("sae_dir", None) is None and config.getoption("sae_config", None) is None
-
-
 @dataclass
 class SAESet:
     """The SAE of each block for one model under test, fetched on first use."""
@@ -253,17 +247,19 @@ def over_seeds(sets: list[SAESet], measure: Callable[[SAESet], Measured]) -> Mea
 
 @pytest.fixture(scope="session")
 def e3_sae_sets(request):
-    """spec -> [SAESet per seed], built once per session from --sae-dir / --sae-config / --sae-seeds."""
+    """subject -> [SAESet per seed], built once per session from --sae-dir / --sae-config / --sae-seeds."""
+    from claims.options import run_options
+
     sets: dict[str, list[SAESet]] = {}
 
     def get(subject) -> list[SAESet]:
-        if subject.spec not in sets:
-            option = request.config.getoption
-            config = read_sae_config(option("sae_config", None), subject.planted)
+        raw = subject.spec.raw
+        if raw not in sets:
+            options = run_options(request.config)
+            config = read_sae_config(options.sae_config, subject.spec.planted)
             if isinstance(config, SAETrainingConfig):  # the run's --device trains the SAEs too
                 config = replace(config, device=str(subject.model.cfg.device))
-            sets[subject.spec] = sae_sets(subject.spec, subject.model, option("sae_dir", None), config,
-                                          parse_sae_seeds(option("sae_seeds", None)))
-        return sets[subject.spec]
+            sets[raw] = sae_sets(raw, subject.model, options.sae_dir, config, options.sae_seeds)
+        return sets[raw]
 
     return get

@@ -1,7 +1,7 @@
 """The claims report: a self-contained index.html beside results.json, written atomically.
 
-The page (layout in templates/report.html.j2, jinja2 with autoescaping; each claim's statement in
-templates/claims.json) opens with the overview: per claim its finding in words and per model its status
+The page (layout in templates/report.html.j2, jinja2 with autoescaping; each claim's statement from its
+declaration, claims.claim.Claim) opens with the overview: per claim its finding in words and per model its status
 with the key value beside the thesis value, filterable by status and model. Then one section per claim:
 per model a table quantity | measured | thesis | rule | status, each reason under its row. Figures are
 embedded as base64 PNG and a Content-Security-Policy forbids any load, so nothing is fetched.
@@ -76,13 +76,13 @@ class PageRenderError(ReportWriteError):
 TEMPLATES = Path(__file__).with_name("templates")
 
 
-def _claim_statements() -> dict[str, tuple[str, str]]:
-    """Claim ID -> (the thesis's finding in a sentence, where the thesis shows it), from templates/claims.json."""
-    table = json.loads((TEMPLATES / "claims.json").read_text(encoding="utf-8"))
-    return {claim: tuple(entry) for claim, entry in table.items() if not claim.startswith("_")}
-
-
-CLAIM_STATEMENTS = _claim_statements()
+def claim_statements(results) -> dict[str, tuple[str, str]]:
+    """Claim ID -> (the paper's finding in a sentence, where the paper shows it), as each claim's record carries them."""
+    statements: dict[str, tuple[str, str]] = {}
+    for result in results:
+        if result.statement and result.claim not in statements:
+            statements[result.claim] = (result.statement, result.where)
+    return statements
 
 
 def _thesis_inconsistencies() -> list[dict]:
@@ -222,14 +222,17 @@ def overview(rows: list[dict], models: list[str]) -> dict:
     """Claims x models: per cell the worst status of that claim's tests on that model and the first
     measured value with its thesis value; per claim its statement. `rows` are results.json rows."""
     cells: dict[tuple[str, str], tuple[str, str]] = {}  # (claim, spec) -> (status, key value)
+    statements: dict[str, tuple[str, str]] = {}
     for row in sorted(rows, key=lambda r: r["claim"]):
+        if row.get("statement") and row["claim"] not in statements:
+            statements[row["claim"]] = (str(row["statement"]), str(row.get("where", "")))
         key = (row["claim"], row["spec"])
         status, value = cells.get(key, ("passed", ""))
         worst = max(status, row["status"], key=lambda s: _SEVERITY.index(s) if s in _SEVERITY else len(_SEVERITY))
         cells[key] = (worst, value or _key_value(row))
     lines = []
     for claim in dict.fromkeys(claim for claim, _ in cells):
-        statement, where = CLAIM_STATEMENTS.get(claim, ("", ""))
+        statement, where = statements.get(claim, ("", ""))
         line = [{"model": m, "status": cells[(claim, m)][0], "value": cells[(claim, m)][1]} if (claim, m) in cells else None
                 for m in models]
         lines.append({"claim": claim, "statement": statement, "where": where, "cells": line})
@@ -274,7 +277,8 @@ def render_html(run: RunInfo, results: list[ClaimResult], comparison: str = "", 
     by_claim: dict[str, list[ClaimResult]] = {}
     for result in sorted(results, key=lambda r: r.claim):
         by_claim.setdefault(result.claim, []).append(result)
-    sections = [{"claim": claim, "statement": CLAIM_STATEMENTS.get(claim, ("", ""))[0], "where": CLAIM_STATEMENTS.get(claim, ("", ""))[1],
+    statements = claim_statements(results)
+    sections = [{"claim": claim, "statement": statements.get(claim, ("", ""))[0], "where": statements.get(claim, ("", ""))[1],
                  "inconsistencies": inconsistencies(claim), "results": [_result_view(r) for r in claim_results]}
                 for claim, claim_results in by_claim.items()]
     return _page(

@@ -18,11 +18,11 @@ import functools
 import pytest
 import torch
 
-import claims.test_e1_head_scores as e1
-import claims.test_e2_attention as attention_claims
-import claims.test_e2_dla as dla_claims
-import claims.test_e2_logit_diff as logit_diff_claims
-import claims.test_e2_logit_lens as lens_claims
+import claims.thesis.e1_head_scores as e1
+import claims.thesis.e2_attention as attention_claims
+import claims.thesis.e2_dla as dla_claims
+import claims.thesis.e2_logit_diff as logit_diff_claims
+import claims.thesis.e2_logit_lens as lens_claims
 from claims.thresholds import lookup_all
 from claim_pairs import row_breaker_params, row_key
 from fixtures import planted
@@ -172,8 +172,8 @@ def test_off_calibration_twin_fails_only_the_numeric_rows():
     """The TS twin built to a logit difference of 6 (not 9.4) and ~0.6 END->IO attention (not ~0.77):
     every qualitative row (no induction, single name mover, S-inhibition, handover, EAP edges, ...) still
     passes; only the 9.4 band fails (0.6 is inside H7.7's 0.7 - 0.2 row)."""
-    import claims.test_e2_eap as eap_claims
-    import claims.test_e2_patching as patching_claims
+    import claims.thesis.e2_eap as eap_claims
+    import claims.thesis.e2_patching as patching_claims
 
     name = "tinystories-8m/off-calibration"
     model = planted.build(name)

@@ -17,8 +17,8 @@ import functools
 import pytest
 import torch
 
-import claims.test_e2_eap as eap_claims
-import claims.test_e2_patching as patching_claims
+import claims.thesis.e2_eap as eap_claims
+import claims.thesis.e2_patching as patching_claims
 from claims.thresholds import lookup_all
 from claim_pairs import row_breaker_params, row_key
 from fixtures import planted

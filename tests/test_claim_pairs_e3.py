@@ -15,7 +15,7 @@ import functools
 
 import pytest
 
-import claims.test_e3_features as e3
+import claims.thesis.e3_features as e3
 from claims.sae_sources import ORACLE, SAESet, planted_corpus
 from claims.thresholds import known_gap, lookup_all
 from fixtures import planted
@@ -151,7 +151,7 @@ def test_oracle_filler_is_content_the_twin_never_reads_again():
 
 
 def test_known_gaps_name_rows_of_their_claim():
-    from claims.thresholds import KNOWN_GAPS
+    from claims.thesis.thresholds import KNOWN_GAPS
 
     for gap in KNOWN_GAPS:
         quantities = {r.quantity for r in lookup_all(gap.claim, gap.model)}

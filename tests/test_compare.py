@@ -20,7 +20,7 @@ def logit_diff_rows(within: float, above: float) -> list[QuantityResult]:
 
 def claim(name: str, spec: str, status: str, quantities=(), test: str = "test_it") -> ClaimResult:
     return ClaimResult(name, spec, spec, spec.startswith("planted:"), status, quantities=list(quantities),
-                       nodeid=f"claims/test_x.py::{test}[{spec}]")
+                       nodeid=f"claims/thesis/test_x.py::{test}[{spec}]")
 
 
 def document(models: list[str], results: list[ClaimResult]) -> dict:

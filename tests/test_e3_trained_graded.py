@@ -16,7 +16,7 @@ import functools
 import pytest
 
 from claims.sae_sources import PLANTED_SAE_CONFIG
-from claims.thresholds import KNOWN_GAPS, TS_GRADED
+from claims.thesis.thresholds import KNOWN_GAPS, TS_GRADED
 from tests.test_claim_pairs_e3 import GRADED, MEASURES, graded_mutant, rows_failing, subject_with
 
 # Claim -> the mutant whose change, applied to the variant, removes the finding (fixtures.planted.MUTANTS).

@@ -21,7 +21,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from claims.thresholds import THRESHOLDS, Threshold, lookup_all
+from claims.thesis.thresholds import THRESHOLDS
+from claims.thresholds import Threshold, lookup_all
 from mechinterp.models import missing_weights_message
 from mechinterp.compare import compare_results
 from mechinterp.report import PAUSE_AFTER_STAGING_ENV, ReportDirError, ReportWriteError, check_report_dir, main, write_report
@@ -377,7 +378,7 @@ def test_a_thesis_inconsistency_is_stated_under_the_rows_and_sections_it_touches
 
 def test_known_gaps_not_applied_under_sae_config_are_said_in_one_line(tmp_path):
     # README's SAE-regression workflow: under --sae-config a gap measured with the default SAEs does not apply
-    from claims.thresholds import KNOWN_GAPS
+    from claims.thesis.thresholds import KNOWN_GAPS
     from mechinterp.report import unapplied_known_gaps_note
 
     twin = "planted:tinystories-8m"
@@ -769,7 +770,7 @@ def test_card(subject, check):
 
 def test_a_claim_without_rows_that_ran_is_measured_and_every_row_names_its_model_identity(claims_pytester):
     claims_pytester.path.joinpath("claims", "test_fake_card.py").write_text(FAKE_CARD)
-    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims/test_fake_card.py", "--model", "planted:gpt2-small",
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims/thesis/fake_card.py", "--model", "planted:gpt2-small",
                                        "--report-dir", "out")
     assert result.ret == 0 and result.parseoutcomes() == {"measured": 1}  # the console's word is the page's
     (row,) = load_results(claims_pytester.path / "out")["results"]

@@ -124,7 +124,7 @@ def seeded_document(values: list[float], status: str = "passed") -> dict:
     result = ClaimResult("E3.L7-logit-feature", "planted:tinystories-8m", "tiny-stories-8M", True, status,
                          quantities=[QuantityResult("lead", min(values))],
                          details={"role": "L7-logit", "sae_seeds": {"seeds": [0, 1, 2], "values": {"lead": values}}},
-                         nodeid="claims/test_e3_features.py::test_l7[planted:tinystories-8m]")
+                         nodeid="claims/thesis/test_e3_features.py::test_l7[planted:tinystories-8m]")
     return results_to_dict(RunInfo("2026-12-02T00:00:00Z", "2026-12-02T00:01:00Z", ["planted:tinystories-8m"]), [result])
 
 
@@ -163,7 +163,7 @@ def test_a_known_gap_excuses_only_the_rows_it_lists():
 
 def test_the_gap_mark_expects_only_gap_failures():
     from claims.framework import KnownGapFailure, known_gap_mark
-    from claims.thresholds import KNOWN_GAPS
+    from claims.thesis.thresholds import KNOWN_GAPS
 
     mark = known_gap_mark(KNOWN_GAPS[0])
     assert mark.kwargs["raises"] is KnownGapFailure and mark.kwargs["strict"] is True
@@ -173,7 +173,8 @@ def test_a_seed_dependent_gap_is_not_strict():
     """A gap whose rows pass on some SAE seeds or machines (KnownGap.seed_dependent) may pass without failing the run
     (the report calls it a pass, with a note); every other gap stays strict."""
     from claims.framework import known_gap_mark
-    from claims.thresholds import KNOWN_GAPS, KnownGap
+    from claims.thesis.thresholds import KNOWN_GAPS
+    from claims.thresholds import KnownGap
 
     assert known_gap_mark(KnownGap("E3.t", "planted:tinystories-8m", ("lead",), "cause", seed_dependent=True)).kwargs["strict"] is False
     assert all(known_gap_mark(gap).kwargs["strict"] is not gap.seed_dependent for gap in KNOWN_GAPS)

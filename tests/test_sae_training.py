@@ -18,7 +18,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import claims.sae_sources as sources
-import claims.test_e3_features as e3
+import claims.thesis.e3_features as e3
 from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp import features, sae_training

@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-import pytest
 import torch
 
+from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from mechinterp.attention import attention_between, attention_patterns, mean_attention, per_prompt_attention, sub_batch
 from mechinterp.heads import Head, argmax_head
@@ -184,16 +184,27 @@ def attention_distributions(model) -> dict[str, ClaimDistribution]:
     }
 
 
-@pytest.mark.claim("E2.h77-name-mover")
-def test_h77_name_mover(subject, check, robustness):
-    check(robustness(measure_h77_name_mover(subject.model), attention_distributions(subject.model)["E2.h77-name-mover"]))
+H77_NAME_MOVER = Claim(
+    'E2.h77-name-mover', 's3.4, figs 3.15-3.17',
+    "H7.7 is a name mover: it attends from END to IO (about 0.7), like GPT-2 small's H9.9 and H9.6.",
+    measure=measure_h77_name_mover,
+    distribution=lambda model: attention_distributions(model)["E2.h77-name-mover"],
+)
 
 
-@pytest.mark.claim("E2.h57-s-inhibition")
-def test_h57_s_inhibition(subject, check, robustness):
-    check(robustness(measure_h57_s_inhibition(subject.model), attention_distributions(subject.model)["E2.h57-s-inhibition"]))
+H57_S_INHIBITION = Claim(
+    'E2.h57-s-inhibition', 's3.4, figs 3.18-3.19',
+    "H5.7 is an S-inhibition head: END and 'gave' attend to S2, the 'and' after S1 to S1, like GPT-2 small's H8.6.",
+    measure=measure_h57_s_inhibition,
+    distribution=lambda model: attention_distributions(model)["E2.h57-s-inhibition"],
+)
 
 
-@pytest.mark.claim("E2.h611-secondary")
-def test_h611_secondary(subject, check, robustness):
-    check(robustness(measure_h611_secondary(subject.model), attention_distributions(subject.model)["E2.h611-secondary"]))
+H611_SECONDARY = Claim(
+    'E2.h611-secondary', 's3.5.1',
+    'H6.11 is a weaker name mover that moves both S and IO to END.',
+    measure=measure_h611_secondary,
+    distribution=lambda model: attention_distributions(model)["E2.h611-secondary"],
+)
+
+CLAIMS = [H77_NAME_MOVER, H57_S_INHIBITION, H611_SECONDARY]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
+from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from mechinterp.dla import head_dla, per_prompt_dla
 from mechinterp.heads import Head, head_at
@@ -77,11 +77,6 @@ def measure_resid_patch_s2(model) -> Measured:
     figure = layer_position_heatmap(effects, labels, f"{model.cfg.model_name}: residual stream patching (corrupt -> clean)")
     details = {"S2_effect_by_layer": s2_curve.tolist(), "END_effect_by_layer": end_curve.tolist()}
     return Measured(values, figure, details)
-
-
-@pytest.mark.claim("E2.resid-patch-s2")
-def test_resid_patch_s2(subject, check, robustness):
-    check(robustness(measure_resid_patch_s2(subject.model), patching_distributions(subject.model)["E2.resid-patch-s2"]))
 
 
 # --- E2.head-patch ------------------------------------------------------------------------------
@@ -167,6 +162,19 @@ def patching_distributions(model) -> dict[str, ClaimDistribution]:
     }
 
 
-@pytest.mark.claim("E2.head-patch")
-def test_head_patch(subject, check, robustness):
-    check(robustness(measure_head_patch(subject.model), patching_distributions(subject.model)["E2.head-patch"]))
+RESID_PATCH_S2 = Claim(
+    'E2.resid-patch-s2', 's3.4, figs 3.11-3.12',
+    'Patching the residual stream shows the information moving from S2 to END in later layers.',
+    measure=measure_resid_patch_s2,
+    distribution=lambda model: patching_distributions(model)["E2.resid-patch-s2"],
+)
+
+
+HEAD_PATCH = Claim(
+    'E2.head-patch', 's3.4, fig 3.13',
+    'H7.7 and H5.7 matter most when patched; H5.7 has no direct effect on the logits.',
+    measure=measure_head_patch,
+    distribution=lambda model: patching_distributions(model)["E2.head-patch"],
+)
+
+CLAIMS = [RESID_PATCH_S2, HEAD_PATCH]
