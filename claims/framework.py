@@ -271,13 +271,12 @@ def make_subject(claim: str, spec: ModelSpec, source: ModelSource, options: RunO
 def run_claim(claim: registry.Claim, subject: Subject, sae_sets: Callable | None = None) -> Measured:
     """A claim's measurement on its subject: the protocol (over each --sae-seeds SAE set for an E3 claim,
     `sae_sets(subject) -> [SAESet]`), then its distribution pass when the run has one."""
-    inputs = [read(subject) for read in claim.inputs]
     if claim.over_sae_seeds:
         from claims.sae_sources import over_seeds
 
-        measured = over_seeds(sae_sets(subject), lambda saes: claim.measure(subject.model, saes, *inputs))
+        measured = over_seeds(sae_sets(subject), lambda saes: protocol(claim, subject, saes))
     else:
-        measured = claim.measure(subject.model, *inputs)
+        measured = protocol(claim, subject)
     n_prompts = subject.options.distribution_prompt_count(subject.model) if subject.options else 0
     if n_prompts and (claim.distribution is not None or claim.robustness is not None):
         from mechinterp.robustness import RobustnessConfig, with_robustness
@@ -287,6 +286,21 @@ def run_claim(claim: registry.Claim, subject: Subject, sae_sets: Callable | None
             return claim.robustness(measured, subject, cfg)
         return with_robustness(measured, subject.model, subject.tokenizer, claim.distribution(subject.model), subject.thresholds, cfg)
     return measured
+
+
+def protocol(claim: registry.Claim, subject: Subject, saes=None) -> Measured:
+    """The claim's protocol on the subject's model: measure(model, [saes,] *inputs)."""
+    inputs = [read(subject) for read in claim.inputs]
+    return claim.measure(subject.model, *([saes] if claim.over_sae_seeds else []), *inputs)
+
+
+def measure_claim(claim: str | registry.Claim, model, spec: str | ModelSpec, saes=None) -> Measured:
+    """A declared claim's protocol on `model` outside a claims run (no distribution pass), its rows those of
+    `spec`: what the claim-pair tests and the benchmarks call. E3 claims take one SAESet as `saes`."""
+    declared = registry.claim(claim) if isinstance(claim, str) else claim
+    spec = parse_spec(spec)
+    subject = Subject(spec, model, tokenizer_for(model), SubjectRows(lookup_all(declared.id, spec)))
+    return protocol(declared, subject, saes)
 
 
 class SubjectRows(list):

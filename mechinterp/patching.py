@@ -22,7 +22,7 @@ variants build the sites and reshape the result, like transformer_lens.patching.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd

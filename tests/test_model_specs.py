@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from claims.framework import selected_models, unchecked_models_message
+from claims.framework import unchecked_models_message
+from claims.options import selected_models
 from claims.thresholds import lookup_all
 from fixtures.tokenizer import gpt2_tokenizer, gpt2_tokenizer_dir
 from fixtures.twins import TWINS, snapshot_dir, snapshot_hash, twin_cache, twin_hf_model
@@ -78,7 +79,7 @@ def test_an_unknown_mutant_is_an_error_listing_the_mutants():
         parse_spec("planted:tinystories-8m/no-such-thing")
     assert "unknown mutant 'no-such-thing'" in str(err.value) and "no-s-inhibition" in str(err.value)
     with pytest.raises(pytest.UsageError, match="--model: unknown mutant"):
-        selected_models(["planted:gpt2-small,planted:tinystories-8m/no-such-thing"])
+        selected_models(["planted:gpt2-small,planted:tinystories-8m/no-such-thing"], ())
 
 
 def test_a_local_copy_of_ts8m_is_identified_and_gets_its_rows(tmp_path):
@@ -204,10 +205,10 @@ def test_unchecked_models_message_names_the_models_no_test_checks():
         def iter_markers(self):
             return []
 
-    specs = selected_models(["tiny-stories-8M,tiny-stories-33M"])
-    message = unchecked_models_message([Item("tiny-stories-8M")], specs)
+    specs = selected_models(["tiny-stories-8M,tiny-stories-33M"], ())
+    message = unchecked_models_message([Item(specs[0])], specs)
     assert message.startswith("no selected claim checks tiny-stories-33M:") and "--allow-unchecked-models" in message
-    assert unchecked_models_message([Item("tiny-stories-8M"), Item("tiny-stories-33M")], specs) is None
+    assert unchecked_models_message([Item(specs[0]), Item(specs[1])], specs) is None
 
 
 def run_claims(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

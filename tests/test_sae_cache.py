@@ -9,7 +9,6 @@ model and config are its own, not test_sae_training's (which imports the E3 clai
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import functools
 import hashlib

@@ -2,7 +2,7 @@
 circuit of every selected model, found by role (mechinterp.circuit_card), measured and shown with
 no threshold. It runs on every model, so a TinyStories version the thesis makes no claim about
 (28M, 33M) or an unidentified checkpoint still gets a measured answer, never an empty run.
-With `--ioi-templates FILE` (claims.ioi_templates_option) the card reads IOI on the model's own templates.
+With `--ioi-templates FILE` (claims.options) the card reads IOI on the model's own templates.
 On a model learned here (fixtures/learned) the card's roles are shown beside the brute-force answer
 (every head mean-ablated, fixtures.learned.ground_truth), the ground truth the card is tested against.
 """
