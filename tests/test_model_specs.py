@@ -218,10 +218,10 @@ def run_claims(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_a_run_whose_model_gets_no_claim_stops_at_the_start(tmp_path):
     """E2.logit-diff has no row for tiny-stories-33M: that run would check nothing on it."""
-    result = run_claims("claims/thesis/e2_logit_diff.py", "--model", "tiny-stories-33M", "--report-dir", str(tmp_path / "out"))
+    result = run_claims("claims/thesis/test_e2_logit_diff.py", "--model", "tiny-stories-33M", "--report-dir", str(tmp_path / "out"))
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert "no selected claim checks tiny-stories-33M" in result.stderr
-    allowed = run_claims("claims/thesis/e2_logit_diff.py", "--co", "--model", "tiny-stories-33M",
+    allowed = run_claims("claims/thesis/test_e2_logit_diff.py", "--co", "--model", "tiny-stories-33M",
                          "--allow-unchecked-models", "--report-dir", str(tmp_path / "out2"))
     assert allowed.returncode == 0, allowed.stdout[-2000:]
 
@@ -230,7 +230,7 @@ def test_a_broken_local_checkpoint_stops_the_run_before_any_claim(tmp_path):
     directory = copy_checkpoint("tiny-stories-1M", tmp_path / "broken")
     weights = directory / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    result = run_claims("claims/thesis/e0_family.py", "claims/thesis/e2_logit_diff.py", "--model", str(directory),
+    result = run_claims("claims/thesis/test_e0_family.py", "claims/thesis/test_e2_logit_diff.py", "--model", str(directory),
                         "--allow-unchecked-models", "--report-dir", str(tmp_path / "out"))
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     output = result.stdout + result.stderr

@@ -16,7 +16,7 @@ E3 = "claims/thesis/test_e3_features.py::{}[planted:tinystories-8m]"
 
 
 def test_a_lane_is_a_file_on_one_model_and_e3_is_split_by_sae_block():
-    assert parallel.lane_of("claims/thesis/test_e2_dla.py::test_dla_single[planted:gpt2-small]") == "claims/thesis/e2_dla.py[planted:gpt2-small]"
+    assert parallel.lane_of("claims/thesis/test_e2_dla.py::test_dla_single[planted:gpt2-small]") == "claims/thesis/test_e2_dla.py[planted:gpt2-small]"
     assert parallel.lane_of(E3.format("test_l5_gave_feature")) == parallel.lane_of(E3.format("test_random_control"))
     assert parallel.lane_of(E3.format("test_l6_negative_names")) == parallel.lane_of(E3.format("test_l7_logit_feature"))
     assert parallel.lane_of(E3.format("test_l5_to_feature")) != parallel.lane_of(E3.format("test_l7_logit_feature"))

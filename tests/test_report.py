@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from claims.claim import claim
 from claims.thesis.thresholds import THRESHOLDS
 from claims.thresholds import Threshold, lookup_all
 from mechinterp.models import missing_weights_message
@@ -116,14 +117,20 @@ def a_figure():
     return figure
 
 
+def declared(result: ClaimResult) -> ClaimResult:
+    """The record with its claim's statement, as the framework fills it from the declaration."""
+    result.statement, result.where = claim(result.claim).statement, claim(result.claim).where
+    return result
+
+
 def sample_results(planted: bool = True) -> list[ClaimResult]:
-    return [
+    return [declared(result) for result in [
         ClaimResult("E2.logit-diff", "planted:tinystories-8m" if planted else "tiny-stories-8M", "tiny-stories-8M", planted,
                     "passed", quantities=[quantity(9.41, True)], figure_png=figure_to_png(a_figure()), details={"per_prompt": [9.0, 9.82]}),
         ClaimResult("E2.logit-diff", "gpt2-small", "gpt2-small", False, "failed", "logit_diff = 5 fails <b>", [quantity(5.0, False)]),
         ClaimResult("E2.logit-diff", "tiny-stories-1M", "tiny-stories-1M", False, "skipped", "no threshold row"),
         ClaimResult("E1.dup-weak", "tiny-stories-8M", "tiny-stories-8M", False, "error", "RuntimeError: <script>boom</script>"),
-    ]
+    ]]
 
 
 def run_info():
@@ -351,22 +358,22 @@ def test_a_claim_section_states_the_claim_with_its_quantities_and_each_reason_un
 
 
 def test_every_thesis_inconsistency_touches_claims_and_rows_that_exist():
-    from mechinterp.report import CLAIM_STATEMENTS, THESIS_INCONSISTENCIES
+    from mechinterp.report import THESIS_INCONSISTENCIES
 
     assert THESIS_INCONSISTENCIES
     for entry in THESIS_INCONSISTENCIES:
         assert entry["note"].strip() and entry["claims"], entry
-        for claim in entry["claims"]:
-            assert claim in CLAIM_STATEMENTS, claim
-            rows = {t.quantity for t in THRESHOLDS if t.claim == claim}
-            assert set(entry["quantities"]) <= rows, (claim, set(entry["quantities"]) - rows)
+        for claim_id in entry["claims"]:
+            assert claim(claim_id).id == claim_id
+            rows = {t.quantity for t in THRESHOLDS if t.claim == claim_id}
+            assert set(entry["quantities"]) <= rows, (claim_id, set(entry["quantities"]) - rows)
 
 
 def test_a_thesis_inconsistency_is_stated_under_the_rows_and_sections_it_touches(tmp_path):
     # the thesis's contradictions were in DESIGN.md only, not on the rows a reader checks
     quantities = [QuantityResult(q, -3.0, -7.79, "<", -0.01, rule=f"{q} < -0.01", why="table 3.8", passed=True)
                   for q in ("attribution", "name_share_top_contexts")]
-    result = ClaimResult("E3.L6-negative-names", "tiny-stories-8M", "tiny-stories-8M", False, "passed", quantities=quantities)
+    result = declared(ClaimResult("E3.L6-negative-names", "tiny-stories-8M", "tiny-stories-8M", False, "passed", quantities=quantities))
     page = write_report(run_info(), [result], tmp_path).read_text()
     section = page[page.index('<section class="claim" id="E3.L6-negative-names">'):]
     attribution, other = section.index("<tr><td>attribution</td>"), section.index("<tr><td>name_share_top_contexts</td>")
@@ -770,7 +777,7 @@ def test_card(subject, check):
 
 def test_a_claim_without_rows_that_ran_is_measured_and_every_row_names_its_model_identity(claims_pytester):
     claims_pytester.path.joinpath("claims", "test_fake_card.py").write_text(FAKE_CARD)
-    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims/thesis/fake_card.py", "--model", "planted:gpt2-small",
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims/test_fake_card.py", "--model", "planted:gpt2-small",
                                        "--report-dir", "out")
     assert result.ret == 0 and result.parseoutcomes() == {"measured": 1}  # the console's word is the page's
     (row,) = load_results(claims_pytester.path / "out")["results"]
