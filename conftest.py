@@ -19,6 +19,8 @@ from pathlib import Path
 import hypothesis
 import pytest
 
+import fixtures.planted  # noqa: F401 - registers the planted builders with mechinterp (planted: specs)
+import fixtures.tokenizer  # noqa: F401 - registers the offline GPT-2 tokenizer (local checkpoints without one)
 from claims import framework, live, parallel
 from claims.claim import DEFAULT_PAPER
 from claims.options import RUN_OPTIONS, RunOptions, run_options

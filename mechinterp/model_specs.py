@@ -19,6 +19,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
 # transformer_lens name -> HF repo id, as in transformer_lens.loading_from_pretrained's
 # OFFICIAL_MODEL_NAMES / MODEL_ALIASES (checked in tests/test_models.py).
@@ -221,12 +222,29 @@ def _parse_planted(raw: str) -> ModelSpec:
     return ModelSpec(raw, "planted", name, rows_model, family)
 
 
+# Planted models are built outside this package (fixtures.planted registers its builder on import), so the
+# toolkit runs real models without them: (variant names, build(name) -> HookedTransformer).
+_PLANTED_SOURCE: list[tuple[Callable[[], Iterable[str]], Callable[[str], Any]]] = []
+
+
+def register_planted(variants: Callable[[], Iterable[str]], build: Callable[[str], Any]) -> None:
+    """Where `planted:` specs come from: `variants()` lists every '<twin>/<variant>' name, `build(name)` builds one."""
+    _PLANTED_SOURCE[:] = [(variants, build)]
+    _parse_text.cache_clear()
+
+
+def planted_builder() -> Callable[[str], Any]:
+    return _planted_source()[1]
+
+
+def _planted_source():
+    if not _PLANTED_SOURCE:
+        raise UnknownModel("planted models are not registered: import fixtures.planted first (it registers their builder)")
+    return _PLANTED_SOURCE[0]
+
+
 def _planted_mutants() -> set[str]:
-    try:
-        from fixtures.planted import VARIANTS  # lazy: planted models are optional for real-model runs
-    except ModuleNotFoundError as err:
-        raise UnknownModel(f"planted models need fixtures/planted, which is not available ({err})") from None
-    return set(VARIANTS)
+    return set(_planted_source()[0]())
 
 
 def _parse_local(raw: str, directory: Path, override: str | None) -> ModelSpec:

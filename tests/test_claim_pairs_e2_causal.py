@@ -22,7 +22,7 @@ from claims.thresholds import lookup_all
 from claim_pairs import row_breaker_params, row_key
 from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
-from mechinterp import attribution_patching, eap, patching
+from mechinterp import attribution_patching, eap, heads, patching
 
 # The claims this file checks (declared in claims/thesis/, measured through the registry).
 MEASURED_CLAIMS = (
@@ -59,7 +59,7 @@ def heads_with_role(model, role: str) -> set[str]:
 
 
 def top_heads(effects: torch.Tensor, k: int) -> set[str]:
-    return {f"H{l}.{h}" for l, h, _ in patching.top_heads(effects, k)}
+    return {name for name, _ in heads.top_heads(effects, k, by_magnitude=True)}
 
 
 # --- 1. the analyses find what was planted ------------------------------------------------------

@@ -21,8 +21,8 @@ import torch
 
 from claims.claim import Claim
 from claims.framework import Measured
-from mechinterp.head_scores import SCORE_NAMES, HeadScoreConfig, head_scores, per_sequence_head_scores, top_heads
-from mechinterp.heads import Head, argmax_head
+from mechinterp.head_scores import SCORE_NAMES, HeadScoreConfig, head_scores, per_sequence_head_scores
+from mechinterp.heads import Head, argmax_head, top_heads
 from mechinterp.memo import memoized
 from mechinterp.robustness import ClaimDistribution, PerPrompt, RobustnessConfig, robustness_block_of
 from mechinterp.plots.circuit import head_scores_figure

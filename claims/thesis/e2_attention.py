@@ -25,7 +25,9 @@ from claims.framework import Measured, tokenizer_for
 from mechinterp.attention import attention_between, attention_patterns, mean_attention, per_prompt_attention, sub_batch
 from mechinterp.heads import Head, argmax_head
 from mechinterp.ioi import make_batch, protocol_prompts
-from mechinterp.patching import PatchingConfig, patch_sites, patching_pair_batches, per_prompt_head_patching
+from mechinterp.patching import (
+    PatchingConfig, PatchingError, normalize, patch_sites, patching_pair_batches, per_prompt_head_patching,
+)
 from mechinterp.plots.circuit import attention_pattern_figure
 from mechinterp.robustness import ClaimDistribution
 
@@ -148,9 +150,12 @@ def collect_attention(model, batch) -> dict[str, torch.Tensor]:
 
 
 def _head_patching_effects(means) -> torch.Tensor:
-    """[layer, head] normalized effect of the means: (patched - corrupted) / (clean - corrupted)."""
-    gap = means["clean"] - means["corrupted"]
-    return (means["head_patched"] - means["corrupted"]) / gap if abs(float(gap)) > 1e-6 else means["head_patched"] * math.nan
+    """[layer, head] normalized effect of the means (patching.normalize); NaN where a resample's clean and
+    corrupted means coincide (that resample says nothing, it does not stop the bootstrap)."""
+    try:
+        return normalize(means["head_patched"], float(means["clean"]), float(means["corrupted"]), PatchingConfig())
+    except PatchingError:
+        return means["head_patched"] * math.nan
 
 
 def _secondary_role(means) -> Head:

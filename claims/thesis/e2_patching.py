@@ -20,7 +20,7 @@ import torch
 from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from mechinterp.dla import head_dla, per_prompt_dla
-from mechinterp.heads import Head, head_at
+from mechinterp.heads import Head, head_at, top_heads
 from mechinterp.patching import (
     PatchingConfig,
     PatchingError,
@@ -31,7 +31,6 @@ from mechinterp.patching import (
     per_prompt_resid_patching,
     run_metric,
     s2_to_end_handover,
-    top_heads,
 )
 from mechinterp.plots.patching import head_heatmap, layer_position_heatmap
 from mechinterp.robustness import ClaimDistribution
@@ -118,7 +117,7 @@ def measure_head_patch(model) -> Measured:
     except PatchingError as error:
         return _undefined(HEAD_QUANTITIES, info, error)
     values = {**head_patch_values(effects, head_dla(model, clean) if _fits(model) else None), **info}
-    details = {"top_heads": [(_head_name(l, h), e) for l, h, e in top_heads(effects, 8)]}
+    details = {"top_heads": top_heads(effects, 8, by_magnitude=True)}
     figure = head_heatmap(effects, f"{model.cfg.model_name}: head output patching (corrupt -> clean)")
     return Measured(values, figure, details)
 
