@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from claims.claim import Paper, register
 from claims.thesis import (
-    circuit_card, e0_family, e1_head_scores, e2_attention, e2_dla, e2_eap, e2_logit_diff, e2_logit_lens, e2_patching,
-    e3_features, thresholds,
+    circuit_card,
+    e0_family,
+    e1_head_scores,
+    e2_attention,
+    e2_dla,
+    e2_eap,
+    e2_logit_diff,
+    e2_logit_lens,
+    e2_patching,
+    e3_features,
+    thresholds,
 )
 
 # In the order of the thesis (and of the report's overview).

@@ -9,7 +9,6 @@ On a model learned here (fixtures/learned) the card's roles are shown beside the
 
 from __future__ import annotations
 
-
 from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from mechinterp.circuit_card import circuit_card

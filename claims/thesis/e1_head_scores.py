@@ -21,11 +21,28 @@ import torch
 
 from claims.claim import Claim
 from claims.framework import Measured
-from mechinterp.head_scores import SCORE_NAMES, HeadScoreConfig, head_scores, per_sequence_head_scores
+from claims.thesis.heads import (
+    DUPLICATE_HEAD_TS8M,
+    LITERATURE_DUPLICATE_HEADS_GPT2,
+    LITERATURE_INDUCTION_HEADS_GPT2,
+    PREVIOUS_TOKEN_HEAD_GPT2,
+    THESIS_DUPLICATE_HEADS_GPT2,
+)
+from mechinterp.head_scores import (
+    SCORE_NAMES,
+    HeadScoreConfig,
+    head_scores,
+    per_sequence_head_scores,
+)
 from mechinterp.heads import Head, argmax_head, top_heads
 from mechinterp.memo import memoized
-from mechinterp.robustness import ClaimDistribution, PerPrompt, RobustnessConfig, robustness_block_of
 from mechinterp.plots.circuit import head_scores_figure
+from mechinterp.robustness import (
+    ClaimDistribution,
+    PerPrompt,
+    RobustnessConfig,
+    robustness_block_of,
+)
 
 # The protocol's free knobs: 20 sequences of 50 random tokens, repeated (101 tokens with BOS). The
 # thesis gives no sizes; 50 is the usual length (Olsson et al., ARENA); each sequence's score already
@@ -60,11 +77,6 @@ def tinystories_vocabulary(path: str | None = None) -> tuple[tuple[int, ...], st
     return tuple(sorted({t for text in texts for t in tokenizer.encode(text)})), source
 
 
-LITERATURE_DUPLICATE_HEADS_GPT2 = [(0, 1), (0, 10), (3, 0)]  # Wang et al. 2022, fig 2
-THESIS_DUPLICATE_HEADS_GPT2 = [(3, 0), (0, 5)]  # thesis s3.3, fig 3.6
-LITERATURE_INDUCTION_HEADS_GPT2 = [(5, 5), (6, 9)]
-PREVIOUS_TOKEN_HEAD_GPT2 = (4, 11)
-DUPLICATE_HEAD_TS8M = (4, 0)
 
 
 def protocol_head_scores(model) -> dict:

@@ -22,20 +22,32 @@ import torch
 
 from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
-from mechinterp.attention import attention_between, attention_patterns, mean_attention, per_prompt_attention, sub_batch
+from claims.thesis.heads import (
+    NAME_MOVER_TS8M,
+    NAME_MOVERS_GPT2,
+    S_INHIBITION_GPT2,
+    S_INHIBITION_TS8M,
+    SECONDARY_NAME_MOVER_TS8M,
+)
+from mechinterp.attention import (
+    attention_between,
+    attention_patterns,
+    mean_attention,
+    per_prompt_attention,
+    sub_batch,
+)
 from mechinterp.heads import Head, argmax_head
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.patching import (
-    PatchingConfig, PatchingError, normalize, patch_sites, patching_pair_batches, per_prompt_head_patching,
+    PatchingConfig,
+    PatchingError,
+    normalize,
+    patch_sites,
+    patching_pair_batches,
+    per_prompt_head_patching,
 )
 from mechinterp.plots.circuit import attention_pattern_figure
 from mechinterp.robustness import ClaimDistribution
-
-NAME_MOVER_TS8M = (7, 7)
-NAME_MOVERS_GPT2 = [(9, 9), (9, 6)]
-S_INHIBITION_TS8M = (5, 7)
-S_INHIBITION_GPT2 = (8, 6)
-SECONDARY_NAME_MOVER_TS8M = (6, 11)
 
 
 def _name(head) -> str:

@@ -15,14 +15,12 @@ import torch
 
 from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
+from claims.thesis.heads import NAME_MOVER_TS8M, NEGATIVE_NAME_MOVERS_GPT2
 from mechinterp.dla import dla_table, per_prompt_dla
 from mechinterp.heads import Head, argmax_head, head_at
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.plots.circuit import dla_figure
 from mechinterp.robustness import ClaimDistribution
-
-NAME_MOVER_TS8M = (7, 7)
-NEGATIVE_NAME_MOVERS_GPT2 = [(10, 7), (11, 10)]  # Wang et al. 2022
 
 
 def protocol_dla(model):

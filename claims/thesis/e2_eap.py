@@ -18,8 +18,15 @@ import torch
 from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from mechinterp.eap import (
-    EAPConfig, composition_by_head, downstream_nodes, edge_attribution, edge_index, edge_rank, per_prompt_eap,
-    ranks_by_magnitude, upstream_nodes,
+    EAPConfig,
+    composition_by_head,
+    downstream_nodes,
+    edge_attribution,
+    edge_index,
+    edge_rank,
+    per_prompt_eap,
+    ranks_by_magnitude,
+    upstream_nodes,
 )
 from mechinterp.patching import patching_pair_batches
 from mechinterp.plots.patching import circuit_graph

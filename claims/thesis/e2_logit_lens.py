@@ -12,11 +12,17 @@ rule reads the same on a model with logit difference 9.4 and one with 3.6. Thres
 
 from __future__ import annotations
 
-
 from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from mechinterp.ioi import make_batch, protocol_prompts
-from mechinterp.logit_lens import LogitLensConfig, accumulated_logit_diff, layer_increases, lens_table, logit_lens, sublayer_steps
+from mechinterp.logit_lens import (
+    LogitLensConfig,
+    accumulated_logit_diff,
+    layer_increases,
+    lens_table,
+    logit_lens,
+    sublayer_steps,
+)
 from mechinterp.plots.circuit import logit_lens_figure
 from mechinterp.robustness import ClaimDistribution
 

@@ -19,6 +19,7 @@ import torch
 
 from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
+from claims.thesis.heads import NAME_MOVER_TS8M, S_INHIBITION_TS8M
 from mechinterp.dla import head_dla, per_prompt_dla
 from mechinterp.heads import Head, head_at, top_heads
 from mechinterp.patching import (
@@ -35,8 +36,6 @@ from mechinterp.patching import (
 from mechinterp.plots.patching import head_heatmap, layer_position_heatmap
 from mechinterp.robustness import ClaimDistribution
 
-NAME_MOVER_TS8M = (7, 7)
-S_INHIBITION_TS8M = (5, 7)
 NOTICEABLE_EFFECT = 0.1  # a head "matters" when patching it moves >= 10% of the clean-corrupted gap
 CFG = PatchingConfig(progress=False)
 

@@ -36,9 +36,18 @@ from claims.framework import Measured, tokenizer_for
 from claims.sae_sources import context_corpus
 from mechinterp import features
 from mechinterp.attention import attention_patterns
-from mechinterp.ioi import IOIBatch, make_batch, patching_pair, protocol_prompts, single_token_id
-from mechinterp.plots.sae import attention_before_after, control_histogram, tables_figure
-
+from mechinterp.ioi import (
+    IOIBatch,
+    make_batch,
+    patching_pair,
+    protocol_prompts,
+    single_token_id,
+)
+from mechinterp.plots.sae import (
+    attention_before_after,
+    control_histogram,
+    tables_figure,
+)
 
 H77, H611 = (7, 7), (6, 11)
 PROTOCOL = "8p."  # prefix of the values measured on the 8 protocol prompts (reported, no rows)
