@@ -96,7 +96,7 @@ def pytest_configure(config):
     sae_config, sae_dir, sae_seeds = (config.getoption(name) for name in ("sae_config", "sae_dir", "sae_seeds"))
     if sae_config is not None or sae_dir is not None or sae_seeds is not None:  # checked even when no E3 test is selected
         from claims.sae_sources import check_sae_options
-        from mechinterp.sae_training import SAEOptionError
+        from mechinterp.sae_options import SAEOptionError
 
         try:
             check_sae_options(sae_config, sae_dir, config.stash[RECORDER].models, sae_seeds)

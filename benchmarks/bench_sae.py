@@ -45,7 +45,8 @@ def random_tokens(seed: int = 0) -> torch.Tensor:
 
 def trainer_for(model, width: int, device: str):
     """sae_lens's SAETrainer around a fresh gated training SAE, as mechinterp.sae_training builds it."""
-    from mechinterp.sae_training import SAETrainingConfig, gated_sae_trainer
+    from mechinterp.sae_config import SAETrainingConfig
+    from mechinterp.sae_training import gated_sae_trainer
 
     config = SAETrainingConfig(block=BLOCK, width=width, train_batch_size_tokens=LM_BATCH[0] * LM_BATCH[1],
                                n_batches_in_buffer=8, training_tokens=10**6, device=device, normalize_activations="none")
@@ -114,7 +115,8 @@ def test_sae_training_step(benchmark, model, activations, width):
 def test_fit_gated_sae_end_to_end(benchmark, model, tmp_path):
     """mechinterp.sae_training.fit_gated_sae: one LM pass over a story corpus, then 16 training steps (width 1024)."""
     from fixtures.corpus import story_corpus
-    from mechinterp.sae_training import SAETrainingConfig, fit_gated_sae
+    from mechinterp.sae_config import SAETrainingConfig
+    from mechinterp.sae_training import fit_gated_sae
 
     benchmark.group = "sae-training"
     config = SAETrainingConfig(block=BLOCK, width=1024, training_tokens=16 * 1024, train_batch_size_tokens=1024,

@@ -24,8 +24,10 @@ import pytest
 
 from claims.framework import Measured
 from mechinterp.models import is_planted, real_counterpart
-from mechinterp.sae_training import (SAEOptionError, SAETrainingConfig, check_sae_dir, load_sae_dir,
-                                     sae_config_from_file, train_sae)
+from mechinterp.sae_cache import load_sae_dir
+from mechinterp.sae_config import SAETrainingConfig
+from mechinterp.sae_options import SAEOptionError, check_sae_dir, sae_config_from_file
+from mechinterp.sae_training import train_sae
 
 SAE_BLOCKS = (5, 6, 7)
 ORACLE = "oracle"  # --sae-config value: planted models get fixtures.planted.oracle_sae
@@ -184,7 +186,7 @@ class SAESet:
     def how_to_provide(self) -> str:
         return (f"E3 needs gated SAEs of {real_counterpart(self.spec)} blocks {', '.join(map(str, SAE_BLOCKS))}: "
                 "pass --sae-dir DIR (trained SAEs, sae_lens format), --sae-config thesis (the thesis's settings) or "
-                "--sae-config FILE.json (each trains them on TinyStories from the HF hub; mechinterp/sae_training.py)")
+                "--sae-config FILE.json (each trains them on TinyStories from the HF hub; mechinterp/sae_config.py)")
 
     def __getitem__(self, block: int):
         if block not in self._saes:

@@ -36,6 +36,7 @@ import jinja2
 from markupsafe import Markup
 
 from mechinterp.compare import Comparison, compare_results, comparison_summary, render_comparison  # noqa: F401 (re-exported)
+from mechinterp.pids import pid_alive
 from mechinterp.results import (  # noqa: F401 (re-exported: callers that know them as report.X)
     RESULTS_FILE, STATUSES, ClaimResult, QuantityResult, ResultsFileError, RunInfo, figure_to_png, load_results,
     package_versions, results_file, results_json, results_to_dict, to_jsonable, utc_now,
@@ -346,16 +347,6 @@ def _prove_writable(directory: Path, message: str) -> None:
 _STAGING, _REPLACED = "staging", "replaced"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def _sweep_leftovers(directory: Path) -> None:
     """Delete what killed writers left beside `directory`: `.NAME.staging-PID-*` (never put in place)
     and `.NAME.replaced-PID-*` (an older report moved aside; it is about to be replaced anyway)."""
@@ -365,7 +356,7 @@ def _sweep_leftovers(directory: Path) -> None:
             continue
         kind, _, rest = entry.name[len(prefix):].partition("-")
         pid = rest.split("-")[0]
-        if kind in (_STAGING, _REPLACED) and pid.isdigit() and not _pid_alive(int(pid)):
+        if kind in (_STAGING, _REPLACED) and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -13,7 +13,7 @@ from claims.framework import Measured, evaluate
 from claims.thresholds import SAE_SEED_RULE, Threshold
 from mechinterp import report, sae_training
 from mechinterp.results import ClaimResult
-from mechinterp.sae_training import SAEOptionError
+from mechinterp.sae_options import SAEOptionError
 from tests.test_sae_training import TEXTS, TINY, tiny_model
 
 

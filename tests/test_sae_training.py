@@ -1,4 +1,4 @@
-"""mechinterp/sae_training.py: config checks, the keyed cache (reuse, corrupt and mismatched entries),
+"""mechinterp/sae_training.py, sae_config.py, sae_cache.py and sae_options.py: config checks, the keyed cache (reuse, corrupt and mismatched entries),
 and ground truth: on planted:tinystories-8m with its story corpus, the gated SAE trained here recovers
 the planted trigger directions, the role finder picks those features, and ablating them does what the
 planted mechanism dictates.
@@ -21,9 +21,11 @@ import claims.sae_sources as sources
 import claims.test_e3_features as e3
 from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
-from mechinterp import features, sae_training
+from mechinterp import features, sae_cache, sae_options, sae_training
 from mechinterp.ioi import make_batch, protocol_prompts
-from mechinterp.sae_training import SAECacheError, SAEOptionError, SAETrainingConfig
+from mechinterp.sae_cache import SAECacheError
+from mechinterp.sae_config import SAETrainingConfig
+from mechinterp.sae_options import SAEOptionError
 
 TINY = SAETrainingConfig(
     block=1, width=64, training_tokens=2048, train_batch_size_tokens=256, context_size=32, store_batch_size_prompts=4,
@@ -59,13 +61,13 @@ def test_config_rejects_bad_settings_with_clear_errors():
 
 def test_cache_key_changes_with_config_weights_and_corpus():
     model = tiny_model()
-    mid, cid = sae_training.model_identity(model), sae_training.corpus_identity(TEXTS, TINY.dataset_path)
-    key = sae_training.cache_key(TINY, mid, cid)
-    assert key == sae_training.cache_key(TINY, sae_training.model_identity(tiny_model()), cid)
-    assert key != sae_training.cache_key(dataclasses.replace(TINY, l1_coefficient=4.0), mid, cid)
-    assert key != sae_training.cache_key(TINY, sae_training.model_identity(tiny_model(seed=1)), cid)
-    assert key != sae_training.cache_key(TINY, mid, sae_training.corpus_identity(TEXTS[:-1], TINY.dataset_path))
-    assert sae_training.corpus_identity(None, "roneneldan/TinyStories")["source"] == "huggingface"
+    mid, cid = sae_cache.model_identity(model), sae_cache.corpus_identity(TEXTS, TINY.dataset_path)
+    key = sae_cache.cache_key(TINY, mid, cid)
+    assert key == sae_cache.cache_key(TINY, sae_cache.model_identity(tiny_model()), cid)
+    assert key != sae_cache.cache_key(dataclasses.replace(TINY, l1_coefficient=4.0), mid, cid)
+    assert key != sae_cache.cache_key(TINY, sae_cache.model_identity(tiny_model(seed=1)), cid)
+    assert key != sae_cache.cache_key(TINY, mid, sae_cache.corpus_identity(TEXTS[:-1], TINY.dataset_path))
+    assert sae_cache.corpus_identity(None, "roneneldan/TinyStories")["source"] == "huggingface"
 
 
 # --- training and the cache ----------------------------------------------------------------------
@@ -209,18 +211,18 @@ def test_sae_config_file_problems_are_one_line_errors_naming_the_file(tmp_path, 
     if content is not None:
         path.write_text(content)
     with pytest.raises(SAEOptionError, match=message) as raised:
-        sae_training.sae_config_from_file(path)
+        sae_options.sae_config_from_file(path)
     assert str(raised.value).startswith(f"--sae-config {path}: ") and "\n" not in str(raised.value)
 
 
 def test_sae_config_file_overrides_its_base(tmp_path):
     path = tmp_path / "sae.json"
     path.write_text('{"l1_coefficient": 20, "seed": 3}')
-    config = sae_training.sae_config_from_file(path, base=sources.PLANTED_SAE_CONFIG)
+    config = sae_options.sae_config_from_file(path, base=sources.PLANTED_SAE_CONFIG)
     assert config == dataclasses.replace(sources.PLANTED_SAE_CONFIG, l1_coefficient=20.0, seed=3)
-    assert sae_training.sae_config_from_file(path).width is None  # the default base
+    assert sae_options.sae_config_from_file(path).width is None  # the default base
     with pytest.raises(SAEOptionError, match="not a file"):
-        sae_training.sae_config_from_file(tmp_path)
+        sae_options.sae_config_from_file(tmp_path)
 
 
 def test_e3_reads_sae_config_over_each_model_kinds_defaults(tmp_path):
@@ -252,8 +254,8 @@ def _sae_dir_with_entry(tiny_trained, tmp_path, name="blocks.1"):
 def test_check_sae_dir_maps_hooks_to_directories(tiny_trained, tmp_path):
     root = _sae_dir_with_entry(tiny_trained, tmp_path)
     (root / "README.md").write_text("notes beside the SAEs are ignored")
-    assert sae_training.check_sae_dir(root) == {"blocks.1.hook_resid_post": root / "blocks.1"}
-    assert sae_training.check_sae_dir(root / "blocks.1") == {"blocks.1.hook_resid_post": root / "blocks.1"}
+    assert sae_options.check_sae_dir(root) == {"blocks.1.hook_resid_post": root / "blocks.1"}
+    assert sae_options.check_sae_dir(root / "blocks.1") == {"blocks.1.hook_resid_post": root / "blocks.1"}
 
 
 def _break(root, how: str):
@@ -318,7 +320,7 @@ BROKEN_SAE_DIRS = [  # (what is wrong, what the one-line error says)
 def test_check_sae_dir_problems_are_one_line_errors_naming_the_file(tiny_trained, tmp_path, how, message):
     path = _break(_sae_dir_with_entry(tiny_trained, tmp_path), how)
     with pytest.raises(SAEOptionError, match=message) as raised:
-        sae_training.check_sae_dir(path)
+        sae_options.check_sae_dir(path)
     assert str(raised.value).startswith(f"--sae-dir {path}: ") and "\n" not in str(raised.value)
 
 
@@ -326,10 +328,10 @@ def test_record_that_is_not_an_object_is_a_cache_error(tiny_trained, tmp_path):
     entry = _copy_entry(tiny_trained, tmp_path)
     (entry / "training.json").write_text('"key config model corpus"')  # a string "contains" every field name
     with pytest.raises(SAECacheError, match="holds a JSON string, not a training record"):
-        sae_training.load_sae_dir(entry)
+        sae_cache.load_sae_dir(entry)
     (entry / "training.json").write_text('{"key": 1, "config": [], "model": {}, "corpus": {}}')
     with pytest.raises(SAECacheError, match="bad config or model in the record"):
-        sae_training.load_sae_dir(entry)
+        sae_cache.load_sae_dir(entry)
 
 
 def test_training_is_deterministic(tiny_trained, tmp_path):
