@@ -180,8 +180,9 @@ def _seed_view(table: dict | None) -> dict | None:
 
 
 def _sae_view(details: dict | None) -> list[dict]:
-    """The SAE an E3 claim measured with, per seed (details' sae_hook, sae_width, sae_quality): hook, width,
-    held-out explained variance and L0, and whether that variance is low (LOW_EXPLAINED_VARIANCE)."""
+    """The SAE an E3 claim measured with, per seed (details' sae_hook, sae_architecture, sae_width, sae_quality):
+    hook, architecture (absent from runs before it was recorded), width, held-out explained variance and L0, and
+    whether that variance is low (LOW_EXPLAINED_VARIANCE)."""
     if not details or "sae_hook" not in details:
         return []
     per_seed = details.get("sae_seed_details") or {"": details}
@@ -189,7 +190,8 @@ def _sae_view(details: dict | None) -> list[dict]:
     for seed, d in per_seed.items():
         quality = d.get("sae_quality") or {}
         variance = quality.get("explained_variance")
-        views.append({"seed": seed, "hook": d.get("sae_hook"), "width": d.get("sae_width"),
+        views.append({"seed": seed, "hook": d.get("sae_hook"), "architecture": d.get("sae_architecture"),
+                      "width": d.get("sae_width"),
                       "explained_variance": _fmt(variance) if variance is not None else "not measured",
                       "l0": _fmt(quality["l0"]) if "l0" in quality else "not measured",
                       "low": variance is not None and variance < LOW_EXPLAINED_VARIANCE})

@@ -76,7 +76,7 @@ def corpus_identity(corpus_texts: list[str] | None, dataset_path: str) -> dict[s
 
 
 def cache_key(config: SAETrainingConfig, model_id: dict, corpus_id: dict) -> str:
-    payload = json.dumps({"config": config.to_dict(), "model": model_id, "corpus": corpus_id}, sort_keys=True)
+    payload = json.dumps({"config": config.key_dict(), "model": model_id, "corpus": corpus_id}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -1,6 +1,6 @@
-"""The settings of one gated SAE training run (thesis section 3.5): `SAETrainingConfig`, every knob
+"""The settings of one SAE training run (thesis section 3.5: gated SAEs): `SAETrainingConfig`, every knob
 named, typed and defaulted, each checked when the config is made (a JSON file's wrong type or range is a
-ValueError naming the field, before any model loads).
+ValueError naming the field, before any model loads). `key_dict()` is what the cache key hashes.
 """
 
 from __future__ import annotations
@@ -15,14 +15,20 @@ import torch
 
 @dataclass(frozen=True)
 class SAETrainingConfig:
-    """Every setting of one gated SAE training run. All fields enter the cache key."""
+    """Every setting of one SAE training run. The cache key hashes `key_dict()`: every field, less the knobs
+    of architectures other than `architecture` (they do not change what is trained)."""
 
     block: int = 6  # residual stream after this block (0-indexed; thesis "layer 6")
     hook_point: str = "hook_resid_post"
     width: int | None = None  # SAE features; None -> width_factor x d_model
     width_factor: int = 16  # thesis: feature indices reach 4021 on d_model 256 -> 4096 = 16 x 256
-    l1_coefficient: float = 3.0  # gated sparsity penalty on normalized activations
-    l1_warm_up_steps: int = 0
+    architecture: str = "gated"  # thesis s3.5: gated; or standard, jumprelu, topk (sae_lens's training SAEs)
+    l1_coefficient: float = 3.0  # gated and standard: L1 sparsity penalty on normalized activations
+    l1_warm_up_steps: int = 0  # gated and standard
+    topk_k: int = 100  # topk: features kept per token (sae_lens's default k); at most the SAE's width
+    jumprelu_l0_coefficient: float = 1.0  # jumprelu: sae_lens's l0_coefficient (its "step" L0 penalty)
+    jumprelu_init_threshold: float = 0.01  # jumprelu: every feature's starting threshold (sae_lens's default)
+    jumprelu_bandwidth: float = 0.05  # jumprelu: kernel width of the threshold's gradient (sae_lens's default)
     lr: float = 3e-4
     lr_warm_up_steps: int = 0
     lr_scheduler_name: str = "constant"
@@ -50,9 +56,23 @@ class SAETrainingConfig:
         if self.width is not None:
             _at_least(self, "width", 1)
         _at_least(self, "width_factor", 1)
+        _one_of(self, "architecture", tuple(ARCHITECTURE_KNOBS))
+        for name in _OWN_KNOBS:  # a knob of another architecture would be silently unused
+            if getattr(self, name) != _DEFAULTS[name] and name not in ARCHITECTURE_KNOBS[self.architecture]:
+                owner = next(a for a, knobs in ARCHITECTURE_KNOBS.items() if name in knobs)
+                raise ValueError(f"{name} applies to architecture {owner!r} only; architecture is {self.architecture!r}")
         # 0 would train a dense code (no sparsity), negative rewards density: both degenerate SAEs.
         _in_range(self, "l1_coefficient", 0.0, math.inf, "> 0", low_open=True)
         _at_least(self, "l1_warm_up_steps", 0)
+        _at_least(self, "topk_k", 1)  # its upper end is the SAE's width: checked here when set, else by train_sae
+        if self.architecture == "topk" and self.width is not None and self.topk_k > self.width:
+            raise ValueError(f"topk_k {self.topk_k} is more than the SAE's width {self.width}")
+        if self.architecture == "topk" and self.normalize_activations in ("constant_norm_rescale", "layer_norm"):
+            raise ValueError(f"architecture 'topk' cannot train with normalize_activations {self.normalize_activations!r} "
+                             "(sae_lens's TopK auxiliary loss refuses it)")
+        _in_range(self, "jumprelu_l0_coefficient", 0.0, math.inf, "> 0", low_open=True)
+        _in_range(self, "jumprelu_init_threshold", 0.0, math.inf, "> 0", low_open=True)  # sae_lens keeps it positive
+        _in_range(self, "jumprelu_bandwidth", 0.0, math.inf, "> 0", low_open=True)
         # Adam moves each weight by about lr per step: beyond 1 it only diverges.
         _in_range(self, "lr", 0.0, 1.0, "in (0, 1]", low_open=True)
         _at_least(self, "lr_warm_up_steps", 0)
@@ -92,6 +112,17 @@ class SAETrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def key_dict(self) -> dict[str, Any]:
+        """The fields that make the trained SAE: what the cache key hashes and training.json records. Knobs of
+        other architectures are left out, and so is `architecture` when gated: every entry cached before the
+        field existed is gated, so a gated config keeps the key it had."""
+        values = self.to_dict()
+        for name in set(_ALL_KNOBS) - set(ARCHITECTURE_KNOBS[self.architecture]):
+            del values[name]
+        if self.architecture == "gated":
+            del values["architecture"]
+        return values
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SAETrainingConfig:
         if not isinstance(values, dict):
@@ -108,6 +139,16 @@ HOOK_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn
 LR_SCHEDULERS = ("constant", "cosineannealing", "cosineannealingwarmrestarts")  # sae_lens's get_lr_scheduler
 NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm", "covariance_whitening")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
+# sae_lens's training SAE of each architecture (its registry's names) and the knobs here that only it reads
+ARCHITECTURE_KNOBS = {
+    "gated": ("l1_coefficient", "l1_warm_up_steps"),
+    "standard": ("l1_coefficient", "l1_warm_up_steps"),
+    "jumprelu": ("jumprelu_l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"),
+    "topk": ("topk_k",),
+}
+_ALL_KNOBS = tuple(dict.fromkeys(k for knobs in ARCHITECTURE_KNOBS.values() for k in knobs))
+_OWN_KNOBS = tuple(k for k in _ALL_KNOBS if k.startswith(("topk_", "jumprelu_")))  # l1_* may come from a base config
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SAETrainingConfig)}
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 

@@ -1,6 +1,7 @@
-"""Gated SAE training on a residual stream (thesis section 3.5), cached on disk by what made it.
+"""SAE training on a residual stream (thesis section 3.5: gated), cached on disk by what made it.
 
-Training is sae_lens's: its gated training SAE, its activation store and its trainer. This module runs
+Training is sae_lens's: its training SAE of `config.architecture` (gated by default), its activation
+store and its trainer. This module runs
 it (`train_sae`) and measures quality on held-out text (explained variance, L0, the model's loss with
 the SAE spliced in), with sae_lens's own evals, stored beside the weights. The settings are
 `sae_config.SAETrainingConfig`; the keyed cache, its locks and checked loading are `sae_cache`.
@@ -67,16 +68,15 @@ def _split_heldout(texts: list[str], fraction: float) -> tuple[list[str], list[s
 
 def _runner_config(model, config: SAETrainingConfig):
     from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
-    from sae_lens.saes.gated_sae import GatedTrainingSAEConfig
 
-    sae_config = GatedTrainingSAEConfig(
+    _, config_class = _training_classes(config.architecture)
+    sae_config = config_class(
         d_in=model.cfg.d_model,
         d_sae=config.d_sae(model.cfg.d_model),
-        l1_coefficient=config.l1_coefficient,
-        l1_warm_up_steps=config.l1_warm_up_steps,
         normalize_activations=config.normalize_activations,
         dtype=config.dtype,
         device=config.device,
+        **_architecture_knobs(config),
     )
     return LanguageModelSAERunnerConfig(
         sae=sae_config,
@@ -104,6 +104,24 @@ def _runner_config(model, config: SAETrainingConfig):
         model_from_pretrained_kwargs={},  # the model is given, never loaded by name
         exclude_special_tokens=config.exclude_special_tokens,
     )
+
+
+def _training_classes(architecture: str):
+    """sae_lens's (training SAE class, its config class) registered under `architecture`."""
+    import sae_lens  # noqa: F401 (registers the architectures)
+    from sae_lens.registry import get_sae_training_class
+
+    return get_sae_training_class(architecture)
+
+
+def _architecture_knobs(config: SAETrainingConfig) -> dict:
+    """The architecture's own settings, under sae_lens's names for them."""
+    if config.architecture in ("gated", "standard"):
+        return {"l1_coefficient": config.l1_coefficient, "l1_warm_up_steps": config.l1_warm_up_steps}
+    if config.architecture == "topk":
+        return {"k": config.topk_k}
+    return {"l0_coefficient": config.jumprelu_l0_coefficient, "jumprelu_init_threshold": config.jumprelu_init_threshold,
+            "jumprelu_bandwidth": config.jumprelu_bandwidth}
 
 
 def _dataset(texts: list[str] | None, dataset_path: str, split: str):
@@ -181,8 +199,8 @@ def shuffled_batches(activations: torch.Tensor, batch_size: int, seed: int) -> I
                 yield activations[index.to(activations.device)]
 
 
-def fit_gated_sae(model, corpus_texts: list[str] | None, config: SAETrainingConfig):
-    """Train a gated SAE with sae_lens's trainer; returns (training SAE, seconds, tokens seen).
+def fit_sae(model, corpus_texts: list[str] | None, config: SAETrainingConfig):
+    """Train an SAE of `config.architecture` with sae_lens's trainer; returns (training SAE, seconds, tokens seen).
 
     A finite text corpus is run through the model once and its activations are cycled in shuffled
     epochs (sae_lens's ActivationsStore would rerun the model every epoch: on CPU that is most of the
@@ -198,19 +216,18 @@ def fit_gated_sae(model, corpus_texts: list[str] | None, config: SAETrainingConf
 
 
 def fit_on_activations(model, data: Iterator[torch.Tensor], config: SAETrainingConfig):
-    """sae_lens's gated training SAE and trainer on batches of activations; (training SAE, tokens seen)."""
-    trainer = gated_sae_trainer(model, data, config)
+    """sae_lens's training SAE and trainer on batches of activations; (training SAE, tokens seen)."""
+    trainer = sae_trainer(model, data, config)
     with progress.stage("SAE training", total=config.training_tokens, unit="tokens", detail=config.hook_name):
         return trainer.fit(), trainer.n_training_samples
 
 
-def gated_sae_trainer(model, data: Iterator[torch.Tensor], config: SAETrainingConfig):
-    """A fresh, seeded sae_lens gated training SAE inside sae_lens's SAETrainer (bar in tokens/s)."""
-    from sae_lens.saes.gated_sae import GatedTrainingSAE, GatedTrainingSAEConfig
-
+def sae_trainer(model, data: Iterator[torch.Tensor], config: SAETrainingConfig):
+    """A fresh, seeded sae_lens training SAE of `config.architecture` inside sae_lens's SAETrainer (bar in tokens/s)."""
+    sae_class, config_class = _training_classes(config.architecture)
     runner_config = _runner_config(model, config)
     torch.manual_seed(config.seed)  # SAE init (and sae_lens's mixing-buffer shuffles when streaming)
-    sae = GatedTrainingSAE(GatedTrainingSAEConfig.from_sae_runner_config(runner_config))
+    sae = sae_class(config_class.from_sae_runner_config(runner_config))
     return _token_rate_trainer_class()(cfg=runner_config.to_sae_trainer_config(), sae=sae, data_provider=data, evaluator=None)
 
 
@@ -255,7 +272,7 @@ def sae_quality(model, sae, texts: list[str] | None, config: SAETrainingConfig) 
 
 
 def train_sae(model, corpus_texts: list[str] | None, config: SAETrainingConfig, cache_dir: str | os.PathLike | None = None):
-    """A gated SAE on `config.hook_name` of `model`, trained on `corpus_texts` (None: TinyStories from HF).
+    """An SAE of `config.architecture` on `config.hook_name` of `model`, trained on `corpus_texts` (None: TinyStories from HF).
 
     Reused from `cache_dir` (default $MECHINTERP_SAE_CACHE or ~/.cache/mechinterp/saes) when an entry
     for exactly this config, model weights and corpus exists; trained, evaluated and saved otherwise.
@@ -269,13 +286,15 @@ def train_sae(model, corpus_texts: list[str] | None, config: SAETrainingConfig, 
         raise ValueError(f"block {config.block} is outside the model's {model.cfg.n_layers} blocks")
     if config.context_size > model.cfg.n_ctx:
         raise ValueError(f"context_size {config.context_size} is longer than the model's context ({model.cfg.n_ctx})")
+    if config.architecture == "topk" and config.topk_k > config.d_sae(model.cfg.d_model):
+        raise ValueError(f"topk_k {config.topk_k} is more than the SAE's width {config.d_sae(model.cfg.d_model)}")
     if corpus_texts is not None and len(corpus_texts) == 0:
         raise ValueError("corpus_texts is empty; pass None to use the Hugging Face dataset")
     model_id = model_identity(model)
     corpus_id = corpus_identity(corpus_texts, config.dataset_path)
     key = cache_key(config, model_id, corpus_id)
     directory = sae_directory(cache_dir if cache_dir is not None else default_cache_dir(), model_id, config, key)
-    expected = {"key": key, "config": config.to_dict(), "model": model_id, "corpus": corpus_id}
+    expected = {"key": key, "config": config.key_dict(), "model": model_id, "corpus": corpus_id}
     if not directory.exists():
         directory.parent.mkdir(parents=True, exist_ok=True)
         with entry_lock(directory):
@@ -293,7 +312,7 @@ def _train_entry(model, corpus_texts: list[str] | None, config: SAETrainingConfi
         train_texts, heldout_texts = None, None
     else:
         train_texts, heldout_texts = _split_heldout(list(corpus_texts), config.heldout_fraction)
-    training_sae, seconds, tokens_seen = fit_gated_sae(model, train_texts, config)
+    training_sae, seconds, tokens_seen = fit_sae(model, train_texts, config)
     training_sae.fold_W_dec_norm()  # unit decoder rows: activations are lengths along a unit direction
 
     from sae_lens import SAE

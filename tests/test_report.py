@@ -783,19 +783,20 @@ def test_collect_only_writes_no_report(claims_pytester):
 
 
 def test_e3_results_show_each_seeds_sae_quality_and_mark_a_low_one(tmp_path):
-    def sae(variance):
-        return {"sae_hook": "blocks.6.hook_resid_post", "sae_width": 1024,
+    def sae(variance, architecture="gated"):
+        return {"sae_hook": "blocks.6.hook_resid_post", "sae_architecture": architecture, "sae_width": 1024,
                 "sae_quality": {"explained_variance": variance, "l0": 3.5}}
 
-    details = {**sae(0.42), "sae_seed_details": {"0": sae(0.42), "1": sae(0.93)}}
+    details = {**sae(0.42), "sae_seed_details": {"0": sae(0.42), "1": sae(0.93, "topk")}}
     results = [ClaimResult("E3.L6-negative-names", "planted:tinystories-8m", "tiny-stories-8M", True, "passed",
                            quantities=[quantity(9.41, True)], details=details),
                ClaimResult("E3.L7-logit-feature", "planted:tinystories-8m", "tiny-stories-8M", True, "passed",
                            quantities=[quantity(9.41, True)], details={"sae_hook": "blocks.7.hook_resid_post", "sae_width": 64})]
     page = write_report(run_info(), results, tmp_path).read_text()
-    assert "SAE seed 0: blocks.6.hook_resid_post, 1024 features; held-out explained variance 0.42" in page
-    assert "SAE seed 1: blocks.6.hook_resid_post, 1024 features; held-out explained variance 0.93, L0 3.5" in page
+    assert "SAE seed 0: blocks.6.hook_resid_post, gated, 1024 features; held-out explained variance 0.42" in page
+    assert "SAE seed 1: blocks.6.hook_resid_post, topk, 1024 features; held-out explained variance 0.93, L0 3.5" in page
     assert page.count('class="tag low-sae"') == 1  # seed 0 only
+    # a run from before the architecture was recorded: none shown
     assert "SAE: blocks.7.hook_resid_post, 64 features; held-out explained variance not measured, L0 not measured" in page
 
 

@@ -86,14 +86,14 @@ def _child(mode: str, cache: str, work: str) -> None:
     work_dir, pid = Path(work), os.getpid()
     model = tiny_model()
     if mode == "train":
-        fit = sae_training.fit_gated_sae
+        fit = sae_training.fit_sae
 
         def counted_fit(*args, **kwargs):
             with open(work_dir / "trained", "a") as log:
                 log.write(f"{pid}\n")
             return fit(*args, **kwargs)
 
-        sae_training.fit_gated_sae = counted_fit
+        sae_training.fit_sae = counted_fit
         (work_dir / f"ready-{pid}").touch()
         wait_for(work_dir / "go", timeout=CHILD_TIMEOUT_S)
         sae = sae_training.train_sae(model, TEXTS, tiny_config(), cache_dir=cache)
@@ -194,14 +194,14 @@ def winner_entry(tmp_path_factory) -> Path:
 def test_rename_lost_to_another_writer_loads_the_winners_entry(tmp_path, winner_entry, monkeypatch):
     from mechinterp import sae_cache, sae_training
 
-    fit = sae_training.fit_gated_sae
+    fit = sae_training.fit_sae
 
     def fit_then_outraced(*args, **kwargs):
         result = fit(*args, **kwargs)
         shutil.copytree(winner_entry, tmp_path / winner_entry.name)  # a writer that ignored the lock saved first
         return result
 
-    monkeypatch.setattr(sae_training, "fit_gated_sae", fit_then_outraced)
+    monkeypatch.setattr(sae_training, "fit_sae", fit_then_outraced)
     sae = sae_training.train_sae(tiny_model(), TEXTS, tiny_config(), cache_dir=tmp_path)
     winner_record = sae_cache.read_record(winner_entry)
     assert sae.cfg.metadata.training_record["train_seconds"] == winner_record["train_seconds"]

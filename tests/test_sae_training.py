@@ -24,8 +24,9 @@ from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp import features, sae_cache, sae_options, sae_training
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.sae_cache import SAECacheError
-from mechinterp.sae_config import SAETrainingConfig
+from mechinterp.sae_config import ARCHITECTURE_KNOBS, SAETrainingConfig
 from mechinterp.sae_options import SAEOptionError
+from tests.plugin_fakes import FAKE_MODELS, UNUSED_PLUGINS, claims_pytester  # noqa: F401 - a fixture
 
 TINY = SAETrainingConfig(
     block=1, width=64, training_tokens=2048, train_batch_size_tokens=256, context_size=32, store_batch_size_prompts=4,
@@ -70,6 +71,28 @@ def test_cache_key_changes_with_config_weights_and_corpus():
     assert sae_cache.corpus_identity(None, "roneneldan/TinyStories")["source"] == "huggingface"
 
 
+def test_cache_key_of_a_gated_config_is_the_one_made_before_the_architecture_knob():
+    # main cdcf427's keys for these configs, before `architecture` existed: cached gated SAEs are still found
+    assert sae_cache.cache_key(SAETrainingConfig(), {"model_name": "m"}, {"source": "texts"}) == "4056a5f060f7eae0"
+    assert sae_cache.cache_key(sources.PLANTED_SAE_CONFIG, {"model_name": "m"}, {"source": "texts"}) == "bb5468d22ab0a380"
+
+
+def test_cache_key_differs_per_architecture_and_holds_only_its_knobs():
+    mid, cid = sae_cache.model_identity(tiny_model()), sae_cache.corpus_identity(TEXTS, TINY.dataset_path)
+    knobs = {"gated": {}, **OTHER_ARCHITECTURES}
+    keys = {arch: sae_cache.cache_key(dataclasses.replace(TINY, architecture=arch, **knobs[arch]), mid, cid) for arch in knobs}
+    assert set(knobs) == set(ARCHITECTURE_KNOBS) and len(set(keys.values())) == len(knobs) and keys["gated"] == sae_cache.cache_key(TINY, mid, cid)
+    topk = dataclasses.replace(TINY, architecture="topk", topk_k=8)
+    assert sae_cache.cache_key(topk, mid, cid) != sae_cache.cache_key(dataclasses.replace(topk, topk_k=9), mid, cid)
+    # topk trains with no L1 penalty: a config differing only there trains the same SAE, so shares its entry
+    assert sae_cache.cache_key(topk, mid, cid) == sae_cache.cache_key(dataclasses.replace(topk, l1_coefficient=9.0), mid, cid)
+    jumprelu = dataclasses.replace(TINY, architecture="jumprelu")
+    assert (sae_cache.cache_key(jumprelu, mid, cid)
+            != sae_cache.cache_key(dataclasses.replace(jumprelu, jumprelu_l0_coefficient=2.0), mid, cid))
+    assert "architecture" not in TINY.key_dict() and topk.key_dict()["architecture"] == "topk"
+    assert SAETrainingConfig.from_dict(topk.key_dict()) == topk  # a record's config gives back the config
+
+
 # --- training and the cache ----------------------------------------------------------------------
 
 
@@ -86,11 +109,37 @@ def test_train_sae_saves_weights_record_and_quality(tiny_trained):
     assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
     torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64), atol=1e-5, rtol=0)  # folded decoder norms
     record = sae.cfg.metadata.training_record
-    assert record["config"] == TINY.to_dict() and record["model"]["model_name"] == "tiny-0"
+    assert record["config"] == TINY.key_dict() and record["model"]["model_name"] == "tiny-0"
     assert set(record["quality"]) >= {"explained_variance", "l0", "ce_loss_clean", "ce_loss_with_sae"}
     assert record["tokens_per_second"] > 0
     (entry,) = [p for p in cache.iterdir() if p.is_dir()]  # beside it: its .lock file
     assert {p.name for p in entry.iterdir()} >= {"cfg.json", "sae_weights.safetensors", "training.json"}
+
+
+# The other architectures' own knobs, small enough for the tiny SAE (width 64)
+OTHER_ARCHITECTURES = {"standard": {}, "jumprelu": {}, "topk": {"topk_k": 8}}
+
+
+@pytest.mark.parametrize("architecture", list(OTHER_ARCHITECTURES))
+def test_each_architecture_trains_sae_lens_own_sae(architecture, tmp_path):
+    from sae_lens.registry import get_sae_class
+
+    config = dataclasses.replace(TINY, architecture=architecture, **OTHER_ARCHITECTURES[architecture])
+    sae = sae_training.train_sae(tiny_model(), TEXTS, config, cache_dir=tmp_path)
+    assert type(sae) is get_sae_class(architecture)[0] and sae.cfg.architecture() == architecture
+    record = sae.cfg.metadata.training_record
+    assert record["config"]["architecture"] == architecture and SAETrainingConfig.from_dict(record["config"]) == config
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64), atol=1e-5, rtol=0)  # folded decoder norms
+    # what features.py's ablation and attribution assume: the reconstruction is b_dec + sum_f a_f W_dec[f]
+    resid = features.residual_at(tiny_model(), make_batch(gpt2_tokenizer(), protocol_prompts()).tokens, config.hook_name)
+    acts = sae.encode(resid)
+    assert acts.gt(0).any()
+    torch.testing.assert_close(sae.decode(acts), acts @ sae.W_dec + sae.b_dec, atol=1e-5, rtol=1e-5)
+    if architecture == "topk":
+        assert record["quality"]["l0"] == 8  # k reached sae_lens: exactly k features per token
+        assert acts.gt(0).sum(-1).max() <= 8
+    else:
+        assert record["quality"]["l0"] > 0
 
 
 def test_cached_sae_is_reused_not_retrained(tiny_trained, monkeypatch):
@@ -99,7 +148,7 @@ def test_cached_sae_is_reused_not_retrained(tiny_trained, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("retrained although a cache entry exists")
 
-    monkeypatch.setattr(sae_training, "fit_gated_sae", no_training)
+    monkeypatch.setattr(sae_training, "fit_sae", no_training)
     again = sae_training.train_sae(tiny_model(), TEXTS, TINY, cache_dir=cache)
     assert torch.equal(again.W_dec, sae.W_dec) and torch.equal(again.W_enc, sae.W_enc)
 
@@ -115,7 +164,7 @@ def _copy_entry(tiny_trained, tmp_path):
 
 
 def test_corrupt_or_mismatched_entries_raise_instead_of_retraining(tiny_trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(sae_training, "fit_gated_sae", lambda *a, **k: pytest.fail("retrained over a bad entry"))
+    monkeypatch.setattr(sae_training, "fit_sae", lambda *a, **k: pytest.fail("retrained over a bad entry"))
     entry = _copy_entry(tiny_trained, tmp_path)
     (entry / "sae_weights.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(SAECacheError, match="cannot load SAE weights.*delete it to retrain"):
@@ -170,7 +219,34 @@ BAD_SETTINGS = [
     ("dataset_path", "", "dataset_path must be a Hugging Face dataset name"),
     ("heldout_fraction", 1.0, r"heldout_fraction must be in \[0, 1\), got 1.0"),
     ("heldout_fraction", -0.1, r"heldout_fraction must be in \[0, 1\), got -0.1"),
+    ("architecture", "relu", "architecture must be one of gated, standard, jumprelu, topk; got 'relu'"),
+    ("architecture", "batchtopk", "architecture must be one of gated, .*got 'batchtopk'"),
+    ("topk_k", 8, "topk_k applies to architecture 'topk' only; architecture is 'gated'"),
+    ("jumprelu_bandwidth", 0.1, "jumprelu_bandwidth applies to architecture 'jumprelu' only; architecture is 'gated'"),
 ]
+# The architectures' own knobs, under their architecture
+BAD_ARCHITECTURE_SETTINGS = [
+    ({"architecture": "topk", "topk_k": 0}, "topk_k must be >= 1, got 0"),
+    ({"architecture": "topk", "topk_k": 65, "width": 64}, "topk_k 65 is more than the SAE's width 64"),
+    ({"architecture": "topk", "topk_k": 2.0}, r"topk_k must be an int, got 2.0 \(float\)"),
+    ({"architecture": "topk", "normalize_activations": "layer_norm"}, "architecture 'topk' cannot train with normalize_act"),
+    ({"architecture": "jumprelu", "jumprelu_l0_coefficient": 0}, "jumprelu_l0_coefficient must be > 0, got 0.0"),
+    ({"architecture": "jumprelu", "jumprelu_init_threshold": -0.1}, "jumprelu_init_threshold must be > 0"),
+    ({"architecture": "jumprelu", "jumprelu_bandwidth": 0.0}, "jumprelu_bandwidth must be > 0"),
+]
+
+
+@pytest.mark.parametrize("fields, message", BAD_ARCHITECTURE_SETTINGS)
+def test_config_range_checks_each_architectures_knobs(fields, message):
+    with pytest.raises(ValueError, match=message) as raised:
+        SAETrainingConfig(**fields)
+    assert "\n" not in str(raised.value)
+
+
+def test_train_sae_rejects_a_topk_k_over_the_width_it_takes_from_the_model():
+    config = dataclasses.replace(TINY, width=None, architecture="topk", topk_k=513)  # width 16 x d_model 32 = 512
+    with pytest.raises(ValueError, match="topk_k 513 is more than the SAE's width 512"):
+        sae_training.train_sae(tiny_model(), TEXTS, config, cache_dir="unused")
 
 
 @pytest.mark.parametrize("name, value, message", BAD_SETTINGS, ids=[f"{n}={v!r}" for n, v, _ in BAD_SETTINGS])
@@ -202,6 +278,8 @@ BAD_CONFIG_FILES = [  # (file content or None for no file, what the one-line err
     ('{"l1_coefficient": "20"}', r"l1_coefficient must be a float, got '20' \(str\)"),
     ('{"l1_coefficient": -20}', "l1_coefficient must be > 0, got -20.0"),
     ('{"training_tokens": 100}', "less than one batch"),
+    ('{"architecture": "relu"}', "architecture must be one of gated, standard, jumprelu, topk; got 'relu'"),
+    ('{"architecture": "topk", "topk_k": 0}', "topk_k must be >= 1, got 0"),
 ]
 
 
@@ -213,6 +291,19 @@ def test_sae_config_file_problems_are_one_line_errors_naming_the_file(tmp_path, 
     with pytest.raises(SAEOptionError, match=message) as raised:
         sae_options.sae_config_from_file(path)
     assert str(raised.value).startswith(f"--sae-config {path}: ") and "\n" not in str(raised.value)
+
+
+def test_a_bad_architecture_stops_the_run_at_its_start_before_any_model_loads(claims_pytester):
+    claims_pytester.path.joinpath("fake_models.py").write_text(
+        FAKE_MODELS + "\ndef fake_load(spec):\n    raise AssertionError(f'{spec} loaded')\n")
+    claims_pytester.path.joinpath("sae.json").write_text('{"architecture": "relu"}')
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "planted:tinystories-8m",
+                                       "--sae-config", "sae.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if "architecture must be one of" in line]
+    assert errors == ["ERROR: --sae-config sae.json: architecture must be one of gated, standard, jumprelu, topk; "
+                      "got 'relu' (fields the file does not set come from PLANTED_SAE_CONFIG, the planted twin's)"]
+    assert "loaded" not in result.stdout.str() + result.stderr.str()
 
 
 def test_sae_config_file_overrides_its_base(tmp_path):
