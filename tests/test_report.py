@@ -585,10 +585,12 @@ def test_baseline_option_adds_the_changes_to_the_report(claims_pytester):
     fake.write_text(fake.read_text().replace('Measured({"logit_diff": 9.4}', 'Measured({"logit_diff": 2.0, "feature_index": 7}'))
     result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "new", "--baseline", "base")
     # two values: E2.logit-diff's rows 'within 9.4 ± 0.15' and '> 3.6', compared one by one
-    result.stdout.fnmatch_lines(["*changes since baseline*", "E2.logit-diff [[]tiny-stories-8M[]]: feature none -> 7; status passed -> failed; 2 value(s) changed"])
+    result.stdout.fnmatch_lines(["*changes since baseline*", "E2.logit-diff [[]tiny-stories-8M[]]: feature none -> 7; "
+                                 "logit_diff 9.4 -> 2; passed -> failed; 2 row(s) flipped pass/fail, 3 value(s) changed"])
     changes = pd.read_csv(claims_pytester.path / "new" / "comparison.csv")
-    assert set(zip(changes.quantity, changes.change)) == {("logit_diff", "status"), ("feature_index", "new")}
-    assert "Changes since baseline" in (claims_pytester.path / "new" / "index.html").read_text()
+    assert set(zip(changes.quantity, changes.change)) == {("logit_diff", "verdict"), ("feature_index", "new")}
+    page = (claims_pytester.path / "new" / "index.html").read_text()
+    assert "Changes since baseline" in page and "<summary>All 3 changed row(s)</summary>" in page
 
 
 def test_a_baseline_of_other_models_and_claims_is_compared_on_what_this_run_measured(claims_pytester):
