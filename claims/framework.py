@@ -533,7 +533,8 @@ def unapplied_known_gaps_note(options: RunOptions, recorder: Recorder) -> str:
 
 def one_line_errors() -> tuple[type, ...]:
     """Errors whose message is the whole story (what is wrong, what to do): shown without a traceback."""
-    from mechinterp.sae_training import SAECacheError, SAEOptionError
+    from mechinterp.sae_cache import SAECacheError
+    from mechinterp.sae_options import SAEOptionError
 
     return (SAECacheError, SAEOptionError, UnknownModel)
 

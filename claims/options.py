@@ -81,7 +81,7 @@ class RunOptions:
         seeds = None
         if sae_config is not None or sae_dir is not None or sae_seeds is not None:  # checked even when no E3 test is selected
             from claims.sae_sources import check_sae_options, parse_sae_seeds
-            from mechinterp.sae_training import SAEOptionError
+            from mechinterp.sae_options import SAEOptionError
 
             try:
                 check_sae_options(sae_config, sae_dir, [spec.raw for spec in models], sae_seeds)

@@ -24,8 +24,10 @@ import pytest
 
 from claims.framework import Measured
 from mechinterp.models import is_planted, real_counterpart
-from mechinterp.sae_training import (SAEOptionError, SAETrainingConfig, check_sae_dir, load_sae_dir,
-                                     sae_config_from_file, train_sae)
+from mechinterp.sae_cache import load_sae_dir
+from mechinterp.sae_config import SAETrainingConfig
+from mechinterp.sae_options import SAEOptionError, check_sae_dir, sae_config_from_file
+from mechinterp.sae_training import train_sae
 
 SAE_BLOCKS = (5, 6, 7)
 ORACLE = "oracle"  # --sae-config value: planted models get fixtures.planted.oracle_sae
@@ -60,6 +62,11 @@ THESIS_SAE_SOURCES = {
     "hook_point": "thesis s3.5.1: the ablation projects 'the residual stream in layer 5', the block's output",
     "width": "thesis s3.5: feature indices up to 4021 (table 3.8) on d_model 256: 4096 = 16 x d_model",
     "width_factor": "unused when width is set (16 would give the same 4096)",
+    "architecture": "thesis s3.5: gated SAEs",
+    "topk_k": "unused: the thesis's SAEs are gated",
+    "jumprelu_l0_coefficient": "unused: the thesis's SAEs are gated",
+    "jumprelu_init_threshold": "unused: the thesis's SAEs are gated",
+    "jumprelu_bandwidth": "unused: the thesis's SAEs are gated",
     "l1_coefficient": "not in the thesis: suite default 3.0 (gated sparsity on normalized activations)",
     "l1_warm_up_steps": "not in the thesis: suite default (none)",
     "lr": "not in the thesis: suite default 3e-4 (sae_lens's default)",
@@ -178,7 +185,7 @@ class SAESet:
     def how_to_provide(self) -> str:
         return (f"E3 needs gated SAEs of {real_counterpart(self.spec)} blocks {', '.join(map(str, SAE_BLOCKS))}: "
                 "pass --sae-dir DIR (trained SAEs, sae_lens format), --sae-config thesis (the thesis's settings) or "
-                "--sae-config FILE.json (each trains them on TinyStories from the HF hub; mechinterp/sae_training.py)")
+                "--sae-config FILE.json (each trains them on TinyStories from the HF hub; mechinterp/sae_config.py)")
 
     def __getitem__(self, block: int):
         if block not in self._saes:

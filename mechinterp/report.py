@@ -36,6 +36,7 @@ import jinja2
 from markupsafe import Markup
 
 from mechinterp.compare import Comparison, compare_results, comparison_summary, render_comparison  # noqa: F401 (re-exported)
+from mechinterp.pids import pid_alive
 from mechinterp.results import (  # noqa: F401 (re-exported: callers that know them as report.X)
     RESULTS_FILE, STATUSES, ClaimResult, QuantityResult, ResultsFileError, RunInfo, figure_to_png, load_results,
     package_versions, results_file, results_json, results_to_dict, to_jsonable, utc_now,
@@ -179,8 +180,9 @@ def _seed_view(table: dict | None) -> dict | None:
 
 
 def _sae_view(details: dict | None) -> list[dict]:
-    """The SAE an E3 claim measured with, per seed (details' sae_hook, sae_width, sae_quality): hook, width,
-    held-out explained variance and L0, and whether that variance is low (LOW_EXPLAINED_VARIANCE)."""
+    """The SAE an E3 claim measured with, per seed (details' sae_hook, sae_architecture, sae_width, sae_quality):
+    hook, architecture (absent from runs before it was recorded), width, held-out explained variance and L0, and
+    whether that variance is low (LOW_EXPLAINED_VARIANCE)."""
     if not details or "sae_hook" not in details:
         return []
     per_seed = details.get("sae_seed_details") or {"": details}
@@ -188,7 +190,8 @@ def _sae_view(details: dict | None) -> list[dict]:
     for seed, d in per_seed.items():
         quality = d.get("sae_quality") or {}
         variance = quality.get("explained_variance")
-        views.append({"seed": seed, "hook": d.get("sae_hook"), "width": d.get("sae_width"),
+        views.append({"seed": seed, "hook": d.get("sae_hook"), "architecture": d.get("sae_architecture"),
+                      "width": d.get("sae_width"),
                       "explained_variance": _fmt(variance) if variance is not None else "not measured",
                       "l0": _fmt(quality["l0"]) if "l0" in quality else "not measured",
                       "low": variance is not None and variance < LOW_EXPLAINED_VARIANCE})
@@ -350,16 +353,6 @@ def _prove_writable(directory: Path, message: str) -> None:
 _STAGING, _REPLACED = "staging", "replaced"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def _sweep_leftovers(directory: Path) -> None:
     """Delete what killed writers left beside `directory`: `.NAME.staging-PID-*` (never put in place)
     and `.NAME.replaced-PID-*` (an older report moved aside; it is about to be replaced anyway)."""
@@ -369,7 +362,7 @@ def _sweep_leftovers(directory: Path) -> None:
             continue
         kind, _, rest = entry.name[len(prefix):].partition("-")
         pid = rest.split("-")[0]
-        if kind in (_STAGING, _REPLACED) and pid.isdigit() and not _pid_alive(int(pid)):
+        if kind in (_STAGING, _REPLACED) and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -593,10 +593,12 @@ def test_baseline_option_adds_the_changes_to_the_report(claims_pytester):
     fake.write_text(fake.read_text().replace('Measured({"logit_diff": 9.4}', 'Measured({"logit_diff": 2.0, "feature_index": 7}'))
     result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "tiny-stories-8M", "--report-dir", "new", "--baseline", "base")
     # two values: E2.logit-diff's rows 'within 9.4 ± 0.15' and '> 3.6', compared one by one
-    result.stdout.fnmatch_lines(["*changes since baseline*", "E2.logit-diff [[]tiny-stories-8M[]]: feature none -> 7; status passed -> failed; 2 value(s) changed"])
+    result.stdout.fnmatch_lines(["*changes since baseline*", "E2.logit-diff [[]tiny-stories-8M[]]: feature none -> 7; "
+                                 "logit_diff 9.4 -> 2; passed -> failed; 2 row(s) flipped pass/fail, 3 value(s) changed"])
     changes = pd.read_csv(claims_pytester.path / "new" / "comparison.csv")
-    assert set(zip(changes.quantity, changes.change)) == {("logit_diff", "status"), ("feature_index", "new")}
-    assert "Changes since baseline" in (claims_pytester.path / "new" / "index.html").read_text()
+    assert set(zip(changes.quantity, changes.change)) == {("logit_diff", "verdict"), ("feature_index", "new")}
+    page = (claims_pytester.path / "new" / "index.html").read_text()
+    assert "Changes since baseline" in page and "<summary>All 3 changed row(s)</summary>" in page
 
 
 def test_a_baseline_of_other_models_and_claims_is_compared_on_what_this_run_measured(claims_pytester):
@@ -791,19 +793,20 @@ def test_collect_only_writes_no_report(claims_pytester):
 
 
 def test_e3_results_show_each_seeds_sae_quality_and_mark_a_low_one(tmp_path):
-    def sae(variance):
-        return {"sae_hook": "blocks.6.hook_resid_post", "sae_width": 1024,
+    def sae(variance, architecture="gated"):
+        return {"sae_hook": "blocks.6.hook_resid_post", "sae_architecture": architecture, "sae_width": 1024,
                 "sae_quality": {"explained_variance": variance, "l0": 3.5}}
 
-    details = {**sae(0.42), "sae_seed_details": {"0": sae(0.42), "1": sae(0.93)}}
+    details = {**sae(0.42), "sae_seed_details": {"0": sae(0.42), "1": sae(0.93, "topk")}}
     results = [ClaimResult("E3.L6-negative-names", "planted:tinystories-8m", "tiny-stories-8M", True, "passed",
                            quantities=[quantity(9.41, True)], details=details),
                ClaimResult("E3.L7-logit-feature", "planted:tinystories-8m", "tiny-stories-8M", True, "passed",
                            quantities=[quantity(9.41, True)], details={"sae_hook": "blocks.7.hook_resid_post", "sae_width": 64})]
     page = write_report(run_info(), results, tmp_path).read_text()
-    assert "SAE seed 0: blocks.6.hook_resid_post, 1024 features; held-out explained variance 0.42" in page
-    assert "SAE seed 1: blocks.6.hook_resid_post, 1024 features; held-out explained variance 0.93, L0 3.5" in page
+    assert "SAE seed 0: blocks.6.hook_resid_post, gated, 1024 features; held-out explained variance 0.42" in page
+    assert "SAE seed 1: blocks.6.hook_resid_post, topk, 1024 features; held-out explained variance 0.93, L0 3.5" in page
     assert page.count('class="tag low-sae"') == 1  # seed 0 only
+    # a run from before the architecture was recorded: none shown
     assert "SAE: blocks.7.hook_resid_post, 64 features; held-out explained variance not measured, L0 not measured" in page
 
 

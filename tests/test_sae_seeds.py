@@ -13,7 +13,7 @@ from claims.framework import Measured, evaluate
 from claims.thresholds import SAE_SEED_RULE, Threshold
 from mechinterp import report, sae_training
 from mechinterp.results import ClaimResult
-from mechinterp.sae_training import SAEOptionError
+from mechinterp.sae_options import SAEOptionError
 from tests.test_sae_training import TEXTS, TINY, tiny_model
 
 
@@ -122,7 +122,7 @@ def seeded_document(values: list[float], status: str = "passed") -> dict:
     from mechinterp.results import QuantityResult, RunInfo, results_to_dict
 
     result = ClaimResult("E3.L7-logit-feature", "planted:tinystories-8m", "tiny-stories-8M", True, status,
-                         quantities=[QuantityResult("lead", min(values))],
+                         quantities=[QuantityResult("lead", min(values), None, ">=", 1.0, None, "lead >= 1", "", True)],
                          details={"role": "L7-logit", "sae_seeds": {"seeds": [0, 1, 2], "values": {"lead": values}}},
                          nodeid="claims/thesis/test_e3_features.py::test_l7[planted:tinystories-8m]")
     return results_to_dict(RunInfo("2026-12-02T00:00:00Z", "2026-12-02T00:01:00Z", ["planted:tinystories-8m"]), [result])
@@ -135,7 +135,9 @@ def test_baseline_says_whether_a_change_is_beyond_the_seed_spread(now, verdict):
     changes = compare_results(seeded_document(now), seeded_document([2.0, 3.0, 3.5]))
     (spread,) = changes.changes["seed_spread"]
     assert spread.startswith(verdict + " seed spread")
-    assert f"{int(verdict == 'beyond')} beyond the SAE seeds' spread" in comparison_summary(changes)[0]
+    (line,) = comparison_summary(changes)
+    assert f"lead 2 -> {min(now):.3g} ({verdict} seed spread)" in line  # the key value's verdict
+    assert line.endswith(f"1 value(s) changed, {int(verdict == 'beyond')} beyond the SAE seeds' spread")
 
 
 def test_seed_spread_needs_seeds_in_both_runs():
