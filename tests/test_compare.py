@@ -154,18 +154,18 @@ def test_an_e3_claim_reads_at_a_glance_one_line_with_its_feature_cosine_key_valu
     baseline = document([TWIN], [e3_claim("passed", e3_rows(44, 0.94, 0.02, True, 3.0))])
     current = document([TWIN], [e3_claim("failed", e3_rows(812, 0.41, 0.5, False, 3.0))])
     comparison = compare_results(current, baseline)
-    assert comparison_summary(comparison) == [
+    assert comparison_summary(comparison) == [(
         "E3.L5-to-feature [planted:tinystories-8m] role L5-to: feature 44 -> 812, recovery cosine 0.94 -> 0.41; "
-        "p_io_ablated 0.02 -> 0.5; passed -> failed; 1 row(s) flipped pass/fail, 3 value(s) changed"]
+        "p_io_ablated 0.02 -> 0.5; passed -> failed; 1 row(s) flipped pass/fail, 3 value(s) changed")]
     # the table lists the rows that changed, not the 21 equal ones of a claim whose outcome moved
     assert sorted(comparison.changes["quantity"]) == ["feature_index", "p_io_ablated", "planted_direction_cosine"]
     (line,) = comparison.claims
     assert (line.feature, line.cosine, line.key, line.status) == ((44, 812), (0.94, 0.41), (0.02, 0.5), ("passed", "failed"))
     # what did not move is shown once
     same_feature = compare_results(document([TWIN], [e3_claim("passed", e3_rows(44, 0.94, 0.02, True, 2.5))]), baseline)
-    assert comparison_summary(same_feature) == [
+    assert comparison_summary(same_feature) == [(
         "E3.L5-to-feature [planted:tinystories-8m] role L5-to: feature 44, recovery cosine 0.94; p_io_ablated 0.02; passed; "
-        "1 value(s) changed"]
+        "1 value(s) changed")]
 
 
 def test_the_page_collapses_the_changed_rows_under_the_lines():
