@@ -236,3 +236,18 @@ def test_a_broken_local_checkpoint_stops_the_run_before_any_claim(tmp_path):
     output = result.stdout + result.stderr
     assert f"--model {directory}: {directory}: weights (model.safetensors) cannot be loaded" in output
     assert " passed" not in output and " failed" not in output  # stopped before any claim ran
+
+
+def test_every_model_version_has_its_tox_env_and_matrix_run():
+    """A model version is one MODEL_VERSIONS entry; tox.ini must name it too (its env and its matrix run), or this fails."""
+    import configparser
+
+    from mechinterp.model_specs import MODEL_VERSIONS
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    envs = {env.strip() for env in tox["tox"]["env_list"].split(",")}
+    matrix = tox["testenv:matrix"]["commands"]
+    for version in MODEL_VERSIONS:
+        assert version.name in envs, f"tox.ini env_list lacks {version.name}"
+        assert f"--model {version.name} " in matrix, f"tox.ini's matrix env does not run {version.name}"

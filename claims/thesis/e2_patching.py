@@ -20,6 +20,7 @@ import torch
 from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from claims.thesis.heads import NAME_MOVER_TS8M, S_INHIBITION_TS8M
+from claims.thesis.thresholds import NOTICEABLE_EFFECT
 from mechinterp.dla import head_dla, per_prompt_dla
 from mechinterp.heads import Head, head_at, top_heads
 from mechinterp.patching import (
@@ -36,7 +37,6 @@ from mechinterp.patching import (
 from mechinterp.plots.patching import head_heatmap, layer_position_heatmap
 from mechinterp.robustness import ClaimDistribution
 
-NOTICEABLE_EFFECT = 0.1  # a head "matters" when patching it moves >= 10% of the clean-corrupted gap
 CFG = PatchingConfig(progress=False)
 
 

@@ -34,6 +34,7 @@ from typing import Callable, Mapping
 from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from claims.sae_sources import context_corpus
+from claims.thesis.thresholds import ATTRIBUTION_NOISE, COPY_COSINE
 from mechinterp import features
 from mechinterp.attention import attention_patterns
 from mechinterp.ioi import (
@@ -56,14 +57,6 @@ RANDOM_CONTROL_FEATURES = 30
 # Live = fires at least once on the first 200 texts of the context corpus (~12k tokens of the story corpus):
 # only live features are drawn, since a dead feature's decoder row is an untrained direction.
 RANDOM_CONTROL_LIVE_TEXTS = 200
-# A feature whose decoder is this close to another's is a copy of it (SAEs split one direction over several
-# features): copies of a role feature are no "random other feature", and attribution leads are summed over
-# copies. 0.9 is the same bar as recovering a planted direction.
-COPY_COSINE = 0.9
-# An attribution (gradient x activation, in logits) under this is float noise, not a sign or a lead (measured: a
-# layer-6 SAE whose most negative feature had -2.8e-6 against a runner-up of -3.7e-7 "led" 7.7x). 0.01 is far
-# below any attribution the thesis reports (the smallest, L7's runner-up, is 0.07).
-ATTRIBUTION_NOISE = 0.01
 
 
 # --- shared measurement pieces ----------------------------------------------------------------------

@@ -10,6 +10,17 @@ from __future__ import annotations
 from claims.claim import RowKey
 from claims.thresholds import KnownGap, Threshold
 
+# --- the bars a measure applies before any row (not rows themselves; shown as values where they count) ------
+NOTICEABLE_EFFECT = 0.1  # E2.head-patch: a head "matters" when patching it moves >= 10% of the clean-corrupted gap
+# A feature whose decoder is this close to another's is a copy of it (SAEs split one direction over several
+# features): copies of a role feature are no "random other feature", and attribution leads are summed over
+# copies. 0.9 is the same bar as recovering a planted direction.
+COPY_COSINE = 0.9
+# An attribution (gradient x activation, in logits) under this is float noise, not a sign or a lead (measured: a
+# layer-6 SAE whose most negative feature had -2.8e-6 against a runner-up of -3.7e-7 "led" 7.7x). 0.01 is far
+# below any attribution the thesis reports (the smallest, L7's runner-up, is 0.07).
+ATTRIBUTION_NOISE = 0.01
+
 # E2.logit-diff, shared reason for both 'within' rows: the prompt set is the thesis's
 # (mechinterp.ioi.protocol_prompts, BOS prepended as transformer_lens does by default, which is how
 # GPT-2 small's public 3.55 was obtained). The thesis prints one decimal, so its true value lies
@@ -283,7 +294,7 @@ THRESHOLDS: list[Threshold] = [
     Threshold("E3.L5-to-feature", "tiny-stories-8M", "attribution", None, "<", -0.01, None,
               "s3.5.1: 44 'had quite large negative feature attribution, in fact third most negative of all "
               "features' (the thesis's reading: decreasing it stops H6.11 moving S into END). Its sign must be "
-              "negative, beyond float noise (0.01 logits: claims/test_e3_features.ATTRIBUTION_NOISE); the rank is "
+              "negative, beyond float noise (0.01 logits: ATTRIBUTION_NOISE, above); the rank is "
               "reported (attribution_rank_from_most_negative), not bounded."),
     Threshold("E3.L5-gave-feature", "tiny-stories-8M", "verb_share", 1.0, ">=", 0.75, 0.25,
               "s3.5.1: feature 2338 'activates on gave'. Its strongest activation (BOS excluded) is at the verb after S2 "
@@ -308,7 +319,7 @@ THRESHOLDS: list[Threshold] = [
               "uniform share over END's 15 keys."),
     Threshold("E3.L6-negative-names", "tiny-stories-8M", "attribution", -7.79, "<", -0.01, None,
               "Table 3.8: the role's feature (2837) has the most negative attribution, -7.79; it must be negative, "
-              "beyond float noise (0.01 logits: claims/test_e3_features.ATTRIBUTION_NOISE)."),
+              "beyond float noise (0.01 logits: ATTRIBUTION_NOISE, above)."),
     Threshold("E3.L6-negative-names", "tiny-stories-8M", "attribution_over_runner_up", 1.98, ">=", 1.5, 0.48,
               "s3.5.2, table 3.8: 2837 has 'by far the largest negative attribution', -7.79 against the next -3.93 "
               "(ratio 1.98). Bound 1.5, as for the L5 verb feature: the role feature (with its near-copies) leads the "
