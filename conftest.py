@@ -1,7 +1,8 @@
-"""pytest plugin for the claims suite: --model / --report-dir / --device, the `claim` marker, the
-`subject` and `check` fixtures, live progress, and the HTML report written at session end.
+"""pytest plugin for the claims suite: --paper / --model / --report-dir / --device, the `claim` marker, the
+`subject`, `run_claim` and `check` fixtures, live progress, and the HTML report written at session end.
 
-Thin by design: the logic is in claims/framework.py (subjects, checks, the record), claims/live.py
+Thin by design: the logic is in claims/options.py (every option, parsed once), claims/claim.py (the claim
+declarations and papers), claims/framework.py (subjects, checks, the record), claims/live.py
 (the progress line), claims/parallel.py (xdist lanes, threads) and mechinterp/report.py (HTML and
 results.json). A report is written only when the session collected claim tests, so `pytest tests/`
 leaves reports/ alone. Under pytest-xdist (`./run claims` uses two workers) the controller collects
@@ -18,20 +19,23 @@ from pathlib import Path
 import hypothesis
 import pytest
 
+import fixtures.planted  # noqa: F401 - registers the planted builders with mechinterp (planted: specs)
+import fixtures.tokenizer  # noqa: F401 - registers the offline GPT-2 tokenizer (local checkpoints without one)
 from claims import framework, live, parallel
-from mechinterp import compare, report, results
+from claims.claim import DEFAULT_PAPER
+from claims.options import RUN_OPTIONS, RunOptions, run_options
+from mechinterp import compare, report
 
 # Deterministic property tests, project-wide: examples derived from each test, no example database.
 hypothesis.settings.register_profile("deterministic", derandomize=True, database=None)
 hypothesis.settings.load_profile("deterministic")
 
-# pytester: the plugin's tests run it on fake claims; the card's --ioi-templates option is a plugin of its own
-pytest_plugins = ("pytester", "claims.ioi_templates_option")
+# pytester: the plugin's tests run it on fake claims; claims.sae_sources: the E3 claims' `e3_sae_sets` fixture
+pytest_plugins = ("pytester", "claims.sae_sources")
 
 RECORDER = pytest.StashKey[framework.Recorder]()
 REPORT_DIR = pytest.StashKey[Path]()  # checked at the start of the run
 CREATED_DIR = pytest.StashKey[Path]()  # the default report directory this run created (removed if left empty)
-BASELINE = pytest.StashKey[dict]()  # --baseline, loaded once at the start of the run
 REPORT_PATH = pytest.StashKey[Path]()
 CHANGES = pytest.StashKey[object]()  # the comparison with the baseline (a compare.Comparison or None), computed once
 REPORT_FAILURE = pytest.StashKey[str]()
@@ -45,10 +49,13 @@ PAYLOAD = "mechinterp_claim"  # user_properties key of a claim's record sent fro
 
 def pytest_addoption(parser):
     group = parser.getgroup("claims", "thesis claims suite")
+    group.addoption("--paper", action="append", default=None, metavar="NAME",
+                    help=f"the paper(s) whose claims run: a folder under claims/ or a package registering one "
+                    f"(repeatable, comma separated; default: {DEFAULT_PAPER})")
     group.addoption(
         "--model", action="append", default=None, metavar="SPEC",
-        help="model(s) to check claims on; repeatable and/or comma separated "
-        f"(default: {','.join(framework.DEFAULT_MODELS)})",
+        help="model(s) to check claims on; repeatable and/or comma separated (default: the paper's default models, "
+        "for the thesis planted:tinystories-8m, planted:gpt2-small, tiny-stories-8M, gpt2-small)",
     )
     group.addoption("--allow-unchecked-models", action="store_true", default=False,
                     help="run even when a selected model gets no claim (by default that stops the run at its start)")
@@ -64,7 +71,7 @@ def pytest_addoption(parser):
                     help="where models run, patch and train SAEs: auto (cuda when visible, else cpu), cpu, cuda, cuda:N")
     group.addoption("--live", default="auto", choices=("auto", "line", "plain", "off"),
                     help="progress of each claim and stage: one updating line on a terminal, plain lines in a log (default auto)")
-    # E3 (claims/test_e3_features.py): where the gated SAEs come from
+    # E3 (claims/thesis/e3_features.py): where the gated SAEs come from
     group.addoption("--sae-dir", default=None, metavar="DIR",
                     help="E3: directory of trained gated SAEs (sae_lens format, one per subdirectory, hooks blocks.5/6/7.hook_resid_post)")
     group.addoption("--sae-config", default=None, metavar="FILE.json",
@@ -75,6 +82,9 @@ def pytest_addoption(parser):
                     "than d_model 512 and 64 on wider ones; 0 turns it off)")
     group.addoption("--sae-seeds", default=None, metavar="SEEDS",
                     help="E3: train the SAEs once per seed (e.g. 0,1,2); each row must hold on every seed, the report shows each")
+    group.addoption("--ioi-templates", default=None, metavar="FILE",
+                    help="circuit card: read IOI on these templates (one a line, e.g. "
+                    "'When {A} and {B} went to the {PLACE}, {C} gave a {OBJECT} to') instead of the protocol prompts")
 
 
 def pytest_configure(config):
@@ -82,36 +92,10 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(parallel.torch_threads())  # see claims/parallel.py: processes use the cores, not threads
-    config.stash[RECORDER] = framework.Recorder(framework.selected_models(config.getoption("model")))
-    # Every option is checked here, before any model loads: a bad one is one line, not a lost run.
-    try:
-        framework.resolve_device(config.getoption("device"))
-    except framework.DeviceError as err:
-        raise pytest.UsageError(str(err)) from None
-    try:
-        report_dir = report.check_report_dir(config.getoption("report_dir") or framework.default_report_dir(config.rootpath))
-    except report.ReportDirError as err:
-        raise pytest.UsageError(f"--report-dir: {err}") from None
-    config.stash[REPORT_DIR] = report_dir
-    sae_config, sae_dir, sae_seeds = (config.getoption(name) for name in ("sae_config", "sae_dir", "sae_seeds"))
-    if sae_config is not None or sae_dir is not None or sae_seeds is not None:  # checked even when no E3 test is selected
-        from claims.sae_sources import check_sae_options
-        from mechinterp.sae_training import SAEOptionError
-
-        try:
-            check_sae_options(sae_config, sae_dir, config.stash[RECORDER].models, sae_seeds)
-        except SAEOptionError as err:
-            raise pytest.UsageError(str(err)) from None
-    baseline = config.getoption("baseline")
-    if baseline is not None:
-        try:
-            config.stash[BASELINE] = results.check_baseline(baseline, report_dir)
-        except results.ResultsFileError as err:
-            raise pytest.UsageError(f"--baseline {baseline}: {err}") from None
-    for name, value in (("--distribution-prompts", config.getoption("distribution_prompts")),
-                        (f"${framework.DISTRIBUTION_PROMPTS_ENV}", os.environ.get(framework.DISTRIBUTION_PROMPTS_ENV) or None)):
-        if value is not None and not (str(value).strip().isdigit()):
-            raise pytest.UsageError(f"{name} must be a whole number >= 0 (0 turns the robustness pass off), got {value!r}")
+    # Every option is read and checked here, once, before any model loads: a bad one is one line, not a lost run.
+    options = config.stash[RUN_OPTIONS] = RunOptions.from_config(config)
+    config.stash[RECORDER] = framework.Recorder(list(options.models))
+    config.stash[REPORT_DIR] = options.report_dir
     config.pluginmanager.register(ClaimLines(config), "mechinterp-claim-lines")
     _start_progress(config)
 
@@ -123,7 +107,7 @@ def _start_progress(config) -> None:
             directory = Path(config.workerinput[LIVE_DIR_KEY])
             config.stash[STATUS] = live.StatusWriter(directory / f"{config.workerinput['workerid']}.json")
         return
-    if config.getoption("live") == "off":
+    if run_options(config).live == "off":
         return
     directory = Path(tempfile.mkdtemp(prefix="mechinterp-live-"))
     config.stash[LIVE_DIR] = directory
@@ -131,7 +115,7 @@ def _start_progress(config) -> None:
         config.stash[STATUS] = live.StatusWriter(directory / "main.json")
     # A dup of the terminal taken now, before pytest's capture redirects fd 1 around each test.
     fd = os.dup(1)
-    mode = live.display_mode(config.getoption("live"), fd, config.getoption("verbose"))
+    mode = live.display_mode(run_options(config).live, fd, config.getoption("verbose"))
     config.stash[DISPLAY] = live.LiveDisplay(directory, fd, mode)  # started once claims are known to run
 
 
@@ -189,11 +173,17 @@ def pytest_unconfigure(config):
         created.rmdir()  # nothing was written there (refused or interrupted run)
 
 
+def pytest_ignore_collect(collection_path, config):
+    """The claims of papers the run did not select (--paper) are not collected."""
+    if collection_path.parent == config.rootpath / "claims" and (collection_path / "__init__.py").exists():
+        return None if collection_path.name in run_options(config).papers else True
+    return None
+
+
 def pytest_generate_tests(metafunc):
     if "subject" in metafunc.fixturenames:
         claim = framework.claim_of(metafunc.definition)
-        specs = metafunc.config.stash[RECORDER].specs
-        metafunc.parametrize("subject", framework.subject_params(claim, specs), indirect=True)
+        metafunc.parametrize("subject", framework.subject_params(claim, run_options(metafunc.config)), indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -204,18 +194,18 @@ def model_source(request):
 
 @pytest.fixture
 def subject(request, model_source):
-    return framework.make_subject(framework.claim_of(request.node), request.param, model_source)
+    return framework.make_subject(framework.claim_of(request.node), request.param, model_source, run_options(request.config))
 
 
 @pytest.fixture
-def robustness(request, subject):
-    """robustness(measured, ClaimDistribution): `measured` with the claim's values over the distribution,
-    their bootstrap intervals and robustness verdicts in details["robustness"] (mechinterp.robustness)."""
-    from mechinterp.robustness import RobustnessConfig, with_robustness
+def run_claim(request, subject):
+    """run_claim(claim): the claim's measurement on the subject (framework.run_claim), with the run's SAEs for E3."""
 
-    n_prompts = framework.distribution_prompt_count(request.config, subject.model)
-    cfg = RobustnessConfig(n_prompts=n_prompts) if n_prompts else None
-    return lambda measured, spec: with_robustness(measured, subject.model, subject.tokenizer, spec, subject.thresholds, cfg)
+    def run(claim):
+        sae_sets = request.getfixturevalue("e3_sae_sets") if claim.over_sae_seeds else None
+        return framework.run_claim(claim, subject, sae_sets)
+
+    return run
 
 
 @pytest.fixture
@@ -228,7 +218,8 @@ def check(request, subject):
         recorder.record_measurement(request.node.nodeid, measured, results)
         if any(q.passed is False for q in results):
             claim = framework.claim_of(request.node)
-            raise framework.check_failure(claim, subject.spec, results, framework.active_known_gap(request.config, claim, subject.spec))
+            gap = framework.active_known_gap(run_options(request.config), claim, subject.spec.raw)
+            raise framework.check_failure(claim, subject.spec.raw, results, gap)
 
     return check_measured
 
@@ -251,14 +242,15 @@ def pytest_collection_finish(session):
     recorder.expect(session.items)
     if not recorder.has_claims or parallel.is_worker(config):
         return
-    if config.getoption("model") is None:  # the default models: those no selected claim runs on are left out
+    options = run_options(config)
+    if not options.models_given:  # the default models: those no selected claim runs on are left out
         recorder.leave_out(framework.unchecked_models(session.items, recorder.specs))
-    elif not config.getoption("allow_unchecked_models"):
+    elif not options.allow_unchecked_models:
         unchecked = framework.unchecked_models_message(session.items, recorder.specs)
         if unchecked:
             raise pytest.UsageError(unchecked)
     if not config.option.collectonly:
-        if config.getoption("report_dir") is None:
+        if not options.report_dir_given:
             try:
                 config.stash[REPORT_DIR] = config.stash[CREATED_DIR] = framework.create_run_directory(config.stash[REPORT_DIR])
             except (OSError, report.ReportDirError) as err:
@@ -282,8 +274,8 @@ def pytest_collection_finish(session):
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     if STATUS in item.config.stash and item.get_closest_marker("claim") is not None:
-        raw = item.callspec.params.get("subject", "") if hasattr(item, "callspec") else ""
-        item.config.stash[STATUS].start_test(f"{framework.claim_of(item)} {raw}".strip())
+        spec = framework.subject_spec(item)
+        item.config.stash[STATUS].start_test(f"{framework.claim_of(item)} {spec.raw if spec else ''}".strip())
 
 
 @pytest.hookimpl(wrapper=True)
@@ -312,7 +304,7 @@ def pytest_report_teststatus(report, config):
     if result is None or not isinstance(outcome, tuple):
         return outcome
     category, letter, word = outcome
-    if result.claim in framework.INFO_CLAIMS and category == "passed":
+    if framework.measured_only(result.claim) and category == "passed":
         category, letter, word = "measured", letter, "MEASURED"  # the card has no threshold: measured, not passed
     display = config.stash.get(DISPLAY, None)
     if display is not None and display.mode != "off":
@@ -339,13 +331,14 @@ def pytest_sessionfinish(session, exitstatus):
         config.stash[NOT_WRITTEN] = ("run interrupted before any claim was measured: no report written"
                                      + (f"; {older} is untouched" if older.exists() else ""))
         return
-    gap_note = framework.unapplied_known_gaps_note(config, recorder)
+    options = run_options(config)
+    gap_note = framework.unapplied_known_gaps_note(options, recorder)
     if gap_note:
         recorder.notes.append(gap_note)
     try:
         config.stash[REPORT_PATH], config.stash[CHANGES] = recorder.write(
-            config.stash[REPORT_DIR], framework.command_line(config), config.stash.get(BASELINE, None),
-            config.getoption("baseline") or "", interrupted=stopped, compare_all=config.getoption("compare_all"))
+            config.stash[REPORT_DIR], framework.command_line(config), options.baseline,
+            options.baseline_label, interrupted=stopped, compare_all=options.compare_all)
     except report.ReportWriteError as failure:
         config.stash[REPORT_FAILURE] = f"claims report NOT written: {failure}"
         if session.exitstatus == pytest.ExitCode.OK:

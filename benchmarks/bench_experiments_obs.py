@@ -13,10 +13,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import claims.test_e1_head_scores as e1
-import claims.test_e2_attention as attention_claims
-import claims.test_e2_dla as dla_claims
-import claims.test_e2_logit_lens as lens_claims
+import claims.thesis.e1_head_scores as e1
+import claims.thesis.e2_attention as attention_claims
+import claims.thesis.e2_dla as dla_claims
+import claims.thesis.e2_logit_lens as lens_claims
 from fixtures.tokenizer import gpt2_tokenizer
 from fixtures.twins import twin_cache
 from mechinterp.attention import attention_between

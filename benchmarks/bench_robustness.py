@@ -14,13 +14,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-import claims.test_e1_head_scores as e1
-import claims.test_e2_attention as attention_claims
-import claims.test_e2_dla as dla_claims
-import claims.test_e2_eap as eap_claims
-import claims.test_e2_logit_diff as logit_diff_claims
-import claims.test_e2_logit_lens as lens_claims
-import claims.test_e2_patching as patching_claims
+import claims.thesis.e1_head_scores as e1
+import claims.thesis.e2_attention as attention_claims
+import claims.thesis.e2_dla as dla_claims
+import claims.thesis.e2_eap as eap_claims
+import claims.thesis.e2_logit_diff as logit_diff_claims
+import claims.thesis.e2_logit_lens as lens_claims
+import claims.thesis.e2_patching as patching_claims
 from claims.framework import tokenizer_for
 from fixtures.twins import twin_cache
 from mechinterp import memo

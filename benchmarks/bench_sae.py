@@ -4,7 +4,7 @@ Under pytest-benchmark, every time is a ratio to a baseline measured in the same
 forward pass to block 6 over one LM batch (8 x 128 tokens), i.e. generating that batch's activations
 (`ratio_to_forward` in extra_info; `tokens_per_second` there too, for the record). Benchmarks: one
 sae_lens training step of a gated SAE of width 1024 (the CI budget) and 4096 (the thesis's 16 x 256)
-on a batch of the same size, and a full `fit_gated_sae` run (activations once, then training) on a
+on a batch of the same size, and a full `fit_sae` run (activations once, then training) on a
 story corpus. Nothing is asserted about time.
 
     ./run bench -k sae                                   (CPU)
@@ -45,11 +45,12 @@ def random_tokens(seed: int = 0) -> torch.Tensor:
 
 def trainer_for(model, width: int, device: str):
     """sae_lens's SAETrainer around a fresh gated training SAE, as mechinterp.sae_training builds it."""
-    from mechinterp.sae_training import SAETrainingConfig, gated_sae_trainer
+    from mechinterp.sae_config import SAETrainingConfig
+    from mechinterp.sae_training import sae_trainer
 
     config = SAETrainingConfig(block=BLOCK, width=width, train_batch_size_tokens=LM_BATCH[0] * LM_BATCH[1],
                                n_batches_in_buffer=8, training_tokens=10**6, device=device, normalize_activations="none")
-    return gated_sae_trainer(model, iter(()), config)  # fed by hand with trainer.step(batch)
+    return sae_trainer(model, iter(()), config)  # fed by hand with trainer.step(batch)
 
 
 def _sync(device: str) -> None:
@@ -111,17 +112,18 @@ def test_sae_training_step(benchmark, model, activations, width):
     record(benchmark, batch.shape[0])
 
 
-def test_fit_gated_sae_end_to_end(benchmark, model, tmp_path):
-    """mechinterp.sae_training.fit_gated_sae: one LM pass over a story corpus, then 16 training steps (width 1024)."""
+def test_fit_sae_end_to_end(benchmark, model, tmp_path):
+    """mechinterp.sae_training.fit_sae: one LM pass over a story corpus, then 16 training steps (width 1024)."""
     from fixtures.corpus import story_corpus
-    from mechinterp.sae_training import SAETrainingConfig, fit_gated_sae
+    from mechinterp.sae_config import SAETrainingConfig
+    from mechinterp.sae_training import fit_sae
 
     benchmark.group = "sae-training"
     config = SAETrainingConfig(block=BLOCK, width=1024, training_tokens=16 * 1024, train_batch_size_tokens=1024,
                                n_batches_in_buffer=8, store_batch_size_prompts=8, n_batches_for_norm_estimate=2,
                                device=DEVICE)
     texts = story_corpus(150, seed=0)
-    result = benchmark.pedantic(lambda: fit_gated_sae(model, texts, config), rounds=1, iterations=1)
+    result = benchmark.pedantic(lambda: fit_sae(model, texts, config), rounds=1, iterations=1)
     record(benchmark, result[2])
 
 

@@ -1,8 +1,8 @@
 """The claims framework behind conftest.py: subjects, measurements, checks and the run's record.
 
-A claim test is marked `@pytest.mark.claim("E2.logit-diff")`, takes the `subject` fixture (a model
-under test plus the threshold rows that apply to it) and ends with `check(measure_x(subject.model))`.
-`check` evaluates every row, records values, thresholds and the figure for the report, then
+A claim is declared once (claims.claim.Claim); its test (claims.claim.claim_tests) is marked
+`@pytest.mark.claim("E2.logit-diff")`, takes the `subject` fixture (a model under test plus the threshold
+rows that apply to it) and runs `check(run_claim(claim, subject, ...))`. `check` evaluates every row, records values, thresholds and the figure for the report, then
 asserts. The Recorder also collects each claim test's pytest outcome (passed / failed / skipped with
 its reason / error with its message) and writes the report at session end.
 """
@@ -19,15 +19,13 @@ from typing import Any, Callable
 
 import pytest
 
+from claims import claim as registry
+from claims.options import RunOptions
 from claims.thresholds import Threshold, known_gap, lookup_all
 from mechinterp import report
 from mechinterp.model_specs import ModelSpec, UnknownModel, parse_spec
 from mechinterp.models import WeightsUnavailable
 from mechinterp.models import load as load_model
-
-DEFAULT_MODELS = ("planted:tinystories-8m", "planted:gpt2-small", "tiny-stories-8M", "gpt2-small")
-# Measured and shown on every model, with no threshold row (the circuit card of claims/test_circuit_card.py).
-INFO_CLAIMS = ("circuit-card",)
 
 
 @dataclass
@@ -53,13 +51,11 @@ class Measured:
 class Subject:
     """One model under test, as a claim test sees it."""
 
-    spec: str  # the --model value, as given
-    real_model: str  # whose threshold rows apply (or '<family>-(unidentified)')
-    planted: bool
+    spec: ModelSpec  # the parsed --model value: .raw (as given), .row_key (whose rows apply), .planted, .kind
     model: Any  # HookedTransformer, loaded once per session
     tokenizer: Any
-    thresholds: list[Threshold]
-    model_spec: ModelSpec | None = None  # the parsed spec: kind, identity, revision
+    thresholds: list[Threshold]  # the claim's rows on this model (SubjectRows)
+    options: RunOptions | None = None  # the run's options (None outside a claims run)
 
 
 def tokenizer_for(model):
@@ -69,19 +65,6 @@ def tokenizer_for(model):
     from fixtures.tokenizer import gpt2_tokenizer
 
     return gpt2_tokenizer()
-
-
-def selected_models(option_values: list[str] | None) -> list[ModelSpec]:
-    """--model values (repeatable, comma separated), parsed, in order, without duplicates; the
-    default if none. A value that names nothing is a usage error here, before any model loads."""
-    texts = list(DEFAULT_MODELS) if not option_values else [s.strip() for value in option_values for s in value.split(",")]
-    texts = list(dict.fromkeys(s for s in texts if s))
-    if not texts:
-        raise pytest.UsageError(f"--model was given but names no model: {option_values!r}")
-    try:
-        return [parse_spec(text) for text in texts]
-    except UnknownModel as unknown:
-        raise pytest.UsageError(f"--model: {unknown}") from None
 
 
 # --- collection: which models each claim test runs on ---
@@ -94,31 +77,40 @@ def claim_of(node) -> str:
     return marker.args[0]
 
 
+def measured_only(claim: str) -> bool:
+    """Whether `claim` has no threshold rows: measured and shown on every model (the circuit card)."""
+    return registry.claim(claim).measured_only
+
+
 def applies(claim: str, spec: ModelSpec) -> bool:
-    """Whether `claim` runs on `spec`: it has a threshold row there, or is measured everywhere (INFO_CLAIMS)."""
-    return claim in INFO_CLAIMS or bool(lookup_all(claim, spec))
+    """Whether `claim` runs on `spec`: it has a threshold row there, or is measured everywhere."""
+    return measured_only(claim) or bool(lookup_all(claim, spec))
 
 
-def subject_params(claim: str, specs: list[ModelSpec]) -> list:
-    """One pytest.param per selected model; a model with no threshold row is an explicit skip, not an omission."""
+def subject_params(claim: str, options: RunOptions) -> list:
+    """One pytest.param per selected model (its ModelSpec, id the --model text); a model with no threshold
+    row is an explicit skip, not an omission."""
     params = []
-    for spec in specs:
+    for spec in options.models:
         marks = []
         if not applies(claim, spec):
             marks = [pytest.mark.skip(reason=f"no threshold row for {claim} on {spec.row_key}: the thesis makes no such claim for it")]
-        elif (gap := known_gap(claim, spec.raw)) is not None:
+        elif (gap := active_known_gap(options, claim, spec.raw)) is not None:
             marks = [known_gap_mark(gap)]
-        params.append(pytest.param(spec.raw, id=spec.raw, marks=marks))
+        params.append(pytest.param(spec, id=spec.raw, marks=marks))
     return params
+
+
+def subject_spec(item) -> ModelSpec | None:
+    """The ModelSpec a claim test runs on (its `subject` parameter), or None."""
+    return item.callspec.params.get("subject") if hasattr(item, "callspec") else None
 
 
 def known_gap_mark(gap) -> pytest.MarkDecorator:
     """A strict xfail: the claim runs and its failure is reported as "known gap" with the measured cause;
     once it passes, the test fails until the KNOWN_GAPS entry is removed (a seed-dependent gap, which passes
-    on some SAE seeds, is not strict: its pass is reported as a pass). A gap measured with the default
-    options (`gap.unless_options`, e.g. E3's SAE source) does not apply to a run that sets one of them."""
-    condition = " and ".join(f"config.getoption({option!r}, None) is None" for option in gap.unless_options) or True
-    return pytest.mark.xfail(condition, reason=f"known gap of {gap.model}: {gap.why}", strict=not gap.seed_dependent,
+    on some SAE seeds, is not strict: its pass is reported as a pass)."""
+    return pytest.mark.xfail(reason=f"known gap of {gap.model}: {gap.why}", strict=not gap.seed_dependent,
                              run=True, raises=KnownGapFailure)
 
 
@@ -127,10 +119,11 @@ class KnownGapFailure(AssertionError):
     A row failing beyond the gap is a plain AssertionError, so it fails the test (the gap hides nothing else)."""
 
 
-def active_known_gap(config, claim: str, spec: str):
-    """The KNOWN_GAPS entry that applies to `claim` on `spec` in this run (none under its unless_options)."""
+def active_known_gap(options: RunOptions, claim: str, spec: str):
+    """The known gap that applies to `claim` on `spec` in this run: none when the run sets an option it was
+    not measured under (`gap.unless_options`, e.g. E3's SAE source)."""
     gap = known_gap(claim, spec)
-    if gap is None or any(config.getoption(option, None) is not None for option in gap.unless_options):
+    if gap is None or any(options.is_set(option) for option in gap.unless_options):
         return None
     return gap
 
@@ -144,7 +137,7 @@ def check_failure(claim: str, spec: str, results: list[report.QuantityResult], g
     beyond = sorted({q.quantity for q in results if q.passed is False} - set(gap.quantities))
     if not beyond:
         return KnownGapFailure(message)
-    return AssertionError(f"{message}\n  beyond its known gap: {', '.join(beyond)} fail(s) but claims.thresholds.KNOWN_GAPS "
+    return AssertionError(f"{message}\n  beyond its known gap: {', '.join(beyond)} fail(s) but its paper's KNOWN_GAPS "
                           f"lists only {', '.join(gap.quantities)} for {claim} on {gap.model}")
 
 
@@ -157,10 +150,10 @@ def runnable_claims(items) -> dict[str, int]:
     for item in items:
         if item.get_closest_marker("claim") is None or not hasattr(item, "callspec"):
             continue
-        raw = item.callspec.params.get("subject")
-        if raw is None or any(mark.name == "skip" for mark in item.iter_markers()):
+        spec = item.callspec.params.get("subject")
+        if spec is None or any(mark.name == "skip" for mark in item.iter_markers()):
             continue
-        counts[raw] = counts.get(raw, 0) + 1
+        counts[spec.raw] = counts.get(spec.raw, 0) + 1
     return counts
 
 
@@ -231,7 +224,9 @@ def session_model_source(config) -> ModelSource:
     """The run's ModelSource (config.stash[MODEL_SOURCE]); a test of the framework puts a fake there
     in its pytest_configure, before the models are loaded at the end of collection."""
     if MODEL_SOURCE not in config.stash:
-        config.stash[MODEL_SOURCE] = ModelSource(device=resolve_device(config.getoption("device", None) or "auto"))
+        from claims.options import run_options
+
+        config.stash[MODEL_SOURCE] = ModelSource(device=run_options(config).device)
     return config.stash[MODEL_SOURCE]
 
 
@@ -263,29 +258,49 @@ def resolve_device(option: str) -> str:
     raise DeviceError(f"--device {option}: expected auto, cpu, cuda or cuda:N")
 
 
-def distribution_prompt_count(config, model) -> int:
-    """--distribution-prompts, else $MECHINTERP_DISTRIBUTION_PROMPTS, else the model's default
-    (mechinterp.robustness.default_prompt_count); 0 turns the robustness pass off."""
-    from mechinterp.robustness import default_prompt_count
-
-    given = config.getoption("distribution_prompts", None)
-    if given is None and os.environ.get(DISTRIBUTION_PROMPTS_ENV, "").strip():
-        given = int(os.environ[DISTRIBUTION_PROMPTS_ENV])
-    return default_prompt_count(model) if given is None else given
-
-
-DISTRIBUTION_PROMPTS_ENV = "MECHINTERP_DISTRIBUTION_PROMPTS"
-
-
-def make_subject(claim: str, spec: str, source: ModelSource) -> Subject:
+def make_subject(claim: str, spec: ModelSpec, source: ModelSource, options: RunOptions | None = None) -> Subject:
     """The Subject for `spec`; skips the test (one line saying how to provide them) when weights are absent."""
     try:
-        model = source.get(spec)
+        model = source.get(spec.raw)
     except WeightsUnavailable as absent:
         pytest.skip(str(absent))
-    parsed = parse_spec(spec)
-    rows = SubjectRows(lookup_all(claim, parsed), calibrated=getattr(getattr(model, "planted", None), "calibrated", ()))
-    return Subject(parsed.raw, parsed.row_key, parsed.planted, model, tokenizer_for(model), rows, parsed)
+    rows = SubjectRows(lookup_all(claim, spec), calibrated=getattr(getattr(model, "planted", None), "calibrated", ()))
+    return Subject(spec, model, tokenizer_for(model), rows, options)
+
+
+def run_claim(claim: registry.Claim, subject: Subject, sae_sets: Callable | None = None) -> Measured:
+    """A claim's measurement on its subject: the protocol (over each --sae-seeds SAE set for an E3 claim,
+    `sae_sets(subject) -> [SAESet]`), then its distribution pass when the run has one."""
+    if claim.over_sae_seeds:
+        from claims.sae_sources import over_seeds
+
+        measured = over_seeds(sae_sets(subject), lambda saes: protocol(claim, subject, saes))
+    else:
+        measured = protocol(claim, subject)
+    n_prompts = subject.options.distribution_prompt_count(subject.model) if subject.options else 0
+    if n_prompts and (claim.distribution is not None or claim.robustness is not None):
+        from mechinterp.robustness import RobustnessConfig, with_robustness
+
+        cfg = RobustnessConfig(n_prompts=n_prompts)
+        if claim.robustness is not None:
+            return claim.robustness(measured, subject, cfg)
+        return with_robustness(measured, subject.model, subject.tokenizer, claim.distribution(subject.model), subject.thresholds, cfg)
+    return measured
+
+
+def protocol(claim: registry.Claim, subject: Subject, saes=None) -> Measured:
+    """The claim's protocol on the subject's model: measure(model, [saes,] *inputs)."""
+    inputs = [read(subject) for read in claim.inputs]
+    return claim.measure(subject.model, *([saes] if claim.over_sae_seeds else []), *inputs)
+
+
+def measure_claim(claim: str | registry.Claim, model, spec: str | ModelSpec, saes=None) -> Measured:
+    """A declared claim's protocol on `model` outside a claims run (no distribution pass), its rows those of
+    `spec`: what the claim-pair tests and the benchmarks call. E3 claims take one SAESet as `saes`."""
+    declared = registry.claim(claim) if isinstance(claim, str) else claim
+    spec = parse_spec(spec)
+    subject = Subject(spec, model, tokenizer_for(model), SubjectRows(lookup_all(declared.id, spec)))
+    return protocol(declared, subject, saes)
 
 
 class SubjectRows(list):
@@ -400,12 +415,13 @@ class Recorder:
         for item in items:
             if item.get_closest_marker("claim") is None:
                 continue
-            raw = item.callspec.params.get("subject", "") if hasattr(item, "callspec") else ""
+            spec = subject_spec(item)
             claim = claim_of(item)
-            spec = parse_spec(raw) if raw else None
+            declared = registry.claim(claim)
             self.results[item.nodeid] = report.ClaimResult(
-                claim, raw, spec.row_key if spec else "", bool(spec and spec.planted), "not run", nodeid=item.nodeid,
-                quantities=unevaluated(lookup_all(claim, spec)) if spec else [], identity=spec.identity() if spec else "",
+                claim, spec.raw if spec else "", spec.row_key if spec else "", bool(spec and spec.planted), "not run",
+                nodeid=item.nodeid, quantities=unevaluated(lookup_all(claim, spec)) if spec else [],
+                identity=spec.identity() if spec else "", statement=declared.statement, where=declared.where,
             )
 
     def record_collect_error(self, collect_report) -> None:
@@ -437,7 +453,7 @@ class Recorder:
             result.status, result.message = "skipped", _skip_reason(test_report)
         elif test_report.failed and call.excinfo is None:  # a strict known gap that passed (XPASS(strict))
             result.status = "failed"
-            result.message = f"{test_report.longrepr}. It now passes: remove its entry from claims.thresholds.KNOWN_GAPS"
+            result.message = f"{test_report.longrepr}. It now passes: remove its entry from its paper's KNOWN_GAPS"
         elif test_report.failed:
             is_failed_check = test_report.when == "call" and call.excinfo.errisinstance((AssertionError, pytest.fail.Exception))
             if result.status != "failed":  # a teardown error after a failed check stays 'failed'
@@ -445,9 +461,9 @@ class Recorder:
                 result.message = _exception_message(call.excinfo)
         elif test_report.when == "call" and hasattr(test_report, "wasxfail"):  # a seed-dependent known gap that passed
             result.status = "passed"
-            result.message = f"every row holds on these SAEs; claims.thresholds.KNOWN_GAPS lists it as seed-dependent ({test_report.wasxfail})"
+            result.message = f"every row holds on these SAEs; its paper's KNOWN_GAPS lists it as seed-dependent ({test_report.wasxfail})"
         elif test_report.when == "call":
-            result.status, result.message = ("measured" if result.claim in INFO_CLAIMS else "passed"), ""
+            result.status, result.message = ("measured" if measured_only(result.claim) else "passed"), ""
 
     def payload(self, nodeid: str) -> dict | None:
         """The claim's record as plain JSON values (figure as base64), to ride in a test report's
@@ -507,18 +523,18 @@ class Recorder:
             raise report.ReportWriteError(f"{failure}; {saved}") from failure
 
 
-def unapplied_known_gaps_note(config, recorder: Recorder) -> str:
+def unapplied_known_gaps_note(options: RunOptions, recorder: Recorder) -> str:
     """One line naming the known gaps this run does not apply (it sets an option they were not measured
     under, e.g. --sae-config), or ''."""
-    from claims.thresholds import KNOWN_GAPS
-
-    options = {name: config.getoption(name, None) for gap in KNOWN_GAPS for name in gap.unless_options}
-    return report.unapplied_known_gaps_note(KNOWN_GAPS, {(r.claim, r.spec) for r in recorder.results.values()}, options)
+    gaps = registry.all_known_gaps()
+    values = {name: getattr(options, name) for gap in gaps for name in gap.unless_options}
+    return report.unapplied_known_gaps_note(gaps, {(r.claim, r.spec) for r in recorder.results.values()}, values)
 
 
 def one_line_errors() -> tuple[type, ...]:
     """Errors whose message is the whole story (what is wrong, what to do): shown without a traceback."""
-    from mechinterp.sae_training import SAECacheError, SAEOptionError
+    from mechinterp.sae_cache import SAECacheError
+    from mechinterp.sae_options import SAEOptionError
 
     return (SAECacheError, SAEOptionError, UnknownModel)
 

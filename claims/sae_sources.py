@@ -24,8 +24,10 @@ import pytest
 
 from claims.framework import Measured
 from mechinterp.models import is_planted, real_counterpart
-from mechinterp.sae_training import (SAEOptionError, SAETrainingConfig, check_sae_dir, load_sae_dir,
-                                     sae_config_from_file, train_sae)
+from mechinterp.sae_cache import load_sae_dir
+from mechinterp.sae_config import SAETrainingConfig
+from mechinterp.sae_options import SAEOptionError, check_sae_dir, sae_config_from_file
+from mechinterp.sae_training import train_sae
 
 SAE_BLOCKS = (5, 6, 7)
 ORACLE = "oracle"  # --sae-config value: planted models get fixtures.planted.oracle_sae
@@ -72,6 +74,11 @@ THESIS_SAE_SOURCES = {
     "hook_point": "thesis s3.5.1: the ablation projects 'the residual stream in layer 5', the block's output",
     "width": "thesis s3.5: feature indices up to 4021 (table 3.8) on d_model 256: 4096 = 16 x d_model",
     "width_factor": "unused when width is set (16 would give the same 4096)",
+    "architecture": "thesis s3.5: gated SAEs",
+    "topk_k": "unused: the thesis's SAEs are gated",
+    "jumprelu_l0_coefficient": "unused: the thesis's SAEs are gated",
+    "jumprelu_init_threshold": "unused: the thesis's SAEs are gated",
+    "jumprelu_bandwidth": "unused: the thesis's SAEs are gated",
     "l1_coefficient": "not in the thesis: suite default 3.0 (gated sparsity on normalized activations)",
     "l1_warm_up_steps": "not in the thesis: suite default (none)",
     "lr": "not in the thesis: suite default 3e-4 (sae_lens's default)",
@@ -108,9 +115,10 @@ PLANTED_CORPUS_STORIES = 600  # fixtures.corpus.story_corpus(600, seed=0): ~37k 
 TINYSTORIES_CONTEXT_STORIES = 2000  # real models: validation stories searched for max-activating contexts
 
 
-def planted_corpus(spec: str | None = None) -> list[str]:
-    """The story corpus planted SAEs train on; the superposition world has its own (600 stories, ~38k tokens)."""
-    if spec == SUPERPOSITION:
+def planted_corpus(spec=None) -> list[str]:
+    """The story corpus planted SAEs train on; the superposition world has its own (600 stories, ~38k tokens).
+    `spec`: a --model value or its ModelSpec."""
+    if getattr(spec, "raw", spec) == SUPERPOSITION:
         from fixtures.corpus_superposition import superposition_corpus
 
         return superposition_corpus(PLANTED_CORPUS_STORIES, seed=0)
@@ -119,9 +127,10 @@ def planted_corpus(spec: str | None = None) -> list[str]:
     return story_corpus(PLANTED_CORPUS_STORIES, seed=0)
 
 
-def planted_sae_config(spec: str | None = None) -> SAETrainingConfig:
-    """The default SAE config of a planted --model value (PLANTED_SAE_CONFIG unless PLANTED_SAE_CONFIGS names one)."""
-    return PLANTED_SAE_CONFIGS.get(spec, PLANTED_SAE_CONFIG)
+def planted_sae_config(spec=None) -> SAETrainingConfig:
+    """The default SAE config of a planted --model value or ModelSpec (PLANTED_SAE_CONFIG unless PLANTED_SAE_CONFIGS
+    names one)."""
+    return PLANTED_SAE_CONFIGS.get(getattr(spec, "raw", spec), PLANTED_SAE_CONFIG)
 
 
 def read_sae_config(path: str | None, planted: bool, spec: str | None = None) -> SAETrainingConfig | str | None:
@@ -181,12 +190,6 @@ def check_sae_options(sae_config: str | None, sae_dir: str | None, specs: Iterab
         check_sae_dir(sae_dir)
 
 
-def default_sae_source(config) -> bool:
-    """Whether a run uses the default SAEs (no --sae-dir / --sae-config): the known gaps of planted
-    models (claims.thresholds.KNOWN_GAPS, `sae_source='default'`) were measured with those."""
-    return config.getoption("sae_dir", None) is None and config.getoption("sae_config", None) is None
-
-
 @dataclass
 class SAESet:
     """The SAE of each block for one model under test, fetched on first use."""
@@ -206,7 +209,7 @@ class SAESet:
     def how_to_provide(self) -> str:
         return (f"E3 needs gated SAEs of {real_counterpart(self.spec)} blocks {', '.join(map(str, SAE_BLOCKS))}: "
                 "pass --sae-dir DIR (trained SAEs, sae_lens format), --sae-config thesis (the thesis's settings) or "
-                "--sae-config FILE.json (each trains them on TinyStories from the HF hub; mechinterp/sae_training.py)")
+                "--sae-config FILE.json (each trains them on TinyStories from the HF hub; mechinterp/sae_config.py)")
 
     def __getitem__(self, block: int):
         if block not in self._saes:
@@ -275,17 +278,19 @@ def over_seeds(sets: list[SAESet], measure: Callable[[SAESet], Measured]) -> Mea
 
 @pytest.fixture(scope="session")
 def e3_sae_sets(request):
-    """spec -> [SAESet per seed], built once per session from --sae-dir / --sae-config / --sae-seeds."""
+    """subject -> [SAESet per seed], built once per session from --sae-dir / --sae-config / --sae-seeds."""
+    from claims.options import run_options
+
     sets: dict[str, list[SAESet]] = {}
 
     def get(subject) -> list[SAESet]:
-        if subject.spec not in sets:
-            option = request.config.getoption
-            config = read_sae_config(option("sae_config", None), subject.planted, subject.spec)
+        raw = subject.spec.raw
+        if raw not in sets:
+            options = run_options(request.config)
+            config = read_sae_config(options.sae_config, subject.spec.planted, raw)
             if isinstance(config, SAETrainingConfig):  # the run's --device trains the SAEs too
                 config = replace(config, device=str(subject.model.cfg.device))
-            sets[subject.spec] = sae_sets(subject.spec, subject.model, option("sae_dir", None), config,
-                                          parse_sae_seeds(option("sae_seeds", None)))
-        return sets[subject.spec]
+            sets[raw] = sae_sets(raw, subject.model, options.sae_dir, config, options.sae_seeds)
+        return sets[raw]
 
     return get

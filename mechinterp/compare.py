@@ -1,10 +1,11 @@
 """Regression mode: what changed between a baseline run and this one.
 
 `compare_results(current, baseline)` takes results.json documents (dicts, as `results.load_results`
-gives them; paths are loaded for convenience) and returns a Comparison: one row per threshold row
-(claim, model, test, quantity, operator, threshold) whose outcome, pass/fail or measured value changed
-(with, for E3 over several SAE seeds, whether the change is beyond the seed-to-seed spread), and notes
-saying once what was left out of the comparison. By default only what both runs measured is compared:
+gives them; paths are loaded for convenience) and returns a Comparison: one line per claim test that
+changed (`ClaimChange`: its outcome, its role's feature and recovery cosine, its key value, before -> after),
+one row per threshold row (claim, model, test, quantity, operator, threshold) whose pass/fail or measured
+value changed (with, for E3 over several SAE seeds, whether the change is beyond the seed-to-seed spread),
+and notes saying once what was left out of the comparison. By default only what both runs measured is compared:
 the models both selected and the claim tests this run collected (a `-k e3` run against a full
 baseline is compared on E3 only). The claims plugin loads the baseline once at the start of the run and
 computes the comparison once; the page, comparison.csv and the terminal lines all use it.
@@ -34,12 +35,57 @@ _OUTCOME = {"known gap": "failed"}
 NOTE_NAMES = 8
 
 
+@dataclass(frozen=True)
+class ClaimChange:
+    """One claim test that changed, read at a glance: each pair is (baseline, current). `key` is its first
+    threshold row's quantity (`key_quantity`); `feature` / `cosine` are an E3 role's feature_index and
+    planted_direction_cosine (None where not measured); `key_seed_spread` is seed_spread_verdict's for it."""
+
+    claim: str
+    spec: str
+    test: str
+    role: str
+    status: tuple[str | None, str | None]
+    feature: tuple[float | None, float | None]
+    cosine: tuple[float | None, float | None]
+    key_quantity: str
+    key: tuple[float | None, float | None]
+    key_seed_spread: str
+    rows_flipped: int  # threshold rows whose pass/fail changed
+    values_changed: int  # rows whose measured value changed (or that are new / gone)
+    values_beyond_spread: int | None  # of those, how many moved beyond the SAE seeds' spread; None: no seeds
+
+    def line(self, with_test: bool = False) -> str:
+        """E.g. 'E3.L5-to-feature [planted:tinystories-8m] role L5-to: feature 545 -> 976, recovery cosine
+        0.942 -> 0.935; p_io_ablated 2.03e-05 -> 0.5; known gap -> failed; 1 row(s) flipped pass/fail, 20 value(s) changed'.
+        A value or outcome that did not change is shown once."""
+        head = f"{self.claim} [{self.spec}]{' ' + self.test if with_test else ''}{' role ' + self.role if self.role else ''}: "
+        parts = []
+        if self.feature != (None, None):
+            role = f"feature {_moved(self.feature, _index)}"
+            if self.cosine != (None, None):
+                role += f", recovery cosine {_moved(self.cosine, _short)}"
+            parts.append(role)
+        if self.key_quantity:
+            spread = f" ({self.key_seed_spread.split(' (')[0]})" if self.key_seed_spread else ""  # 'beyond seed spread'
+            parts.append(f"{self.key_quantity} {_moved(self.key, _short)}{spread}")
+        before, after = self.status
+        parts.append(f"{before or 'absent'} -> {after or 'absent'}" if _outcome(before) != _outcome(after) else str(after))
+        counts = f"{self.rows_flipped} row(s) flipped pass/fail, " if self.rows_flipped else ""
+        counts += f"{self.values_changed} value(s) changed"
+        if self.values_beyond_spread is not None:
+            counts += f", {self.values_beyond_spread} beyond the SAE seeds' spread"
+        return head + "; ".join([*parts, counts])
+
+
 @dataclass
 class Comparison:
-    """The rows that changed (COMPARE_COLUMNS) and notes on what was compared (each one line)."""
+    """The rows that changed (COMPARE_COLUMNS), one ClaimChange per claim test that changed, and notes on
+    what was compared (each one line)."""
 
     changes: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    claims: list[ClaimChange] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -114,10 +160,11 @@ def _values_differ(a: float | None, b: float | None, atol: float, rtol: float) -
 
 def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0,
                     collected: Iterable[tuple[str, str, str]] | None = None, compare_all: bool = False) -> Comparison:
-    """The threshold rows whose outcome, pass/fail or measured value changed from `baseline` to `current`.
+    """What changed from `baseline` to `current`: the claim tests whose outcome (passed, failed, skipped, ...; a
+    known gap is a failure), row pass/fail or measured values changed (`claims`), and their rows that changed.
 
-    `change` is one of 'status' (the claim test's outcome: passed, failed, skipped, ...; a known gap is a
-    failure), 'verdict' (the row's pass/fail), 'value', 'new' (only in current), 'gone' (only in baseline).
+    A row's `change` is one of 'verdict' (its pass/fail), 'value', 'new' (only in current), 'gone' (only in
+    baseline); a row equal in both runs is not listed, even when its claim's outcome changed.
     Compared: the models both runs selected and the claim tests this run collected, `collected` as
     (claim, spec, test function name); by default those of `current`, which records every collected claim
     test, run or not; a test an interrupted run did not run is left out too. With `compare_all` every row of
@@ -150,7 +197,7 @@ def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0,
             names = (f"{claim} ({test})" if claim in partly else claim for claim, _, test in left_out)
             notes.append(f"{len(left_out)} claim test(s) of the baseline were not collected in this run (deselected, "
                          f"e.g. -k, or no longer in the suite), so not compared: {_names(names)}")
-    rows, relabelled, flipped = [], set(), set()
+    rows, relabelled, flipped, changed = [], set(), set(), Counter()
     for key in sorted(now.keys() | before.keys(), key=lambda k: tuple("" if v is None else str(v) for v in k)):
         row_now, row_before = now.get(key), before.get(key)
         if row_now and row_before and row_now.status != row_before.status and _outcome(row_now.status) == _outcome(row_before.status):
@@ -159,8 +206,6 @@ def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0,
             change = "new"
         elif row_now is None:
             change = "gone"
-        elif _outcome(row_now.status) != _outcome(row_before.status):
-            change = "status"
         elif row_now.passed != row_before.passed:
             change = "verdict"
             flipped.add(key[:3])
@@ -168,6 +213,7 @@ def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0,
             change = "value"
         else:
             continue
+        changed[key[:3]] += 1
         claim, spec, test, quantity = key[:4]
         either = row_now or row_before
         rows.append([claim, spec, test, either.role, quantity, either.rule, change,
@@ -179,7 +225,54 @@ def compare_results(current, baseline, atol: float = 1e-6, rtol: float = 0.0,
         notes.append(f"known gap in one run, failed in the other, with the same rows failing (a known gap applies only "
                      f"under the options it was measured with, e.g. the default SAEs): not a change: "
                      f"{_names(f'{claim} [{spec}]' for claim, spec, _ in same_rows_failing)}")
-    return Comparison(pd.DataFrame(rows, columns=COMPARE_COLUMNS), notes)
+    changes = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    tests = dict.fromkeys(k[:3] for k in [*now, *before])  # document order: the current run's, then the baseline's
+    claims = [_claim_change(test, now, before, changes)
+              for test in tests if changed[test] or _outcome(_status(now, test)) != _outcome(_status(before, test))]
+    return Comparison(changes, notes, sorted(claims, key=lambda c: (c.claim, c.spec, c.test)))
+
+
+def _status(flat: dict[tuple, _Row], test: tuple) -> str | None:
+    return next((row.status for key, row in flat.items() if key[:3] == test), None)
+
+
+def _claim_change(test: tuple, now: dict[tuple, _Row], before: dict[tuple, _Row], changes: pd.DataFrame) -> ClaimChange:
+    """The at-a-glance line of one claim test: its rows in both runs, and its rows in `changes`."""
+    mine_now = {k: r for k, r in now.items() if k[:3] == test}
+    mine_before = {k: r for k, r in before.items() if k[:3] == test}
+    keys = list(dict.fromkeys([*mine_now, *mine_before]))
+
+    def pair(key: tuple | None) -> tuple:
+        return _pair(mine_before.get(key), mine_now.get(key), "measured") if key else (None, None)
+
+    def first(quantity: str) -> tuple | None:
+        return next((k for k in keys if k[3] == quantity), None)
+
+    key = next((k for k in keys if k[4] is not None), None)  # the first threshold row: the claim's key value
+    either = next(iter(mine_now.values()), None) or next(iter(mine_before.values()))
+    rows = changes[(changes["claim"] == test[0]) & (changes["spec"] == test[1]) & (changes["test"] == test[2])]
+    seeded = any(rows["seed_spread"])
+    # the changed rows whose value moved (new, gone, 'value'; a row that flipped pass/fail may have kept its value)
+    moved = sum(change != "verdict" or _values_differ(_number(a), _number(b), 0.0, 0.0)
+                for change, a, b in zip(rows["change"], rows["measured_current"], rows["measured_baseline"]))
+    return ClaimChange(
+        *test, either.role, (_status(before, test), _status(now, test)), pair(first("feature_index")),
+        pair(first("planted_direction_cosine")), key[3] if key else "", pair(key),
+        seed_spread_verdict(*(r.seeds if r else None for r in (mine_before.get(key), mine_now.get(key)))) if key else "",
+        int((rows["change"] == "verdict").sum()), int(moved),
+        int(rows["seed_spread"].str.startswith("beyond").sum()) if seeded else None)
+
+
+def _moved(pair: tuple, fmt) -> str:
+    before, after = pair
+    if not _values_differ(_number(after), _number(before), 0.0, 0.0):
+        return fmt(after)
+    return f"{fmt(before)} -> {fmt(after)}"
+
+
+def _short(value) -> str:
+    number = _number(value)
+    return "none" if number is None else f"{number:.3g}"
 
 
 def _outcome(status: str | None) -> str | None:
@@ -191,39 +284,12 @@ def _pair(before: _Row | None, now: _Row | None, name: str) -> tuple:
 
 
 def comparison_summary(comparison: Comparison) -> list[str]:
-    """The notes, then one line per (claim, model, test): the role's feature index and outcome change, and
-    how many rows flipped pass/fail and how many values moved."""
-    changes = comparison.changes
-    if changes.empty:
+    """The notes, then one line per claim test that changed (`ClaimChange.line`; the test's name where its
+    claim has several tests)."""
+    if not comparison.claims:
         return [*comparison.notes, "no claim changed outcome, row verdict or measured value"]
-    lines = list(comparison.notes)
-    tests_per_claim = changes.groupby("claim")["test"].nunique()
-    for (claim, spec, test), rows in changes.groupby(["claim", "spec", "test"], sort=True):
-        parts = []
-        feature = rows[rows["quantity"] == "feature_index"]
-        if len(feature):
-            parts.append(f"feature {_index(feature['measured_baseline'].iloc[0])} -> {_index(feature['measured_current'].iloc[0])}")
-        before, after = _first(rows["status_baseline"]), _first(rows["status_current"])
-        if _outcome(before) != _outcome(after):
-            parts.append(f"status {before} -> {after}")
-        flipped = (rows["change"] == "verdict").sum()
-        if flipped:
-            parts.append(f"{flipped} row(s) flipped pass/fail")
-        values = rows[rows["quantity"] != "feature_index"]
-        moved = sum(_values_differ(_number(a), _number(b), 0.0, 0.0) for a, b in zip(values["measured_current"], values["measured_baseline"]))
-        parts.append(f"{moved} value(s) changed")
-        beyond = sum(verdict.startswith("beyond") for verdict in rows["seed_spread"])
-        if any(rows["seed_spread"]):
-            parts.append(f"{beyond} beyond the SAE seeds' spread")
-        role = rows["role"].iloc[0]
-        which = f" {test}" if tests_per_claim[claim] > 1 else ""
-        lines.append(f"{claim} [{spec}]{which}{' role ' + role if role else ''}: " + "; ".join(parts))
-    return lines
-
-
-def _first(statuses: pd.Series) -> str:
-    present = statuses.dropna()
-    return str(present.iloc[0]) if len(present) else "absent"
+    tests_per_claim = Counter(change.claim for change in comparison.claims)
+    return [*comparison.notes, *(change.line(with_test=tests_per_claim[change.claim] > 1) for change in comparison.claims)]
 
 
 def _number(value) -> float | None:
@@ -235,9 +301,13 @@ def _index(value) -> str:
 
 
 def render_comparison(comparison: Comparison, baseline_label: str) -> str:
-    """The regression section of index.html: what was compared, summary lines, then every changed row."""
+    """The regression section of index.html: what was compared, one line per claim test that changed, then every
+    changed row in a table collapsed under them."""
     notes = "".join(f"<p class='note'>{html.escape(note)}</p>" for note in comparison.notes)
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in comparison_summary(Comparison(comparison.changes)))
+    lines = comparison_summary(Comparison(comparison.changes, claims=comparison.claims))
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     changes = comparison.changes
-    table = changes.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4g}", border=0) if not changes.empty else ""
+    table = "" if changes.empty else (
+        f"<details class='changed-rows'><summary>All {len(changes)} changed row(s)</summary>"
+        + changes.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4g}", border=0) + "</details>")
     return f"<h2>Changes since baseline</h2><p>Baseline: <code>{html.escape(baseline_label)}</code></p>{notes}<ul>{items}</ul>{table}"

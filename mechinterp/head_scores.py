@@ -33,7 +33,6 @@ from tqdm.auto import tqdm
 
 from mechinterp import progress
 
-from mechinterp.heads import head_at
 from transformer_lens import HookedTransformer
 from transformer_lens.head_detector import (
     get_duplicate_token_head_detection_pattern,
@@ -165,26 +164,7 @@ def per_sequence_head_scores(model: HookedTransformer, config: HeadScoreConfig |
     return {name: (totals[:, i] / rows_scored[name]).cpu() for i, name in enumerate(SCORE_NAMES)}
 
 
-def previous_token_scores(model: HookedTransformer, n_sequences: int = 32, seq_len: int = 50, seed: int = 0) -> torch.Tensor:
-    """[n_layers, n_heads] fraction of attention on the previous token, on random tokens."""
-    config = HeadScoreConfig(n_sequences=n_sequences, seq_len=seq_len, seed=seed)
-    return head_scores(model, config)["previous_token"]
-
-
-def duplicate_token_scores(model: HookedTransformer, n_sequences: int = 32, seq_len: int = 50, seed: int = 0) -> torch.Tensor:
-    """[n_layers, n_heads] fraction of attention on the earlier copy of the current token."""
-    config = HeadScoreConfig(n_sequences=n_sequences, seq_len=seq_len, seed=seed)
-    return head_scores(model, config)["duplicate_token"]
-
-
 def induction_scores(model: HookedTransformer, n_sequences: int = 32, seq_len: int = 50, seed: int = 0) -> torch.Tensor:
     """[n_layers, n_heads] fraction of attention on the token after the earlier copy."""
     config = HeadScoreConfig(n_sequences=n_sequences, seq_len=seq_len, seed=seed)
     return head_scores(model, config)["induction"]
-
-
-def top_heads(scores: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
-    """The k highest-scoring heads as ("H7.7", score), best first."""
-    values, flat = scores.flatten().topk(min(k, scores.numel()))
-    n_heads = scores.shape[1]
-    return [(str(head_at(i, n_heads)), v) for i, v in zip(flat.tolist(), values.tolist())]

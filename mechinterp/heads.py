@@ -42,9 +42,6 @@ class Head(NamedTuple):
     def fits(self, n_layers: int, n_heads: int) -> bool:
         return 0 <= self.layer < n_layers and 0 <= self.head < n_heads
 
-    def in_model(self, model) -> bool:
-        return self.fits(model.cfg.n_layers, model.cfg.n_heads)
-
     def of(self, per_head: torch.Tensor) -> float:
         """This head's entry of a [n_layers, n_heads] tensor; NaN (fails any row) for a head the model lacks."""
         if not self.fits(per_head.shape[0], per_head.shape[1]):
@@ -60,3 +57,14 @@ def head_at(flat_index: int, n_heads: int) -> Head:
 def argmax_head(per_head: torch.Tensor) -> Head:
     """The head with the largest value of a [n_layers, n_heads] tensor."""
     return head_at(int(per_head.flatten().argmax()), per_head.shape[1])
+
+
+def top_heads(per_head: torch.Tensor, k: int, by_magnitude: bool = False) -> list[tuple[str, float]]:
+    """The `k` heads of a [n_layers, n_heads] tensor with the largest value (or |value|, keeping its sign),
+    best first, as ("H7.7", value)."""
+    flat = per_head.flatten()
+    if by_magnitude:
+        order = flat.abs().argsort(descending=True)[:k].tolist()
+    else:
+        order = flat.topk(min(k, flat.numel())).indices.tolist()
+    return [(str(head_at(i, per_head.shape[1])), float(flat[i])) for i in order]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import operator
 import random
-import re
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -369,11 +368,6 @@ def corrupt_three_names(batch: IOIBatch, tokenizer, seed: int = 0, names: list[s
             raise IOIDataError("need a third name distinct from IO and S")
         third.append(rng.choice(choices))
     return _with_s2_replaced(batch, torch.tensor(third))
-
-
-def split_template(template: str) -> list[str]:
-    """The slot names a template uses, e.g. ['A', 'B', 'PLACE', 'C', 'OBJECT']."""
-    return re.findall(r"{(\w+)}", template)
 
 
 # --- the robustness distribution (mechinterp.robustness) ------------------------------------------

@@ -19,17 +19,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-# transformer_lens name -> HF repo id, as in transformer_lens.loading_from_pretrained's
-# OFFICIAL_MODEL_NAMES / MODEL_ALIASES (checked in tests/test_models.py).
-KNOWN_MODELS: dict[str, str] = {
-    "tiny-stories-1M": "roneneldan/TinyStories-1M",
-    "tiny-stories-3M": "roneneldan/TinyStories-3M",
-    "tiny-stories-8M": "roneneldan/TinyStories-8M",
-    "tiny-stories-28M": "roneneldan/TinyStories-28M",
-    "tiny-stories-33M": "roneneldan/TinyStories-33M",
-    "gpt2-small": "gpt2",
-}
+from typing import Any, Callable, Iterable
 
 PLANTED_PREFIX = "planted:"
 # Planted twins and their mutants use the threshold rows of the real model they imitate.
@@ -71,16 +61,31 @@ def _neo(d_model: int, n_layers: int) -> Fingerprint:
                        ("global", "local") * (n_layers // 2), 256)
 
 
-# From each repo's config.json on the HF hub (roneneldan/TinyStories-*, gpt2); fixtures/twins.py
-# writes the same configs, and tests/test_model_specs.py checks each twin is identified as itself.
-KNOWN_FINGERPRINTS: dict[str, Fingerprint] = {
-    "tiny-stories-1M": _neo(64, 8),
-    "tiny-stories-3M": _neo(128, 8),
-    "tiny-stories-8M": _neo(256, 8),
-    "tiny-stories-28M": _neo(512, 8),
-    "tiny-stories-33M": _neo(768, 4),
-    "gpt2-small": Fingerprint("GPT2LMHeadModel", 768, 12, 12, 3072, 50257, 1024, ("global",) * 12, None),
-}
+@dataclass(frozen=True)
+class ModelVersion:
+    """A real checkpoint the suite knows: adding a model version is one entry of MODEL_VERSIONS (plus the
+    threshold rows that apply to it). Its family follows from its architecture (LOCAL_ARCHITECTURES); its twin
+    (fixtures/twins.py) is built from its fingerprint."""
+
+    name: str  # the transformer_lens name (OFFICIAL_MODEL_NAMES / MODEL_ALIASES, checked in tests/test_models.py)
+    repo_id: str  # the HF hub repo
+    fingerprint: Fingerprint  # from the repo's config.json on the hub
+
+    @property
+    def family(self) -> str:
+        return LOCAL_ARCHITECTURES[self.fingerprint.architecture]
+
+
+MODEL_VERSIONS: tuple[ModelVersion, ...] = (
+    ModelVersion("tiny-stories-1M", "roneneldan/TinyStories-1M", _neo(64, 8)),
+    ModelVersion("tiny-stories-3M", "roneneldan/TinyStories-3M", _neo(128, 8)),
+    ModelVersion("tiny-stories-8M", "roneneldan/TinyStories-8M", _neo(256, 8)),
+    ModelVersion("tiny-stories-28M", "roneneldan/TinyStories-28M", _neo(512, 8)),
+    ModelVersion("tiny-stories-33M", "roneneldan/TinyStories-33M", _neo(768, 4)),
+    ModelVersion("gpt2-small", "gpt2", Fingerprint("GPT2LMHeadModel", 768, 12, 12, 3072, 50257, 1024, ("global",) * 12, None)),
+)
+KNOWN_MODELS: dict[str, str] = {version.name: version.repo_id for version in MODEL_VERSIONS}  # name -> HF repo id
+KNOWN_FINGERPRINTS: dict[str, Fingerprint] = {version.name: version.fingerprint for version in MODEL_VERSIONS}
 
 
 @dataclass(frozen=True)
@@ -221,12 +226,29 @@ def _parse_planted(raw: str) -> ModelSpec:
     return ModelSpec(raw, "planted", name, rows_model, family)
 
 
+# Planted models are built outside this package (fixtures.planted registers its builder on import), so the
+# toolkit runs real models without them: (variant names, build(name) -> HookedTransformer).
+_PLANTED_SOURCE: list[tuple[Callable[[], Iterable[str]], Callable[[str], Any]]] = []
+
+
+def register_planted(variants: Callable[[], Iterable[str]], build: Callable[[str], Any]) -> None:
+    """Where `planted:` specs come from: `variants()` lists every '<twin>/<variant>' name, `build(name)` builds one."""
+    _PLANTED_SOURCE[:] = [(variants, build)]
+    _parse_text.cache_clear()
+
+
+def planted_builder() -> Callable[[str], Any]:
+    return _planted_source()[1]
+
+
+def _planted_source():
+    if not _PLANTED_SOURCE:
+        raise UnknownModel("planted models are not registered: import fixtures.planted first (it registers their builder)")
+    return _PLANTED_SOURCE[0]
+
+
 def _planted_mutants() -> set[str]:
-    try:
-        from fixtures.planted import VARIANTS  # lazy: planted models are optional for real-model runs
-    except ModuleNotFoundError as err:
-        raise UnknownModel(f"planted models need fixtures/planted, which is not available ({err})") from None
-    return set(VARIANTS)
+    return set(_planted_source()[0]())
 
 
 def _parse_local(raw: str, directory: Path, override: str | None) -> ModelSpec:
@@ -264,7 +286,7 @@ def _parse_text(raw: str) -> ModelSpec:
     if name is not None:
         if at and not revision.strip():
             raise UnknownModel(f"{raw}: empty revision after '@'")
-        family = "gpt2" if name == "gpt2-small" else "tiny-stories"
+        family = LOCAL_ARCHITECTURES[KNOWN_FINGERPRINTS[name].architecture]
         return ModelSpec(raw, "known", name, name, family, revision=revision.strip() or None)
     raise UnknownModel(unknown_model_message(raw))
 

@@ -22,7 +22,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from transformer_lens import HookedTransformer
@@ -203,6 +203,15 @@ def _server_error_in(err: BaseException) -> str:
     return ""
 
 
+# vocabulary size -> a tokenizer built without the hub, for checkpoints that ship none; registered from outside
+# this package (fixtures.tokenizer registers GPT-2's BPE on import).
+OFFLINE_TOKENIZERS: dict[int, Callable[[], Any]] = {}
+
+
+def register_offline_tokenizer(vocab_size: int, make: Callable[[], Any]) -> None:
+    OFFLINE_TOKENIZERS[vocab_size] = make
+
+
 def _local_tokenizer(directory: Path, vocab_size: int):
     from transformers import AutoTokenizer
 
@@ -211,10 +220,8 @@ def _local_tokenizer(directory: Path, vocab_size: int):
             return AutoTokenizer.from_pretrained(str(directory))
         except Exception as err:  # noqa: BLE001 - any tokenizer-file failure is one line naming the directory
             raise CheckpointError(f"{directory}: tokenizer files cannot be read ({type(err).__name__}: {_first_line(err)})") from None
-    if vocab_size == 50257:  # both thesis families use GPT-2's BPE; build it offline
-        from fixtures.tokenizer import gpt2_tokenizer
-
-        return gpt2_tokenizer()
+    if vocab_size in OFFLINE_TOKENIZERS:  # e.g. GPT-2's BPE (both thesis families), built offline
+        return OFFLINE_TOKENIZERS[vocab_size]()
     raise UnknownModel(f"{directory}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) and vocab {vocab_size} is not GPT-2's")
 
 
@@ -300,13 +307,9 @@ def _load_local(spec: ModelSpec, device: str, dtype: torch.dtype, processing: Pr
 
 
 def _load_planted(spec: ModelSpec, device: str, dtype: torch.dtype) -> HookedTransformer:
-    try:
-        from fixtures.planted import build  # lazy: planted models are optional for real-model runs
-    except ModuleNotFoundError as err:
-        if err.name is not None and err.name.startswith("fixtures.planted"):
-            raise UnknownModel(f"{spec.raw}: planted models need fixtures/planted, which is not available ({err})") from None
-        raise
-    model = build(spec.name)
+    from mechinterp.model_specs import planted_builder
+
+    model = planted_builder()(spec.name)
     model = model.to(device)
     if model.cfg.dtype != dtype:
         model = model.to(dtype)

@@ -22,7 +22,7 @@ variants build the sites and reshape the result, like transformer_lens.patching.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd
@@ -338,19 +338,6 @@ def patch_head_out_by_pos(model, clean, corrupt, metric=per_prompt_logit_diff, c
     sites = _grid(layer=model.cfg.n_layers, pos=n_pos, head=model.cfg.n_heads)
     return patch_sites(model, clean, corrupt, "z", sites, metric, cfg).view(model.cfg.n_layers, n_pos, -1)
 
-
-def patch_block_out_by_pos(model, clean, corrupt, activation: str, metric=per_prompt_logit_diff, cfg=None) -> torch.Tensor:
-    """A whole-layer output ("attn_out", "mlp_out", "resid_mid", ...) one position at a time: [layer, pos]."""
-    sites = _grid(layer=model.cfg.n_layers, pos=clean.tokens.shape[1])
-    return patch_sites(model, clean, corrupt, activation, sites, metric, cfg).view(model.cfg.n_layers, -1)
-
-
-def top_heads(head_effects: torch.Tensor, k: int = 5) -> list[tuple[int, int, float]]:
-    """The `k` heads with the largest |effect| from a [layer, head] tensor: (layer, head, effect)."""
-    flat = head_effects.flatten()
-    order = flat.abs().argsort(descending=True)[:k]
-    n_heads = head_effects.shape[1]
-    return [(int(i) // n_heads, int(i) % n_heads, float(flat[i])) for i in order]
 
 
 def s2_to_end_handover(resid_effects: torch.Tensor, s2: int, end: int) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """The claims report: a self-contained index.html beside results.json, written atomically.
 
-The page (layout in templates/report.html.j2, jinja2 with autoescaping; each claim's statement in
-templates/claims.json) opens with the overview: per claim its finding in words and per model its status
+The page (layout in templates/report.html.j2, jinja2 with autoescaping; each claim's statement from its
+declaration, claims.claim.Claim) opens with the overview: per claim its finding in words and per model its status
 with the key value beside the thesis value, filterable by status and model. Then one section per claim:
 per model a table quantity | measured | thesis | rule | status, each reason under its row. Figures are
 embedded as base64 PNG and a Content-Security-Policy forbids any load, so nothing is fetched.
@@ -36,6 +36,7 @@ import jinja2
 from markupsafe import Markup
 
 from mechinterp.compare import Comparison, compare_results, comparison_summary, render_comparison  # noqa: F401 (re-exported)
+from mechinterp.pids import pid_alive
 from mechinterp.results import (  # noqa: F401 (re-exported: callers that know them as report.X)
     RESULTS_FILE, STATUSES, ClaimResult, QuantityResult, ResultsFileError, RunInfo, figure_to_png, load_results,
     package_versions, results_file, results_json, results_to_dict, to_jsonable, utc_now,
@@ -76,13 +77,13 @@ class PageRenderError(ReportWriteError):
 TEMPLATES = Path(__file__).with_name("templates")
 
 
-def _claim_statements() -> dict[str, tuple[str, str]]:
-    """Claim ID -> (the thesis's finding in a sentence, where the thesis shows it), from templates/claims.json."""
-    table = json.loads((TEMPLATES / "claims.json").read_text(encoding="utf-8"))
-    return {claim: tuple(entry) for claim, entry in table.items() if not claim.startswith("_")}
-
-
-CLAIM_STATEMENTS = _claim_statements()
+def claim_statements(results) -> dict[str, tuple[str, str]]:
+    """Claim ID -> (the paper's finding in a sentence, where the paper shows it), as each claim's record carries them."""
+    statements: dict[str, tuple[str, str]] = {}
+    for result in results:
+        if result.statement and result.claim not in statements:
+            statements[result.claim] = (result.statement, result.where)
+    return statements
 
 
 def _thesis_inconsistencies() -> list[dict]:
@@ -179,8 +180,9 @@ def _seed_view(table: dict | None) -> dict | None:
 
 
 def _sae_view(details: dict | None) -> list[dict]:
-    """The SAE an E3 claim measured with, per seed (details' sae_hook, sae_width, sae_quality): hook, width,
-    held-out explained variance and L0, and whether that variance is low (LOW_EXPLAINED_VARIANCE)."""
+    """The SAE an E3 claim measured with, per seed (details' sae_hook, sae_architecture, sae_width, sae_quality):
+    hook, architecture (absent from runs before it was recorded), width, held-out explained variance and L0, and
+    whether that variance is low (LOW_EXPLAINED_VARIANCE)."""
     if not details or "sae_hook" not in details:
         return []
     per_seed = details.get("sae_seed_details") or {"": details}
@@ -188,7 +190,8 @@ def _sae_view(details: dict | None) -> list[dict]:
     for seed, d in per_seed.items():
         quality = d.get("sae_quality") or {}
         variance = quality.get("explained_variance")
-        views.append({"seed": seed, "hook": d.get("sae_hook"), "width": d.get("sae_width"),
+        views.append({"seed": seed, "hook": d.get("sae_hook"), "architecture": d.get("sae_architecture"),
+                      "width": d.get("sae_width"),
                       "explained_variance": _fmt(variance) if variance is not None else "not measured",
                       "l0": _fmt(quality["l0"]) if "l0" in quality else "not measured",
                       "low": variance is not None and variance < LOW_EXPLAINED_VARIANCE})
@@ -222,14 +225,17 @@ def overview(rows: list[dict], models: list[str]) -> dict:
     """Claims x models: per cell the worst status of that claim's tests on that model and the first
     measured value with its thesis value; per claim its statement. `rows` are results.json rows."""
     cells: dict[tuple[str, str], tuple[str, str]] = {}  # (claim, spec) -> (status, key value)
+    statements: dict[str, tuple[str, str]] = {}
     for row in sorted(rows, key=lambda r: r["claim"]):
+        if row.get("statement") and row["claim"] not in statements:
+            statements[row["claim"]] = (str(row["statement"]), str(row.get("where", "")))
         key = (row["claim"], row["spec"])
         status, value = cells.get(key, ("passed", ""))
         worst = max(status, row["status"], key=lambda s: _SEVERITY.index(s) if s in _SEVERITY else len(_SEVERITY))
         cells[key] = (worst, value or _key_value(row))
     lines = []
     for claim in dict.fromkeys(claim for claim, _ in cells):
-        statement, where = CLAIM_STATEMENTS.get(claim, ("", ""))
+        statement, where = statements.get(claim, ("", ""))
         line = [{"model": m, "status": cells[(claim, m)][0], "value": cells[(claim, m)][1]} if (claim, m) in cells else None
                 for m in models]
         lines.append({"claim": claim, "statement": statement, "where": where, "cells": line})
@@ -274,7 +280,8 @@ def render_html(run: RunInfo, results: list[ClaimResult], comparison: str = "", 
     by_claim: dict[str, list[ClaimResult]] = {}
     for result in sorted(results, key=lambda r: r.claim):
         by_claim.setdefault(result.claim, []).append(result)
-    sections = [{"claim": claim, "statement": CLAIM_STATEMENTS.get(claim, ("", ""))[0], "where": CLAIM_STATEMENTS.get(claim, ("", ""))[1],
+    statements = claim_statements(results)
+    sections = [{"claim": claim, "statement": statements.get(claim, ("", ""))[0], "where": statements.get(claim, ("", ""))[1],
                  "inconsistencies": inconsistencies(claim), "results": [_result_view(r) for r in claim_results]}
                 for claim, claim_results in by_claim.items()]
     return _page(
@@ -346,16 +353,6 @@ def _prove_writable(directory: Path, message: str) -> None:
 _STAGING, _REPLACED = "staging", "replaced"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def _sweep_leftovers(directory: Path) -> None:
     """Delete what killed writers left beside `directory`: `.NAME.staging-PID-*` (never put in place)
     and `.NAME.replaced-PID-*` (an older report moved aside; it is about to be replaced anyway)."""
@@ -365,7 +362,7 @@ def _sweep_leftovers(directory: Path) -> None:
             continue
         kind, _, rest = entry.name[len(prefix):].partition("-")
         pid = rest.split("-")[0]
-        if kind in (_STAGING, _REPLACED) and pid.isdigit() and not _pid_alive(int(pid)):
+        if kind in (_STAGING, _REPLACED) and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -59,6 +59,8 @@ class ClaimResult:
     identity: str = ""  # how the model was identified, e.g. "local directory, identified as tiny-stories-8M by its config"
     seconds: float | None = None  # the claim test's wall time (setup + call + teardown); None: not run
     stage_seconds: dict = field(default_factory=dict)  # seconds per top-level progress stage (mechinterp.timing)
+    statement: str = ""  # the paper's finding in one sentence (the claim's declaration, claims.claim.Claim)
+    where: str = ""  # where the paper shows it
 
 
 @dataclass

@@ -31,7 +31,11 @@ import torch
 
 from mechinterp import progress
 from mechinterp.heads import Head
-from mechinterp.ioi import DISTRIBUTION_TEMPLATES, batches_by_length, distribution_prompts
+from mechinterp.ioi import (
+    DISTRIBUTION_TEMPLATES,
+    batches_by_length,
+    distribution_prompts,
+)
 from mechinterp.memo import memoized
 
 Arrays = dict[str, torch.Tensor]
@@ -129,7 +133,7 @@ def _statistics(statistic: Statistic, per_prompt: PerPrompt, weights: torch.Tens
     return pd.DataFrame(rows, dtype=float)
 
 
-def evaluate(per_prompt: PerPrompt, statistic: Statistic, cfg: RobustnessConfig,
+def evaluate_distribution(per_prompt: PerPrompt, statistic: Statistic, cfg: RobustnessConfig,
              roles: Mapping[str, tuple[Head, RoleFinder]] | None = None,
              protocol_means: Mapping[str, torch.Tensor] | None = None) -> DistributionResult:
     """The statistic on all prompts, its bootstrap interval and its leave-one-template-out range; and for each
@@ -278,7 +282,7 @@ def robustness_block(model, tokenizer, spec: ClaimDistribution, rows, protocol_v
     parts = [distribution_per_prompt(model, tokenizer, collect, cfg) for collect in collects]
     per_prompt = PerPrompt({name: a for part in parts for name, a in part.arrays.items()}, parts[0].groups)
     protocol_means = protocol_per_prompt.means() if protocol_per_prompt is not None else None
-    result = evaluate(per_prompt, spec.statistic, cfg, spec.roles, protocol_means)
+    result = evaluate_distribution(per_prompt, spec.statistic, cfg, spec.roles, protocol_means)
     return verdicts(rows, protocol_values, result, cfg)
 
 
@@ -286,7 +290,7 @@ def robustness_block_of(per_prompt: PerPrompt, spec: ClaimDistribution, rows, pr
                         cfg: RobustnessConfig, describe: str | None = None) -> dict:
     """robustness_block for arrays collected some other way (E1: random-token sequences, not IOI prompts);
     `describe` replaces the distribution's description."""
-    block = verdicts(rows, protocol_values, evaluate(per_prompt, spec.statistic, cfg, spec.roles), cfg)
+    block = verdicts(rows, protocol_values, evaluate_distribution(per_prompt, spec.statistic, cfg, spec.roles), cfg)
     if describe:
         block["distribution"] = describe
     return block

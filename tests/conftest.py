@@ -14,7 +14,7 @@ FILE_SECONDS: dict[str, float] = {
     "test_e3_trained_graded.py": 497, "test_claim_pairs_e3_graded.py": 257, "test_claim_pairs_e3.py": 251,
     "test_rehearsal.py": 227, "test_claim_pairs_e1_e2obs.py": 197, "test_learned.py": 172, "test_sae_training.py": 159,
     "test_planted.py": 142, "test_patching.py": 104, "test_circuit_card.py": 76, "test_claim_pairs_e2_causal.py": 70,
-    "test_sae_cache.py": 59, "test_model_specs.py": 58, "test_parallel.py": 50, "test_report.py": 42,
+    "test_sae_cache.py": 59, "test_model_specs.py": 58, "test_parallel.py": 50, "test_report.py": 12, "test_plugin.py": 26, "test_report_merge.py": 3, "test_thresholds.py": 1,
     "test_run_safety.py": 40, "test_twins.py": 36, "test_claim_pairs_robustness.py": 28, "test_report_browser.py": 11,
 }
 DEFAULT_FILE_SECONDS = 5.0

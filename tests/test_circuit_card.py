@@ -193,19 +193,15 @@ def test_templates_file_is_checked_line_by_line(tmp_path):
 
 
 def test_a_bad_templates_file_stops_the_run_before_any_model_loads(tmp_path):
-    """The plugin checks the file in pytest_configure: a usage error of one line."""
-    from types import SimpleNamespace
-
-    from claims import ioi_templates_option
+    """claims.options reads the file when the run starts: a usage error of one line."""
+    from claims.options import _ioi_templates
 
     (tmp_path / "t.txt").write_text("When {A} went to the park, {C} gave a ball to\n")
-    config = SimpleNamespace(getoption=lambda name, default=None: str(tmp_path / "t.txt"), stash=pytest.Stash())
     with pytest.raises(pytest.UsageError, match=r"--ioi-templates: .*t.txt:1: .*lacks the slot"):
-        ioi_templates_option.pytest_configure(config)
+        _ioi_templates(str(tmp_path / "t.txt"))
     (tmp_path / "t.txt").write_text("When {A} and {B} went to the park, {C} gave a ball to\n")
-    ioi_templates_option.pytest_configure(config)
-    assert ioi_templates_option.ioi_templates(config) == (["When {A} and {B} went to the park, {C} gave a ball to"],
-                                                          str(tmp_path / "t.txt"))
+    assert _ioi_templates(str(tmp_path / "t.txt")) == {
+        "ioi_templates": ["When {A} and {B} went to the park, {C} gave a ball to"], "ioi_templates_file": str(tmp_path / "t.txt")}
 
 
 def test_the_card_reads_the_templates_it_is_given_and_says_so():

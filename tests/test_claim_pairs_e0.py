@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from claims.test_e0_family import measure_smallest_ioi
+from claims.thesis.e0_family import measure_smallest_ioi
 from claims.thresholds import lookup_all
 from fixtures import planted
 from tests.claim_pairs import ROW_BREAKERS, row_breaker_params

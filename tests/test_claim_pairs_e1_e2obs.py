@@ -18,11 +18,8 @@ import functools
 import pytest
 import torch
 
-import claims.test_e1_head_scores as e1
-import claims.test_e2_attention as attention_claims
-import claims.test_e2_dla as dla_claims
-import claims.test_e2_logit_diff as logit_diff_claims
-import claims.test_e2_logit_lens as lens_claims
+import claims.thesis.e1_head_scores as e1
+from claims.framework import measure_claim
 from claims.thresholds import lookup_all
 from claim_pairs import row_breaker_params, row_key
 from fixtures import planted
@@ -31,19 +28,20 @@ from mechinterp.attention import attention_between
 from mechinterp.dla import head_dla
 from mechinterp.ioi import make_batch, protocol_prompts
 
-MEASURES = {
-    "E1.prev-weaker": e1.measure_prev_weaker,
-    "E1.no-induction": e1.measure_no_induction,
-    "E1.dup-weak": e1.measure_dup_weak,
-    "E2.logit-diff": logit_diff_claims.measure_logit_diff,
-    "E2.lens-monotone": lens_claims.measure_lens_monotone,
-    "E2.lens-jump": lens_claims.measure_lens_jump,
-    "E2.dla-single": dla_claims.measure_dla_single,
-    "E2.no-neg-mover": dla_claims.measure_no_neg_mover,
-    "E2.h77-name-mover": attention_claims.measure_h77_name_mover,
-    "E2.h57-s-inhibition": attention_claims.measure_h57_s_inhibition,
-    "E2.h611-secondary": attention_claims.measure_h611_secondary,
-}
+# The claims this file checks (declared in claims/thesis/, measured through the registry).
+MEASURED_CLAIMS = (
+    "E1.prev-weaker",
+    "E1.no-induction",
+    "E1.dup-weak",
+    "E2.logit-diff",
+    "E2.lens-monotone",
+    "E2.lens-jump",
+    "E2.dla-single",
+    "E2.no-neg-mover",
+    "E2.h77-name-mover",
+    "E2.h57-s-inhibition",
+    "E2.h611-secondary",
+)
 TWINS = ("tinystories-8m", "gpt2-small")
 
 
@@ -122,13 +120,13 @@ def failing_rows(claim: str, spec: str, model) -> dict:
     """row key -> why it fails, for every threshold row of `claim` on `spec` that `model` fails."""
     rows = lookup_all(claim, spec)
     assert rows, f"no threshold row for {claim} on {spec}"
-    values = MEASURES[claim](model).values
+    values = measure_claim(claim, model, spec).values
     return {row_key(r): f"{r.quantity}={values.get(r.quantity)} vs '{r.describe()}'" for r in rows
             if r.quantity not in values or not r.passes(values[r.quantity])}
 
 
 def twin_cases():
-    return [(claim, name) for claim in MEASURES for name in TWINS if lookup_all(claim, f"planted:{name}")]
+    return [(claim, name) for claim in MEASURED_CLAIMS for name in TWINS if lookup_all(claim, f"planted:{name}")]
 
 
 @pytest.mark.parametrize("claim, name", twin_cases())
@@ -136,7 +134,7 @@ def test_claim_passes_on_twin(claim, name):
     assert failing_rows(claim, f"planted:{name}", twin(name)) == {}
 
 
-@pytest.mark.parametrize("claim, mutant, rows", row_breaker_params(MEASURES))
+@pytest.mark.parametrize("claim, mutant, rows", row_breaker_params(MEASURED_CLAIMS))
 def test_rows_fail_on_mutant(claim, mutant, rows):
     """Every row ROW_BREAKERS lists for the mutant fails on it (the twin passes them all, above)."""
     description, _ = planted.MUTANTS[mutant]
@@ -172,14 +170,10 @@ def test_off_calibration_twin_fails_only_the_numeric_rows():
     """The TS twin built to a logit difference of 6 (not 9.4) and ~0.6 END->IO attention (not ~0.77):
     every qualitative row (no induction, single name mover, S-inhibition, handover, EAP edges, ...) still
     passes; only the 9.4 band fails (0.6 is inside H7.7's 0.7 - 0.2 row)."""
-    import claims.test_e2_eap as eap_claims
-    import claims.test_e2_patching as patching_claims
-
     name = "tinystories-8m/off-calibration"
     model = planted.build(name)
-    measures = {**MEASURES, "E2.resid-patch-s2": patching_claims.measure_resid_patch_s2,
-                "E2.head-patch": patching_claims.measure_head_patch, "E2.eap-edges": eap_claims.measure_eap_edges}
-    values = {claim: measure(model).values for claim, measure in measures.items()}
+    measures = (*MEASURED_CLAIMS, "E2.resid-patch-s2", "E2.head-patch", "E2.eap-edges")
+    values = {claim: measure_claim(claim, model, f"planted:{name}").values for claim in measures}
     assert values["E2.logit-diff"]["logit_diff"] == pytest.approx(6.0, abs=0.15)
     assert values["E2.h77-name-mover"]["H7.7_END_to_IO"] == pytest.approx(0.6, abs=0.02)
     failing = {row_key(r) for claim in measures for r in lookup_all(claim, "planted:tinystories-8m")

@@ -17,19 +17,19 @@ import functools
 import pytest
 import torch
 
-import claims.test_e2_eap as eap_claims
-import claims.test_e2_patching as patching_claims
+from claims.framework import measure_claim
 from claims.thresholds import lookup_all
 from claim_pairs import row_breaker_params, row_key
 from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
-from mechinterp import attribution_patching, eap, patching
+from mechinterp import attribution_patching, eap, heads, patching
 
-MEASURES = {
-    "E2.resid-patch-s2": patching_claims.measure_resid_patch_s2,
-    "E2.head-patch": patching_claims.measure_head_patch,
-    "E2.eap-edges": eap_claims.measure_eap_edges,
-}
+# The claims this file checks (declared in claims/thesis/, measured through the registry).
+MEASURED_CLAIMS = (
+    "E2.resid-patch-s2",
+    "E2.head-patch",
+    "E2.eap-edges",
+)
 TWINS = ("tinystories-8m", "gpt2-small")
 QUIET = patching.PatchingConfig(progress=False)
 HEADS_THAT_MATTER = 0.1  # |normalized effect|: the claims' "noticeable" level
@@ -59,7 +59,7 @@ def heads_with_role(model, role: str) -> set[str]:
 
 
 def top_heads(effects: torch.Tensor, k: int) -> set[str]:
-    return {f"H{l}.{h}" for l, h, _ in patching.top_heads(effects, k)}
+    return {name for name, _ in heads.top_heads(effects, k, by_magnitude=True)}
 
 
 # --- 1. the analyses find what was planted ------------------------------------------------------
@@ -140,7 +140,7 @@ def failing_quantities(claim: str, spec: str, model) -> dict:
     """row key -> why it fails, for every threshold row of `claim` on `spec` that `model` fails."""
     rows = lookup_all(claim, spec)
     assert rows, f"no threshold row for {claim} on {spec}"
-    values = MEASURES[claim](model).values
+    values = measure_claim(claim, model, spec).values
     return {row_key(r): f"{values.get(r.quantity)} vs '{r.describe()}'" for r in rows
             if r.quantity not in values or not r.passes(values[r.quantity])}
 
@@ -152,7 +152,7 @@ def twin_failures(claim: str, name: str) -> frozenset[str]:
 
 def twin_cases():
     cases = []
-    for claim in MEASURES:
+    for claim in MEASURED_CLAIMS:
         for name in TWINS:
             if lookup_all(claim, f"planted:{name}"):
                 cases.append(pytest.param(claim, name, id=f"{claim}-{name}"))
@@ -164,7 +164,7 @@ def test_claim_passes_on_twin(claim, name):
     assert failing_quantities(claim, f"planted:{name}", twin(name)) == {}
 
 
-@pytest.mark.parametrize("claim, mutant, rows", row_breaker_params(MEASURES))
+@pytest.mark.parametrize("claim, mutant, rows", row_breaker_params(MEASURED_CLAIMS))
 def test_rows_fail_on_mutant(claim, mutant, rows):
     """Every row ROW_BREAKERS lists for the mutant fails on it and passes on its twin (so a twin that
     already fails cannot make this pass)."""

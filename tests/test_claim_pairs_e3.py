@@ -15,21 +15,19 @@ import functools
 
 import pytest
 
-import claims.test_e3_features as e3
-from claims.sae_sources import ORACLE, SAESet, planted_corpus
+import claims.thesis.e3_features as e3
+from claims.sae_sources import ORACLE, SAESet
+from claims.framework import Measured, measure_claim
 from claims.thresholds import known_gap, lookup_all
 from fixtures import planted
 
 TWIN = "tinystories-8m"
-MEASURES = {
-    "E3.L6-to-feature-collapse": e3.measure_l6_to_feature_collapse,
-    "E3.L5-to-feature": e3.measure_l5_to_feature,
-    "E3.L5-gave-feature": e3.measure_l5_gave_feature,
-    "E3.L5-infinitive-to": e3.measure_l5_infinitive_to,
-    "E3.L6-negative-names": lambda model, saes: e3.measure_l6_negative_names(model, saes, planted_corpus()),
-    "E3.L7-logit-feature": e3.measure_l7_logit_feature,
-    "E3.random-control": lambda model, saes: e3.measure_random_control(model, saes, planted_corpus()),
-}
+E3_CLAIMS = tuple(claim.id for claim in e3.CLAIMS)  # declared in claims/thesis/e3_features.py
+
+
+def measure_e3(claim: str, model, saes) -> Measured:
+    """The E3 claim's protocol on a planted model (rows and context corpus of the TinyStories twin) with `saes`."""
+    return measure_claim(claim, model, "planted:tinystories-8m", saes)
 # Rows the twin fails with its oracle, on the thesis's prompt (values from a run of this file):
 ORACLE_TWIN_GAPS = {
     # ablating to@5 collapses P(IO) (4e-4; thesis 4.8%): the to@5 ablation also turns H6.11's lift off, and the
@@ -91,7 +89,7 @@ def oracle_subject(name: str):
 @functools.lru_cache(maxsize=None)
 def measured(name: str, claim: str) -> dict:
     """The claim's values on planted:<name> with its oracle SAEs, measured once."""
-    return MEASURES[claim](*oracle_subject(name)).values
+    return measure_e3(claim, *oracle_subject(name)).values
 
 
 def failing_rows(claim: str, name: str) -> set[str]:
@@ -107,7 +105,7 @@ def rows_failing(claim: str, values: dict, skip=()) -> set[str]:
             if r.quantity not in values or not r.passes(values[r.quantity])}
 
 
-@pytest.mark.parametrize("claim", sorted(MEASURES))
+@pytest.mark.parametrize("claim", sorted(E3_CLAIMS))
 def test_claim_passes_on_twin_with_oracle(claim):
     assert failing_rows(claim, TWIN) == set()
 
@@ -126,7 +124,7 @@ def mutant_cases() -> list:
     """(claim, mutant) for every mutant listed as breaking each claim; a claim with none is an error. (Read
     from planted.MUTANTS directly, like tests/claim_pairs.mutant_params, which also checks E2's row table.)"""
     cases = []
-    for claim in sorted(set(MEASURES) - WITHOUT_MUTANT):
+    for claim in sorted(set(E3_CLAIMS) - WITHOUT_MUTANT):
         mutants = [name for name, (_, broken) in planted.MUTANTS.items() if claim in broken]
         if not mutants:
             raise ValueError(f"fixtures.planted.MUTANTS has no mutant breaking {claim}")
@@ -151,14 +149,14 @@ def test_oracle_filler_is_content_the_twin_never_reads_again():
 
 
 def test_known_gaps_name_rows_of_their_claim():
-    from claims.thresholds import KNOWN_GAPS
+    from claims.thesis.thresholds import KNOWN_GAPS
 
     for gap in KNOWN_GAPS:
         quantities = {r.quantity for r in lookup_all(gap.claim, gap.model)}
         assert set(gap.quantities) <= quantities, f"{gap.claim}: {set(gap.quantities) - quantities} have no row"
 
 
-@pytest.mark.parametrize("claim", sorted(set(MEASURES) - {"E3.random-control"}))
+@pytest.mark.parametrize("claim", sorted(set(E3_CLAIMS) - {"E3.random-control"}))
 def test_oracle_role_features_are_their_planted_directions(claim):
     """Known answer of the recorded recovery cosine: each role's oracle feature is its planted direction."""
     values = measured(TWIN, claim)

@@ -11,9 +11,9 @@ import math
 import pytest
 
 from claims.framework import tokenizer_for
-from claims.test_e2_attention import attention_distributions, measure_h77_name_mover
-from claims.test_e2_logit_diff import DISTRIBUTION as LOGIT_DIFF_DISTRIBUTION
-from claims.test_e2_logit_diff import measure_logit_diff
+from claims.thesis.e2_attention import attention_distributions, measure_h77_name_mover
+from claims.thesis.e2_logit_diff import DISTRIBUTION as LOGIT_DIFF_DISTRIBUTION
+from claims.thesis.e2_logit_diff import measure_logit_diff
 from claims.thresholds import lookup_all
 from fixtures.planted import build
 from mechinterp.model_specs import parse_spec
@@ -65,8 +65,8 @@ def test_logit_diff_ordering_row(name):
 def test_distribution_statistics_are_the_protocol_formulas():
     """Each claim's statistic on the 8 protocol prompts' arrays gives the protocol measure's values: the
     distribution measures the same quantity, only over more prompts."""
-    import claims.test_e2_dla as dla_claims
-    import claims.test_e2_logit_lens as lens_claims
+    import claims.thesis.e2_dla as dla_claims
+    import claims.thesis.e2_logit_lens as lens_claims
     from mechinterp.ioi import make_batch, protocol_prompts
     from mechinterp.robustness import PerPrompt
 
@@ -79,7 +79,7 @@ def test_distribution_statistics_are_the_protocol_formulas():
              (lens_claims.measure_lens_monotone, lens_claims.lens_distributions(m)[0]),
              (lens_claims.measure_lens_jump, lens_claims.lens_distributions(m)[1]),
              (measure_h77_name_mover, attention["E2.h77-name-mover"])]
-    from claims.test_e2_attention import measure_h57_s_inhibition
+    from claims.thesis.e2_attention import measure_h57_s_inhibition
     cases.append((measure_h57_s_inhibition, attention["E2.h57-s-inhibition"]))
     for measure, spec in cases:
         arrays = spec.collect(m, batch)
@@ -94,7 +94,7 @@ def test_eap_statistic_is_the_protocol_formula():
     8 protocol prompts' mean scores the edge table's ranks (eap_values): the fast ranks are the protocol's."""
     import torch
 
-    from claims.test_e2_eap import eap_distribution, eap_values, measure_eap_edges
+    from claims.thesis.e2_eap import eap_distribution, eap_values, measure_eap_edges
     from mechinterp.eap import edge_table, per_prompt_eap
     from mechinterp.ioi import make_batch, protocol_prompts
     from mechinterp.patching import patching_pair_batches
@@ -114,7 +114,7 @@ def test_eap_statistic_is_the_protocol_formula():
 def test_eap_edges_robust_on_the_twin():
     """Every E2.eap-edges row gets a distribution value, interval and held-out range on the planted twin, whose
     circuit is wired for every name and template: the thesis's edges keep their ranks ("robust")."""
-    from claims.test_e2_eap import eap_distribution, measure_eap_edges
+    from claims.thesis.e2_eap import eap_distribution, measure_eap_edges
 
     m = model(TWIN)
     rows = lookup_all("E2.eap-edges", parse_spec("planted:tinystories-8m"))

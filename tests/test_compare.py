@@ -20,7 +20,7 @@ def logit_diff_rows(within: float, above: float) -> list[QuantityResult]:
 
 def claim(name: str, spec: str, status: str, quantities=(), test: str = "test_it") -> ClaimResult:
     return ClaimResult(name, spec, spec, spec.startswith("planted:"), status, quantities=list(quantities),
-                       nodeid=f"claims/test_x.py::{test}[{spec}]")
+                       nodeid=f"claims/thesis/test_x.py::{test}[{spec}]")
 
 
 def document(models: list[str], results: list[ClaimResult]) -> dict:
@@ -41,11 +41,12 @@ def test_rows_of_one_quantity_are_compared_one_by_one(tmp_path):
     current = document([TS], [claim("E2.logit-diff", TS, "passed", logit_diff_rows(9.41, 9.41))])
     (tmp_path / "current.json").write_text(json.dumps(current))  # paths are loaded too
     comparison = compare_results(tmp_path / "current.json", baseline)
-    assert list(zip(comparison.changes["rule"], comparison.changes["change"])) == [
-        ("logit_diff > 3.6", "status"), ("logit_diff within 9.4 ± 0.15", "status")]
-    within = comparison.changes[comparison.changes["rule"].str.contains("within")].iloc[0]
+    # the '>' row is equal in both runs: not listed although the claim's outcome changed
+    assert list(zip(comparison.changes["rule"], comparison.changes["change"])) == [("logit_diff within 9.4 ± 0.15", "verdict")]
+    within = comparison.changes.iloc[0]
     assert (within.measured_baseline, within.measured_current, within.passed_baseline, within.passed_current) == (8.0, 9.41, False, True)
-    assert comparison_summary(comparison) == ["E2.logit-diff [tiny-stories-8M]: status failed -> passed; 1 value(s) changed"]
+    assert comparison_summary(comparison) == [
+        "E2.logit-diff [tiny-stories-8M]: logit_diff 8 -> 9.41; failed -> passed; 1 row(s) flipped pass/fail, 1 value(s) changed"]
 
 
 def test_a_row_that_flips_pass_fail_is_a_change_even_when_the_claim_fails_in_both_runs():
@@ -53,7 +54,8 @@ def test_a_row_that_flips_pass_fail_is_a_change_even_when_the_claim_fails_in_bot
     current = document([TS], [claim("E2.logit-diff", TS, "failed", logit_diff_rows(9.0, 9.0))])
     comparison = compare_results(current, baseline)
     assert comparison.changes["change"].tolist() == ["verdict", "verdict"]
-    assert comparison_summary(comparison) == ["E2.logit-diff [tiny-stories-8M]: 2 row(s) flipped pass/fail; 2 value(s) changed"]
+    assert comparison_summary(comparison) == [
+        "E2.logit-diff [tiny-stories-8M]: logit_diff 9.41 -> 9; failed; 2 row(s) flipped pass/fail, 2 value(s) changed"]
 
 
 def test_values_within_tolerance_and_new_and_gone_rows():
@@ -101,7 +103,7 @@ def test_tests_an_interrupted_run_did_not_run_are_left_out_in_one_note():
     comparison = compare_results(current, baseline)
     assert comparison.empty and comparison.notes == [
         "2 claim test(s) did not run in this run (it was interrupted), so not compared: E2.b [tiny-stories-8M], E3.c [tiny-stories-8M]"]
-    assert compare_results(current, baseline, compare_all=True).changes["change"].tolist() == ["status", "status"]
+    assert compare_results(current, baseline, compare_all=True).changes["change"].tolist() == ["value", "value"]
 
 
 def test_a_known_gap_that_is_a_plain_failure_in_the_other_run_is_no_change():
@@ -122,8 +124,8 @@ def test_a_known_gap_that_is_a_plain_failure_in_the_other_run_is_no_change():
     assert flipped.notes == [] and flipped.changes["change"].tolist() == ["verdict", "verdict"]
     # a pass that becomes a known gap is a change of outcome
     passed = document([TWIN], [claim("E3.L5-to-feature", TWIN, "passed", rows)])
-    assert comparison_summary(compare_results(baseline, passed))[-1].startswith(
-        "E3.L5-to-feature [planted:tinystories-8m]: status passed -> known gap")
+    assert comparison_summary(compare_results(baseline, passed)) == [
+        "E3.L5-to-feature [planted:tinystories-8m]: p_io_ablated 2e-05; passed -> known gap; 0 value(s) changed"]
 
 
 def test_the_page_section_shows_the_notes_once_escaped():
@@ -131,4 +133,45 @@ def test_the_page_section_shows_the_notes_once_escaped():
     current = document([TS], [claim("E1.<a>", TS, "failed", [QuantityResult("q", 2.0)])])
     section = render_comparison(compare_results(current, baseline), "reports/<base>")
     assert section.count("baseline has models") == 1 and "<a>" not in section and "reports/&lt;base&gt;" in section
-    assert "status passed -&gt; failed" in section
+    assert "E1.&lt;a&gt; [tiny-stories-8M]: passed -&gt; failed; 1 value(s) changed" in section  # q has no threshold: no key value
+
+
+def e3_rows(feature: float, cosine: float, p_io: float, passed: bool, role_score: float) -> list[QuantityResult]:
+    """An E3 claim's threshold row, then its recorded values (no threshold), as claims/test_e3_features.py orders them."""
+    return [QuantityResult("p_io_ablated", p_io, 0.048, "<=", 0.1, None, "p_io_ablated <= 0.1", "", passed),
+            QuantityResult("feature_index", feature), QuantityResult("role_score", role_score),
+            QuantityResult("planted_direction_cosine", cosine), QuantityResult("p_io_clean", 0.77),
+            *(QuantityResult(f"8p.value_{i}", 1.0) for i in range(20))]
+
+
+def e3_claim(status: str, rows: list[QuantityResult]) -> ClaimResult:
+    result = claim("E3.L5-to-feature", TWIN, status, rows)
+    result.details = {"role": "L5-to"}
+    return result
+
+
+def test_an_e3_claim_reads_at_a_glance_one_line_with_its_feature_cosine_key_value_and_outcome():
+    baseline = document([TWIN], [e3_claim("passed", e3_rows(44, 0.94, 0.02, True, 3.0))])
+    current = document([TWIN], [e3_claim("failed", e3_rows(812, 0.41, 0.5, False, 3.0))])
+    comparison = compare_results(current, baseline)
+    assert comparison_summary(comparison) == [(
+        "E3.L5-to-feature [planted:tinystories-8m] role L5-to: feature 44 -> 812, recovery cosine 0.94 -> 0.41; "
+        "p_io_ablated 0.02 -> 0.5; passed -> failed; 1 row(s) flipped pass/fail, 3 value(s) changed")]
+    # the table lists the rows that changed, not the 21 equal ones of a claim whose outcome moved
+    assert sorted(comparison.changes["quantity"]) == ["feature_index", "p_io_ablated", "planted_direction_cosine"]
+    (line,) = comparison.claims
+    assert (line.feature, line.cosine, line.key, line.status) == ((44, 812), (0.94, 0.41), (0.02, 0.5), ("passed", "failed"))
+    # what did not move is shown once
+    same_feature = compare_results(document([TWIN], [e3_claim("passed", e3_rows(44, 0.94, 0.02, True, 2.5))]), baseline)
+    assert comparison_summary(same_feature) == [(
+        "E3.L5-to-feature [planted:tinystories-8m] role L5-to: feature 44, recovery cosine 0.94; p_io_ablated 0.02; passed; "
+        "1 value(s) changed")]
+
+
+def test_the_page_collapses_the_changed_rows_under_the_lines():
+    baseline = document([TWIN], [e3_claim("passed", e3_rows(44, 0.94, 0.02, True, 3.0))])
+    current = document([TWIN], [e3_claim("failed", e3_rows(812, 0.41, 0.5, False, 3.0))])
+    section = render_comparison(compare_results(current, baseline), "base")
+    lines, table = section.split("<details", 1)
+    assert lines.count("<li>") == 1 and "feature 44 -&gt; 812" in lines and "<table" not in lines
+    assert table.startswith(" class='changed-rows'><summary>All 3 changed row(s)</summary><table") and table.count("<tr>") == 3  # the header row has a style

@@ -42,7 +42,7 @@ def test_the_run_loads_models_on_its_device():
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible): run where one is lent, e.g. with the device tool")
 def test_a_claim_measures_the_same_on_gpu_and_cpu():
-    from claims.test_e2_logit_diff import measure_logit_diff
+    from claims.thesis.e2_logit_diff import measure_logit_diff
 
     on = {device: measure_logit_diff(ModelSource(device=device).get("planted:tinystories-8m")).values for device in ("cpu", "cuda")}
     for quantity, value in on["cpu"].items():

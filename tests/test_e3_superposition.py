@@ -5,8 +5,8 @@ The world first: its residual stream is in superposition (a background dictionar
 token) and each role feature occurs apart from its token. Then the claims, as tests/test_e3_trained_graded.py does for
 the graded variant: a claim whose role a trained SAE recovers passes on the world and fails on the world with the
 change of the mutant that lacks the finding (its SAEs trained too); a claim it does not recover is a known gap
-(claims.thresholds.KNOWN_GAPS) that must still fail, on its listed rows only. SAE training is deterministic on one
-machine, not across machines (claims.thresholds.KNOWN_GAPS, E3.L7): values near a bound may move elsewhere.
+(claims.thesis.thresholds.KNOWN_GAPS) that must still fail, on its listed rows only. SAE training is deterministic on one
+machine, not across machines (claims.thesis.thresholds.KNOWN_GAPS, E3.L7): values near a bound may move elsewhere.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-import claims.test_e3_features as e3
+from claims.framework import measure_claim
 from claims.sae_sources import ORACLE, SUPERPOSITION, SUPERPOSITION_SAE_CONFIG, SAESet, planted_corpus
-from claims.thresholds import KNOWN_GAPS
+from claims.thesis.thresholds import KNOWN_GAPS
 from fixtures import planted
-from tests.test_claim_pairs_e3 import rows_failing
+from tests.test_claim_pairs_e3 import E3_CLAIMS, rows_failing
 
 WORLD = SUPERPOSITION.split(":", 1)[1]
 
@@ -30,15 +30,11 @@ def corpus() -> list[str]:
     return planted_corpus(SUPERPOSITION)
 
 
-MEASURES = {
-    "E3.L6-to-feature-collapse": e3.measure_l6_to_feature_collapse,
-    "E3.L5-to-feature": e3.measure_l5_to_feature,
-    "E3.L5-gave-feature": e3.measure_l5_gave_feature,
-    "E3.L5-infinitive-to": e3.measure_l5_infinitive_to,
-    "E3.L6-negative-names": lambda model, saes: e3.measure_l6_negative_names(model, saes, corpus()),
-    "E3.L7-logit-feature": e3.measure_l7_logit_feature,
-    "E3.random-control": lambda model, saes: e3.measure_random_control(model, saes, corpus()),
-}
+def measure(claim: str, model, saes) -> dict:
+    """The claim's protocol on `model` with the world's rows and context corpus (its own story corpus)."""
+    return measure_claim(claim, model, SUPERPOSITION, saes).values
+
+
 # Claim -> the mutant whose change, applied to the world, removes the finding (fixtures.planted.MUTANTS).
 MUTANT_OF = {
     "E3.L6-to-feature-collapse": "tinystories-8m/no-to6-trigger",
@@ -49,10 +45,10 @@ MUTANT_OF = {
     "E3.L7-logit-feature": "tinystories-8m/s-suppressor",
     "E3.random-control": "tinystories-8m/dense-name-mover-query",
 }
-# What trained SAEs do not show on the world: claims.thresholds.KNOWN_GAPS (the report of `./run claims --model
+# What trained SAEs do not show on the world: claims.thesis.thresholds.KNOWN_GAPS (the report of `./run claims --model
 # planted:tinystories-8m/e3-superposition` says why), each with its failing rows and measured cause.
 TRAINED_GAPS = {gap.claim: gap for gap in KNOWN_GAPS if gap.model == SUPERPOSITION}
-RECOVERED = sorted(set(MEASURES) - set(TRAINED_GAPS))
+RECOVERED = sorted(set(E3_CLAIMS) - set(TRAINED_GAPS))
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,7 +70,7 @@ def saes(mutant: str | None = None, config=SUPERPOSITION_SAE_CONFIG) -> SAESet:
 
 @functools.lru_cache(maxsize=None)
 def trained_values(claim: str, mutant: str | None = None) -> dict:
-    return MEASURES[claim](world(mutant), saes(mutant)).values
+    return measure(claim, world(mutant), saes(mutant))
 
 
 # --- the world -------------------------------------------------------------------------------------------------
@@ -124,10 +120,10 @@ def test_role_features_occur_apart_from_their_tokens_and_their_tokens_apart_from
     assert at("Then Tom smiled at Mia.", " Mia", 6, "names@6") > 0.9
 
 
-@pytest.mark.parametrize("claim", sorted(MEASURES))
+@pytest.mark.parametrize("claim", sorted(E3_CLAIMS))
 def test_claim_passes_on_the_world_with_oracle(claim):
     """The planted directions themselves pass every row: the world keeps the graded variant's circuit."""
-    assert rows_failing(claim, MEASURES[claim](world(), SAESet(SUPERPOSITION, world(), config=ORACLE)).values) == set()
+    assert rows_failing(claim, measure(claim, world(), SAESet(SUPERPOSITION, world(), config=ORACLE))) == set()
 
 
 # --- trained SAEs ------------------------------------------------------------------------------------------------
@@ -161,6 +157,6 @@ def test_known_gap_of_the_world_still_fails_on_its_rows_only(claim):
 
 
 def test_every_e3_claim_is_recovered_or_a_gap_and_has_a_mutant():
-    assert set(RECOVERED) | set(TRAINED_GAPS) == set(MEASURES) and not set(RECOVERED) & set(TRAINED_GAPS)
-    assert set(MUTANT_OF) == set(MEASURES)
+    assert set(RECOVERED) | set(TRAINED_GAPS) == set(E3_CLAIMS) and not set(RECOVERED) & set(TRAINED_GAPS)
+    assert set(MUTANT_OF) == set(E3_CLAIMS)
     assert all(claim in planted.MUTANTS[mutant][1] for claim, mutant in MUTANT_OF.items())

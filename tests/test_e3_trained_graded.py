@@ -16,8 +16,8 @@ import functools
 import pytest
 
 from claims.sae_sources import PLANTED_SAE_CONFIG
-from claims.thresholds import KNOWN_GAPS, TS_GRADED
-from tests.test_claim_pairs_e3 import GRADED, MEASURES, graded_mutant, rows_failing, subject_with
+from claims.thesis.thresholds import KNOWN_GAPS, TS_GRADED
+from tests.test_claim_pairs_e3 import E3_CLAIMS, GRADED, graded_mutant, measure_e3, rows_failing, subject_with
 
 # Claim -> the mutant whose change, applied to the variant, removes the finding (fixtures.planted.MUTANTS).
 # Measured (thesis prompt, SAE seeds 0 / 1 / 2), variant: L6-to P(IO) 75% -> 0.32% / 0.33% / 0.31%, H7.7's END
@@ -39,7 +39,7 @@ SEED_DEPENDENT = {gap.claim for gap in KNOWN_GAPS if gap.model == TS_GRADED and 
 @functools.lru_cache(maxsize=None)
 def trained_values(name: str, claim: str) -> dict:
     """The claim's values on planted:<name> (or GRADED+<mutant>) with SAEs trained on the story corpus."""
-    return MEASURES[claim](*subject_with(name, PLANTED_SAE_CONFIG)).values
+    return measure_e3(claim, *subject_with(name, PLANTED_SAE_CONFIG)).values
 
 
 @pytest.mark.parametrize("claim", sorted(RECOVERED))
@@ -63,5 +63,5 @@ def test_claim_fails_on_its_mutant_of_the_graded_variant_with_trained_saes(claim
 
 
 def test_every_e3_claim_is_recovered_or_a_gap():
-    assert set(RECOVERED) | set(TRAINED_GAPS) == set(MEASURES) and not set(RECOVERED) & set(TRAINED_GAPS)
+    assert set(RECOVERED) | set(TRAINED_GAPS) == set(E3_CLAIMS) and not set(RECOVERED) & set(TRAINED_GAPS)
     assert SEED_DEPENDENT <= set(RECOVERED)

@@ -1,5 +1,7 @@
 """mechinterp/features.py on a small float64 random model and a random gated SAE: exact properties
 of the ablation, attribution against finite differences, contexts and unembedding by construction.
+The ablation, attribution and top tables also on a random SAE of every other architecture the
+training config offers (sae_config.ARCHITECTURE_KNOBS): features.py reads only encode and W_dec.
 
 Ground truth on a planted model (a trained SAE recovers the planted directions) is in
 tests/test_sae_training.py; the E3 claims on planted twins and mutants in tests/test_claim_pairs_e3.py.
@@ -19,6 +21,7 @@ from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp import features
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.metrics import logit_diff
+from mechinterp.sae_config import ARCHITECTURE_KNOBS
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -33,20 +36,35 @@ def small_model() -> HookedTransformer:
     return HookedTransformer(cfg, tokenizer=gpt2_tokenizer()).eval()
 
 
+ARCHITECTURES = tuple(ARCHITECTURE_KNOBS)
+
+
 @functools.lru_cache(maxsize=None)
-def random_sae(d_sae: int = 96, seed: int = 0):
-    """A gated SAE at HOOK with random weights and biases chosen so a good share of features fire."""
-    from sae_lens.saes.gated_sae import GatedSAE, GatedSAEConfig
+def random_sae(d_sae: int = 96, seed: int = 0, architecture: str = "gated"):
+    """An SAE of `architecture` (sae_lens's inference class) at HOOK with random weights and biases chosen so a
+    good share of features fire (TopK: a quarter of them per token; JumpReLU: above a small threshold)."""
+    from sae_lens.registry import get_sae_class
     from sae_lens.saes.sae import SAEMetadata
 
+    sae_class, config_class = get_sae_class(architecture)
+    extra = {"k": d_sae // 4} if architecture == "topk" else {}
     torch.manual_seed(seed)
-    sae = GatedSAE(GatedSAEConfig(d_in=32, d_sae=d_sae, dtype="float64", metadata=SAEMetadata(hook_name=HOOK)))
+    sae = sae_class(config_class(d_in=32, d_sae=d_sae, dtype="float64", metadata=SAEMetadata(hook_name=HOOK), **extra))
     with torch.no_grad():
         sae.W_enc.normal_(0, 0.3)
         sae.W_dec.normal_(0, 0.3)
-        sae.b_gate.fill_(0.1)
-        sae.b_mag.fill_(0.1)
+        for name, parameter in sae.named_parameters():  # gated: b_gate, b_mag; the others: b_enc
+            if name in ("b_gate", "b_mag", "b_enc"):
+                parameter.fill_(0.1)
+            elif name == "threshold":  # jumprelu
+                parameter.fill_(0.05)
     return sae
+
+
+def silence(sae, feature: int) -> None:
+    """Make `feature` never fire: its pre-activation bias far below zero."""
+    with torch.no_grad():
+        dict(sae.named_parameters()).get("b_gate", sae.b_enc)[feature] = -1e6
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,12 +118,13 @@ def test_ablation_changes_behaviour_when_the_direction_is_present():
     assert (ablated - clean).abs().max() > 1e-3
 
 
-def test_ablation_footprint_is_the_share_of_its_token_the_projection_removes():
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_ablation_footprint_is_the_share_of_its_token_the_projection_removes(architecture):
     """Known answers: the share is what projection_hook takes from the peak token's squared norm; a decoder row
     equal to that token's residual takes all of it (1); a prompt where the feature is silent has none (NaN)."""
     import copy
 
-    model, batch, sae = small_model(), protocol_batch(), random_sae()
+    model, batch, sae = small_model(), protocol_batch(), random_sae(architecture=architecture)
     resid = features.residual_at(model, batch.tokens, HOOK)
     acts = sae.encode(resid)[:, 1:]
     feature = int((acts.amax(1) > 0).all(0).double().mul(acts.amax((0, 1))).argmax())  # fires on every prompt
@@ -123,14 +142,14 @@ def test_ablation_footprint_is_the_share_of_its_token_the_projection_removes():
     assert features.ablation_footprint(model, whole, feature, batch)["removed_share"][0] == pytest.approx(1, abs=1e-9)
 
     silent = copy.deepcopy(sae)
-    with torch.no_grad():
-        silent.b_gate[feature] = -1e6
+    silence(silent, feature)
     assert features.ablation_footprint(model, silent, feature, batch)["removed_share"].isna().all()
 
 
-def test_feature_attribution_matches_finite_differences():
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_feature_attribution_matches_finite_differences(architecture):
     """attribution[f] = d/de metric(resid + e * a_f * W_dec[f]) at e = 0, summed over text positions (not BOS)."""
-    model, sae, batch = small_model(), random_sae(), protocol_batch()
+    model, sae, batch = small_model(), random_sae(architecture=architecture), protocol_batch()
     attribution = features.feature_attribution(model, sae, batch)
     acts = features.feature_acts(model, sae, batch.tokens)  # [batch, seq, d_sae]
     acts[:, 0] = 0  # BOS: left out of the attribution
@@ -153,8 +172,9 @@ def test_feature_attribution_matches_finite_differences():
     assert torch.all(attribution[silent] == 0)
 
 
-def test_top_tables_agree_with_activations_and_attribution():
-    model, sae, batch = small_model(), random_sae(), protocol_batch()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_top_tables_agree_with_activations_and_attribution(architecture):
+    model, sae, batch = small_model(), random_sae(architecture=architecture), protocol_batch()
     at_end = features.acts_at(model, sae, batch, "END").mean(0)
     table = features.top_activating_features(model, sae, batch, "END", k=3)
     assert table.feature.tolist() == at_end.topk(3).indices.tolist()
@@ -164,8 +184,9 @@ def test_top_tables_agree_with_activations_and_attribution():
     assert negative.feature.tolist() == [1, 4] and negative.attribution.tolist() == [-2.0, -0.1]
 
 
-def test_ablate_feature_reports_behaviour_and_head_attention():
-    model, sae, batch = small_model(), random_sae(), protocol_batch()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_ablate_feature_reports_behaviour_and_head_attention(architecture):
+    model, sae, batch = small_model(), random_sae(architecture=architecture), protocol_batch()
     feature = int(features.acts_at(model, sae, batch, "END").mean(0).argmax())
     result = features.ablate_feature(model, sae, feature, batch, heads=[(2, 1)])
     with torch.no_grad():

@@ -14,8 +14,8 @@ from mechinterp.head_scores import (
     head_scores,
     induction_scores,
     repeated_random_tokens,
-    top_heads,
 )
+from mechinterp.heads import top_heads
 
 BOS = 99
 

@@ -275,8 +275,8 @@ def test_recipe_of_tells_a_learned_checkpoint_from_any_other(tmp_path):
 
 
 def test_the_report_shows_brute_force_beside_the_card_on_a_learned_model():
-    """claims/test_circuit_card.py: on a learned checkpoint the card's rows come with the brute-force roles."""
-    from claims.test_circuit_card import measure_circuit_card
+    """claims/thesis/circuit_card.py: on a learned checkpoint the card's rows come with the brute-force roles."""
+    from claims.thesis.circuit_card import measure_circuit_card
 
     name = "neo-2l-s0"
     card = measure_circuit_card(model_of(name), RECIPES[name]).details["card"]

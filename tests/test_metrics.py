@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from claims.test_e2_logit_diff import measure_logit_diff
+from claims.thesis.e2_logit_diff import measure_logit_diff
 from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp.ioi import IOIBatch, protocol_prompts, single_token_id
 from mechinterp.metrics import end_logits, logit_diff, p_io

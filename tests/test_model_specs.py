@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from claims.framework import selected_models, unchecked_models_message
+from claims.framework import unchecked_models_message
+from claims.options import selected_models
 from claims.thresholds import lookup_all
 from fixtures.tokenizer import gpt2_tokenizer, gpt2_tokenizer_dir
 from fixtures.twins import TWINS, snapshot_dir, snapshot_hash, twin_cache, twin_hf_model
@@ -78,7 +79,7 @@ def test_an_unknown_mutant_is_an_error_listing_the_mutants():
         parse_spec("planted:tinystories-8m/no-such-thing")
     assert "unknown mutant 'no-such-thing'" in str(err.value) and "no-s-inhibition" in str(err.value)
     with pytest.raises(pytest.UsageError, match="--model: unknown mutant"):
-        selected_models(["planted:gpt2-small,planted:tinystories-8m/no-such-thing"])
+        selected_models(["planted:gpt2-small,planted:tinystories-8m/no-such-thing"], ())
 
 
 def test_a_local_copy_of_ts8m_is_identified_and_gets_its_rows(tmp_path):
@@ -204,10 +205,10 @@ def test_unchecked_models_message_names_the_models_no_test_checks():
         def iter_markers(self):
             return []
 
-    specs = selected_models(["tiny-stories-8M,tiny-stories-33M"])
-    message = unchecked_models_message([Item("tiny-stories-8M")], specs)
+    specs = selected_models(["tiny-stories-8M,tiny-stories-33M"], ())
+    message = unchecked_models_message([Item(specs[0])], specs)
     assert message.startswith("no selected claim checks tiny-stories-33M:") and "--allow-unchecked-models" in message
-    assert unchecked_models_message([Item("tiny-stories-8M"), Item("tiny-stories-33M")], specs) is None
+    assert unchecked_models_message([Item(specs[0]), Item(specs[1])], specs) is None
 
 
 def run_claims(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -217,10 +218,10 @@ def run_claims(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_a_run_whose_model_gets_no_claim_stops_at_the_start(tmp_path):
     """E2.logit-diff has no row for tiny-stories-33M: that run would check nothing on it."""
-    result = run_claims("claims/test_e2_logit_diff.py", "--model", "tiny-stories-33M", "--report-dir", str(tmp_path / "out"))
+    result = run_claims("claims/thesis/test_e2_logit_diff.py", "--model", "tiny-stories-33M", "--report-dir", str(tmp_path / "out"))
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert "no selected claim checks tiny-stories-33M" in result.stderr
-    allowed = run_claims("claims/test_e2_logit_diff.py", "--co", "--model", "tiny-stories-33M",
+    allowed = run_claims("claims/thesis/test_e2_logit_diff.py", "--co", "--model", "tiny-stories-33M",
                          "--allow-unchecked-models", "--report-dir", str(tmp_path / "out2"))
     assert allowed.returncode == 0, allowed.stdout[-2000:]
 
@@ -229,9 +230,24 @@ def test_a_broken_local_checkpoint_stops_the_run_before_any_claim(tmp_path):
     directory = copy_checkpoint("tiny-stories-1M", tmp_path / "broken")
     weights = directory / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    result = run_claims("claims/test_e0_family.py", "claims/test_e2_logit_diff.py", "--model", str(directory),
+    result = run_claims("claims/thesis/test_e0_family.py", "claims/thesis/test_e2_logit_diff.py", "--model", str(directory),
                         "--allow-unchecked-models", "--report-dir", str(tmp_path / "out"))
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout[-2000:]
     output = result.stdout + result.stderr
     assert f"--model {directory}: {directory}: weights (model.safetensors) cannot be loaded" in output
     assert " passed" not in output and " failed" not in output  # stopped before any claim ran
+
+
+def test_every_model_version_has_its_tox_env_and_matrix_run():
+    """A model version is one MODEL_VERSIONS entry; tox.ini must name it too (its env and its matrix run), or this fails."""
+    import configparser
+
+    from mechinterp.model_specs import MODEL_VERSIONS
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    envs = {env.strip() for env in tox["tox"]["env_list"].split(",")}
+    matrix = tox["testenv:matrix"]["commands"]
+    for version in MODEL_VERSIONS:
+        assert version.name in envs, f"tox.ini env_list lacks {version.name}"
+        assert f"--model {version.name} " in matrix, f"tox.ini's matrix env does not run {version.name}"

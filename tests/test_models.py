@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import types
 
 import pytest
 import torch
@@ -247,7 +245,10 @@ def test_a_checkpoint_pickling_more_than_tensors_is_refused_in_one_line_without_
 # --- planted specs dispatch to fixtures.planted --------------------------------------------------
 
 
-def test_planted_spec_dispatches_to_fixtures_planted_build(monkeypatch):
+def test_planted_spec_builds_with_the_registered_builder(monkeypatch):
+    """mechinterp imports nothing from fixtures: planted specs build with what fixtures.planted registered."""
+    from mechinterp import model_specs
+
     built = []
 
     def build(name):
@@ -255,15 +256,24 @@ def test_planted_spec_dispatches_to_fixtures_planted_build(monkeypatch):
         cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_ctx=8, d_head=4, d_vocab=10, act_fn="relu")
         return HookedTransformer(cfg)
 
-    fake = types.SimpleNamespace(build=build, MUTANTS={"tinystories-8m/no-s-inhibition": ("", [])})
-    monkeypatch.setitem(sys.modules, "fixtures.planted", fake)
-    assert weights_available("planted:tinystories-8m/no-s-inhibition")
-    model = load("planted:tinystories-8m/no-s-inhibition", dtype=torch.float64)
+    monkeypatch.setattr(model_specs, "_PLANTED_SOURCE", [])
+    model_specs.register_planted(lambda: {"tinystories-8m/no-s-inhibition"}, build)
+    try:
+        assert weights_available("planted:tinystories-8m/no-s-inhibition")
+        model = load("planted:tinystories-8m/no-s-inhibition", dtype=torch.float64)
+    finally:
+        model_specs._parse_text.cache_clear()
     assert built == ["tinystories-8m/no-s-inhibition"]
     assert model.W_E.dtype == torch.float64 and not model.training
 
 
-def test_planted_spec_without_fixtures_planted_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "fixtures.planted", None)  # makes the import fail
-    with pytest.raises(UnknownModel, match="planted models need fixtures/planted"):
-        load("planted:tinystories-8m")
+def test_planted_spec_without_a_registered_builder_is_a_clear_error(monkeypatch):
+    from mechinterp import model_specs
+
+    monkeypatch.setattr(model_specs, "_PLANTED_SOURCE", [])
+    model_specs._parse_text.cache_clear()
+    try:
+        with pytest.raises(UnknownModel, match="planted models are not registered: import fixtures.planted first"):
+            load("planted:tinystories-8m/no-s-inhibition")
+    finally:
+        model_specs._parse_text.cache_clear()

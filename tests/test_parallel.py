@@ -12,11 +12,11 @@ from claims import parallel
 from mechinterp.results import load_results
 from tests.plugin_fakes import FAKE_CLAIMS, UNUSED_PLUGINS, claims_pytester  # noqa: F401 - a fixture
 
-E3 = "claims/test_e3_features.py::{}[planted:tinystories-8m]"
+E3 = "claims/thesis/test_e3_features.py::{}[planted:tinystories-8m]"
 
 
 def test_a_lane_is_a_file_on_one_model_and_e3_is_split_by_sae_block():
-    assert parallel.lane_of("claims/test_e2_dla.py::test_dla_single[planted:gpt2-small]") == "claims/test_e2_dla.py[planted:gpt2-small]"
+    assert parallel.lane_of("claims/thesis/test_e2_dla.py::test_dla_single[planted:gpt2-small]") == "claims/thesis/test_e2_dla.py[planted:gpt2-small]"
     assert parallel.lane_of(E3.format("test_l5_gave_feature")) == parallel.lane_of(E3.format("test_random_control"))
     assert parallel.lane_of(E3.format("test_l6_negative_names")) == parallel.lane_of(E3.format("test_l7_logit_feature"))
     assert parallel.lane_of(E3.format("test_l5_to_feature")) != parallel.lane_of(E3.format("test_l7_logit_feature"))
@@ -28,9 +28,9 @@ class Item:
 
 
 def test_lanes_go_out_longest_first_keeping_each_lane_together_in_collection_order():
-    ids = ["claims/test_e0_family.py::test_e0[planted:tinystories-8m]", E3.format("test_l6_to_feature_collapse"),
+    ids = ["claims/thesis/test_e0_family.py::test_e0[planted:tinystories-8m]", E3.format("test_l6_to_feature_collapse"),
            E3.format("test_l5_to_feature"), E3.format("test_l7_logit_feature"),
-           "claims/test_e2_patching.py::test_head_patch[planted:gpt2-small]"]
+           "claims/thesis/test_e2_patching.py::test_head_patch[planted:gpt2-small]"]
     ordered = [item.nodeid for item in parallel.order_longest_first([Item(i) for i in ids])]
     assert ordered == [ids[1], ids[3], ids[4], ids[2], ids[0]]
 
@@ -91,5 +91,5 @@ def test_a_left_out_models_record_from_a_worker_stays_out():
     recorder = Recorder([parse_spec("planted:tinystories-8m"), parse_spec("gpt2-small")])
     recorder.leave_out([parse_spec("gpt2-small")])
     recorder.apply({"claim": "E2.logit-diff", "spec": "gpt2-small", "real_model": "gpt2-small", "planted": False,
-                    "status": "skipped", "nodeid": "claims/test_e2_logit_diff.py::test_logit_diff[gpt2-small]"})
+                    "status": "skipped", "nodeid": "claims/thesis/test_e2_logit_diff.py::test_logit_diff[gpt2-small]"})
     assert recorder.results == {} and recorder.models == ["planted:tinystories-8m"]

@@ -18,6 +18,7 @@ from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp import patching
 from mechinterp.ioi import generate_dataset, protocol_prompts
 from mechinterp.metrics import logit_diff
+from mechinterp.heads import top_heads
 from mechinterp.patching import ALL, PatchingConfig, PatchingError
 from mechinterp.plots.patching import head_heatmap, layer_position_heatmap
 
@@ -168,7 +169,7 @@ def test_chunking_does_not_change_results():
 
 def test_top_heads_orders_by_magnitude():
     effects = torch.tensor([[0.1, -0.9], [0.5, 0.0]])
-    assert patching.top_heads(effects, k=2) == [(0, 1, pytest.approx(-0.9)), (1, 0, pytest.approx(0.5))]
+    assert top_heads(effects, k=2, by_magnitude=True) == [("H0.1", pytest.approx(-0.9)), ("H1.0", pytest.approx(0.5))]
 
 
 # --- agreement with transformer_lens.patching ---------------------------------------------------

@@ -82,7 +82,7 @@ def test_every_version_by_name_runs_every_applicable_claim(hub, tmp_path):
 def test_every_version_as_a_local_directory_is_identified_and_checked(hub, tmp_path):
     directories = {name: str(snapshot_dir(name)) for name in VERSIONS}
     document = run_suite(hub, list(directories.values()), tmp_path / "local",
-                         "claims/test_circuit_card.py", "claims/test_e0_family.py", "claims/test_e2_logit_diff.py")
+                         "claims/thesis/test_circuit_card.py", "claims/thesis/test_e0_family.py", "claims/thesis/test_e2_logit_diff.py")
     for name, directory in directories.items():
         by_claim = outcomes(document, directory)
         ran = assert_ran(directory, by_claim)

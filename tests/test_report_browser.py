@@ -113,6 +113,12 @@ def test_no_horizontal_scrolling_at_1280(selftest):
     assert selftest["scrolledInside"] == []
 
 
+def test_the_changes_since_baseline_are_one_line_with_the_changed_rows_collapsed_under_it(selftest):
+    changes = selftest["changes"]  # the fixture's baseline differs in one value of one claim
+    assert changes["lines"] == 1 and not changes["shownCollapsed"] and changes["shownOpen"]
+    assert changes["collapsedHeight"] == changes["summaryHeight"] < changes["openHeight"]
+
+
 def test_every_figure_is_decoded(selftest):
     assert len(selftest["images"]) == 2 and all(i["complete"] and i["naturalWidth"] > 0 for i in selftest["images"])
 

@@ -15,11 +15,25 @@ from fixtures.tokenizer import gpt2_tokenizer
 from mechinterp import memo
 from mechinterp.heads import Head, argmax_head
 from mechinterp.ioi import (
-    DISTRIBUTION_TEMPLATES, batches_by_length, distribution_prompts, make_batch, protocol_prompts, single_token_id,
+    DISTRIBUTION_TEMPLATES,
+    batches_by_length,
+    distribution_prompts,
+    make_batch,
+    protocol_prompts,
+    single_token_id,
 )
 from mechinterp.robustness import (
-    FAILS, PROTOCOL_ONLY, ROBUST, PerPrompt, RobustnessConfig, bootstrap_weights, claim_verdict, evaluate,
-    held_out_weights, holds_on_interval, row_verdict,
+    FAILS,
+    PROTOCOL_ONLY,
+    ROBUST,
+    PerPrompt,
+    RobustnessConfig,
+    bootstrap_weights,
+    claim_verdict,
+    evaluate_distribution,
+    held_out_weights,
+    holds_on_interval,
+    row_verdict,
 )
 
 
@@ -106,7 +120,7 @@ def test_bootstrap_interval_contains_the_mean(values, seed):
     if len(set(groups)) < 2:
         return
     cfg = RobustnessConfig(n_bootstrap=400, bootstrap_seed=seed)
-    row = evaluate(PerPrompt({"x": x}, groups), lambda m: {"mean": float(m["x"])}, cfg).table.iloc[0]
+    row = evaluate_distribution(PerPrompt({"x": x}, groups), lambda m: {"mean": float(m["x"])}, cfg).table.iloc[0]
     assert row["value"] == pytest.approx(float(x.mean()), abs=1e-9)
     slack = 1e-9 * (1 + float(x.abs().max()))
     assert row["ci_low"] - slack <= row["value"] <= row["ci_high"] + slack
@@ -151,8 +165,9 @@ def test_verdicts():
 
 
 def test_roles_only_where_the_rows_name_the_head():
-    from mechinterp.robustness import DistributionResult, verdicts
     import pandas as pd
+
+    from mechinterp.robustness import DistributionResult, verdicts
 
     table = pd.DataFrame([{"quantity": "H7.7_END_to_IO", "value": 0.8, "ci_low": 0.7, "ci_high": 0.9, "loto_min": 0.7,
                            "loto_max": 0.9, "undefined_share": 0.0}])

@@ -131,7 +131,7 @@ def test_a_checkpoint_that_cannot_load_is_one_line_before_any_claim(claims_pytes
 SAE_CACHE_FAILURE = '''
 import pytest
 from claims.framework import Measured
-from mechinterp.sae_training import SAECacheError
+from mechinterp.sae_cache import SAECacheError
 
 @pytest.mark.claim("E2.logit-diff")
 def test_reads_a_truncated_sae(subject, check):

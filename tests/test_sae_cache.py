@@ -1,4 +1,4 @@
-"""mechinterp/sae_training.py's cache under concurrent runs and interruptions: two processes training
+"""mechinterp/sae_cache.py's cache (as mechinterp/sae_training.py uses it) under concurrent runs and interruptions: two processes training
 the same SAE on an empty cache (one trains, the other waits and loads), a rename lost to another
 writer, Ctrl-C while saving, and a process SIGKILLed while saving (no corrupt entry; the next run
 sweeps its staging and trains cleanly).
@@ -9,7 +9,6 @@ model and config are its own, not test_sae_training's (which imports the E3 clai
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -28,7 +27,7 @@ CHILD_TIMEOUT_S = 240  # generous: two children share a 2-core machine with othe
 
 
 def tiny_config():
-    from mechinterp.sae_training import SAETrainingConfig
+    from mechinterp.sae_config import SAETrainingConfig
 
     return SAETrainingConfig(
         block=1, width=32, training_tokens=1024, train_batch_size_tokens=256, context_size=32, store_batch_size_prompts=4,
@@ -86,14 +85,14 @@ def _child(mode: str, cache: str, work: str) -> None:
     work_dir, pid = Path(work), os.getpid()
     model = tiny_model()
     if mode == "train":
-        fit = sae_training.fit_gated_sae
+        fit = sae_training.fit_sae
 
         def counted_fit(*args, **kwargs):
             with open(work_dir / "trained", "a") as log:
                 log.write(f"{pid}\n")
             return fit(*args, **kwargs)
 
-        sae_training.fit_gated_sae = counted_fit
+        sae_training.fit_sae = counted_fit
         (work_dir / f"ready-{pid}").touch()
         wait_for(work_dir / "go", timeout=CHILD_TIMEOUT_S)
         sae = sae_training.train_sae(model, TEXTS, tiny_config(), cache_dir=cache)
@@ -192,24 +191,24 @@ def winner_entry(tmp_path_factory) -> Path:
 
 
 def test_rename_lost_to_another_writer_loads_the_winners_entry(tmp_path, winner_entry, monkeypatch):
-    from mechinterp import sae_training
+    from mechinterp import sae_cache, sae_training
 
-    fit = sae_training.fit_gated_sae
+    fit = sae_training.fit_sae
 
     def fit_then_outraced(*args, **kwargs):
         result = fit(*args, **kwargs)
         shutil.copytree(winner_entry, tmp_path / winner_entry.name)  # a writer that ignored the lock saved first
         return result
 
-    monkeypatch.setattr(sae_training, "fit_gated_sae", fit_then_outraced)
+    monkeypatch.setattr(sae_training, "fit_sae", fit_then_outraced)
     sae = sae_training.train_sae(tiny_model(), TEXTS, tiny_config(), cache_dir=tmp_path)
-    winner_record = sae_training.read_record(winner_entry)
+    winner_record = sae_cache.read_record(winner_entry)
     assert sae.cfg.metadata.training_record["train_seconds"] == winner_record["train_seconds"]
     assert stagings(tmp_path) == [] and entries(tmp_path) == [tmp_path / winner_entry.name]
 
 
 def test_sweep_removes_staging_of_dead_processes_only(tmp_path):
-    from mechinterp import sae_training
+    from mechinterp import sae_cache
 
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(finished.stdout)  # exited and reaped
@@ -219,7 +218,7 @@ def test_sweep_removes_staging_of_dead_processes_only(tmp_path):
     for directory in (dead, alive, entry):
         directory.mkdir()
         (directory / "cfg.json").write_text("{}")
-    assert sae_training.sweep_stale_staging(tmp_path) == [dead]
+    assert sae_cache.sweep_stale_staging(tmp_path) == [dead]
     assert not dead.exists() and alive.exists() and entry.exists()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from claims.sae_sources import THESIS, THESIS_SAE_SOURCES, read_sae_config
-from mechinterp.sae_training import SAETrainingConfig
+from mechinterp.sae_config import SAETrainingConfig
 
 REPO = "roneneldan/TinyStories"
 STANDIN_COMMIT = "0" * 40  # where a real download puts the hub commit

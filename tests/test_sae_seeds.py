@@ -13,7 +13,7 @@ from claims.framework import Measured, evaluate
 from claims.thresholds import SAE_SEED_RULE, Threshold
 from mechinterp import report, sae_training
 from mechinterp.results import ClaimResult
-from mechinterp.sae_training import SAEOptionError
+from mechinterp.sae_options import SAEOptionError
 from tests.test_sae_training import TEXTS, TINY, tiny_model
 
 
@@ -122,9 +122,9 @@ def seeded_document(values: list[float], status: str = "passed") -> dict:
     from mechinterp.results import QuantityResult, RunInfo, results_to_dict
 
     result = ClaimResult("E3.L7-logit-feature", "planted:tinystories-8m", "tiny-stories-8M", True, status,
-                         quantities=[QuantityResult("lead", min(values))],
+                         quantities=[QuantityResult("lead", min(values), None, ">=", 1.0, None, "lead >= 1", "", True)],
                          details={"role": "L7-logit", "sae_seeds": {"seeds": [0, 1, 2], "values": {"lead": values}}},
-                         nodeid="claims/test_e3_features.py::test_l7[planted:tinystories-8m]")
+                         nodeid="claims/thesis/test_e3_features.py::test_l7[planted:tinystories-8m]")
     return results_to_dict(RunInfo("2026-12-02T00:00:00Z", "2026-12-02T00:01:00Z", ["planted:tinystories-8m"]), [result])
 
 
@@ -135,7 +135,9 @@ def test_baseline_says_whether_a_change_is_beyond_the_seed_spread(now, verdict):
     changes = compare_results(seeded_document(now), seeded_document([2.0, 3.0, 3.5]))
     (spread,) = changes.changes["seed_spread"]
     assert spread.startswith(verdict + " seed spread")
-    assert f"{int(verdict == 'beyond')} beyond the SAE seeds' spread" in comparison_summary(changes)[0]
+    (line,) = comparison_summary(changes)
+    assert f"lead 2 -> {min(now):.3g} ({verdict} seed spread)" in line  # the key value's verdict
+    assert line.endswith(f"1 value(s) changed, {int(verdict == 'beyond')} beyond the SAE seeds' spread")
 
 
 def test_seed_spread_needs_seeds_in_both_runs():
@@ -163,7 +165,7 @@ def test_a_known_gap_excuses_only_the_rows_it_lists():
 
 def test_the_gap_mark_expects_only_gap_failures():
     from claims.framework import KnownGapFailure, known_gap_mark
-    from claims.thresholds import KNOWN_GAPS
+    from claims.thesis.thresholds import KNOWN_GAPS
 
     mark = known_gap_mark(KNOWN_GAPS[0])
     assert mark.kwargs["raises"] is KnownGapFailure and mark.kwargs["strict"] is True
@@ -173,7 +175,8 @@ def test_a_seed_dependent_gap_is_not_strict():
     """A gap whose rows pass on some SAE seeds or machines (KnownGap.seed_dependent) may pass without failing the run
     (the report calls it a pass, with a note); every other gap stays strict."""
     from claims.framework import known_gap_mark
-    from claims.thresholds import KNOWN_GAPS, KnownGap
+    from claims.thesis.thresholds import KNOWN_GAPS
+    from claims.thresholds import KnownGap
 
     assert known_gap_mark(KnownGap("E3.t", "planted:tinystories-8m", ("lead",), "cause", seed_dependent=True)).kwargs["strict"] is False
     assert all(known_gap_mark(gap).kwargs["strict"] is not gap.seed_dependent for gap in KNOWN_GAPS)

@@ -1,4 +1,4 @@
-"""mechinterp/sae_training.py: config checks, the keyed cache (reuse, corrupt and mismatched entries),
+"""mechinterp/sae_training.py, sae_config.py, sae_cache.py and sae_options.py: config checks, the keyed cache (reuse, corrupt and mismatched entries),
 and ground truth: on planted:tinystories-8m with its story corpus, the gated SAE trained here recovers
 the planted trigger directions, the role finder picks those features, and ablating them does what the
 planted mechanism dictates.
@@ -18,12 +18,15 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import claims.sae_sources as sources
-import claims.test_e3_features as e3
+import claims.thesis.e3_features as e3
 from fixtures import planted
 from fixtures.tokenizer import gpt2_tokenizer
-from mechinterp import features, sae_training
+from mechinterp import features, sae_cache, sae_options, sae_training
 from mechinterp.ioi import make_batch, protocol_prompts
-from mechinterp.sae_training import SAECacheError, SAEOptionError, SAETrainingConfig
+from mechinterp.sae_cache import SAECacheError
+from mechinterp.sae_config import ARCHITECTURE_KNOBS, SAETrainingConfig
+from mechinterp.sae_options import SAEOptionError
+from tests.plugin_fakes import FAKE_MODELS, UNUSED_PLUGINS, claims_pytester  # noqa: F401 - a fixture
 
 TINY = SAETrainingConfig(
     block=1, width=64, training_tokens=2048, train_batch_size_tokens=256, context_size=32, store_batch_size_prompts=4,
@@ -59,13 +62,35 @@ def test_config_rejects_bad_settings_with_clear_errors():
 
 def test_cache_key_changes_with_config_weights_and_corpus():
     model = tiny_model()
-    mid, cid = sae_training.model_identity(model), sae_training.corpus_identity(TEXTS, TINY.dataset_path)
-    key = sae_training.cache_key(TINY, mid, cid)
-    assert key == sae_training.cache_key(TINY, sae_training.model_identity(tiny_model()), cid)
-    assert key != sae_training.cache_key(dataclasses.replace(TINY, l1_coefficient=4.0), mid, cid)
-    assert key != sae_training.cache_key(TINY, sae_training.model_identity(tiny_model(seed=1)), cid)
-    assert key != sae_training.cache_key(TINY, mid, sae_training.corpus_identity(TEXTS[:-1], TINY.dataset_path))
-    assert sae_training.corpus_identity(None, "roneneldan/TinyStories")["source"] == "huggingface"
+    mid, cid = sae_cache.model_identity(model), sae_cache.corpus_identity(TEXTS, TINY.dataset_path)
+    key = sae_cache.cache_key(TINY, mid, cid)
+    assert key == sae_cache.cache_key(TINY, sae_cache.model_identity(tiny_model()), cid)
+    assert key != sae_cache.cache_key(dataclasses.replace(TINY, l1_coefficient=4.0), mid, cid)
+    assert key != sae_cache.cache_key(TINY, sae_cache.model_identity(tiny_model(seed=1)), cid)
+    assert key != sae_cache.cache_key(TINY, mid, sae_cache.corpus_identity(TEXTS[:-1], TINY.dataset_path))
+    assert sae_cache.corpus_identity(None, "roneneldan/TinyStories")["source"] == "huggingface"
+
+
+def test_cache_key_of_a_gated_config_is_the_one_made_before_the_architecture_knob():
+    # main cdcf427's keys for these configs, before `architecture` existed: cached gated SAEs are still found
+    assert sae_cache.cache_key(SAETrainingConfig(), {"model_name": "m"}, {"source": "texts"}) == "4056a5f060f7eae0"
+    assert sae_cache.cache_key(sources.PLANTED_SAE_CONFIG, {"model_name": "m"}, {"source": "texts"}) == "bb5468d22ab0a380"
+
+
+def test_cache_key_differs_per_architecture_and_holds_only_its_knobs():
+    mid, cid = sae_cache.model_identity(tiny_model()), sae_cache.corpus_identity(TEXTS, TINY.dataset_path)
+    knobs = {"gated": {}, **OTHER_ARCHITECTURES}
+    keys = {arch: sae_cache.cache_key(dataclasses.replace(TINY, architecture=arch, **knobs[arch]), mid, cid) for arch in knobs}
+    assert set(knobs) == set(ARCHITECTURE_KNOBS) and len(set(keys.values())) == len(knobs) and keys["gated"] == sae_cache.cache_key(TINY, mid, cid)
+    topk = dataclasses.replace(TINY, architecture="topk", topk_k=8)
+    assert sae_cache.cache_key(topk, mid, cid) != sae_cache.cache_key(dataclasses.replace(topk, topk_k=9), mid, cid)
+    # topk trains with no L1 penalty: a config differing only there trains the same SAE, so shares its entry
+    assert sae_cache.cache_key(topk, mid, cid) == sae_cache.cache_key(dataclasses.replace(topk, l1_coefficient=9.0), mid, cid)
+    jumprelu = dataclasses.replace(TINY, architecture="jumprelu")
+    assert (sae_cache.cache_key(jumprelu, mid, cid)
+            != sae_cache.cache_key(dataclasses.replace(jumprelu, jumprelu_l0_coefficient=2.0), mid, cid))
+    assert "architecture" not in TINY.key_dict() and topk.key_dict()["architecture"] == "topk"
+    assert SAETrainingConfig.from_dict(topk.key_dict()) == topk  # a record's config gives back the config
 
 
 # --- training and the cache ----------------------------------------------------------------------
@@ -84,11 +109,37 @@ def test_train_sae_saves_weights_record_and_quality(tiny_trained):
     assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
     torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64), atol=1e-5, rtol=0)  # folded decoder norms
     record = sae.cfg.metadata.training_record
-    assert record["config"] == TINY.to_dict() and record["model"]["model_name"] == "tiny-0"
+    assert record["config"] == TINY.key_dict() and record["model"]["model_name"] == "tiny-0"
     assert set(record["quality"]) >= {"explained_variance", "l0", "ce_loss_clean", "ce_loss_with_sae"}
     assert record["tokens_per_second"] > 0
     (entry,) = [p for p in cache.iterdir() if p.is_dir()]  # beside it: its .lock file
     assert {p.name for p in entry.iterdir()} >= {"cfg.json", "sae_weights.safetensors", "training.json"}
+
+
+# The other architectures' own knobs, small enough for the tiny SAE (width 64)
+OTHER_ARCHITECTURES = {"standard": {}, "jumprelu": {}, "topk": {"topk_k": 8}}
+
+
+@pytest.mark.parametrize("architecture", list(OTHER_ARCHITECTURES))
+def test_each_architecture_trains_sae_lens_own_sae(architecture, tmp_path):
+    from sae_lens.registry import get_sae_class
+
+    config = dataclasses.replace(TINY, architecture=architecture, **OTHER_ARCHITECTURES[architecture])
+    sae = sae_training.train_sae(tiny_model(), TEXTS, config, cache_dir=tmp_path)
+    assert type(sae) is get_sae_class(architecture)[0] and sae.cfg.architecture() == architecture
+    record = sae.cfg.metadata.training_record
+    assert record["config"]["architecture"] == architecture and SAETrainingConfig.from_dict(record["config"]) == config
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64), atol=1e-5, rtol=0)  # folded decoder norms
+    # what features.py's ablation and attribution assume: the reconstruction is b_dec + sum_f a_f W_dec[f]
+    resid = features.residual_at(tiny_model(), make_batch(gpt2_tokenizer(), protocol_prompts()).tokens, config.hook_name)
+    acts = sae.encode(resid)
+    assert acts.gt(0).any()
+    torch.testing.assert_close(sae.decode(acts), acts @ sae.W_dec + sae.b_dec, atol=1e-5, rtol=1e-5)
+    if architecture == "topk":
+        assert record["quality"]["l0"] == 8  # k reached sae_lens: exactly k features per token
+        assert acts.gt(0).sum(-1).max() <= 8
+    else:
+        assert record["quality"]["l0"] > 0
 
 
 def test_cached_sae_is_reused_not_retrained(tiny_trained, monkeypatch):
@@ -97,7 +148,7 @@ def test_cached_sae_is_reused_not_retrained(tiny_trained, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("retrained although a cache entry exists")
 
-    monkeypatch.setattr(sae_training, "fit_gated_sae", no_training)
+    monkeypatch.setattr(sae_training, "fit_sae", no_training)
     again = sae_training.train_sae(tiny_model(), TEXTS, TINY, cache_dir=cache)
     assert torch.equal(again.W_dec, sae.W_dec) and torch.equal(again.W_enc, sae.W_enc)
 
@@ -113,7 +164,7 @@ def _copy_entry(tiny_trained, tmp_path):
 
 
 def test_corrupt_or_mismatched_entries_raise_instead_of_retraining(tiny_trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(sae_training, "fit_gated_sae", lambda *a, **k: pytest.fail("retrained over a bad entry"))
+    monkeypatch.setattr(sae_training, "fit_sae", lambda *a, **k: pytest.fail("retrained over a bad entry"))
     entry = _copy_entry(tiny_trained, tmp_path)
     (entry / "sae_weights.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(SAECacheError, match="cannot load SAE weights.*delete it to retrain"):
@@ -168,7 +219,34 @@ BAD_SETTINGS = [
     ("dataset_path", "", "dataset_path must be a Hugging Face dataset name"),
     ("heldout_fraction", 1.0, r"heldout_fraction must be in \[0, 1\), got 1.0"),
     ("heldout_fraction", -0.1, r"heldout_fraction must be in \[0, 1\), got -0.1"),
+    ("architecture", "relu", "architecture must be one of gated, standard, jumprelu, topk; got 'relu'"),
+    ("architecture", "batchtopk", "architecture must be one of gated, .*got 'batchtopk'"),
+    ("topk_k", 8, "topk_k applies to architecture 'topk' only; architecture is 'gated'"),
+    ("jumprelu_bandwidth", 0.1, "jumprelu_bandwidth applies to architecture 'jumprelu' only; architecture is 'gated'"),
 ]
+# The architectures' own knobs, under their architecture
+BAD_ARCHITECTURE_SETTINGS = [
+    ({"architecture": "topk", "topk_k": 0}, "topk_k must be >= 1, got 0"),
+    ({"architecture": "topk", "topk_k": 65, "width": 64}, "topk_k 65 is more than the SAE's width 64"),
+    ({"architecture": "topk", "topk_k": 2.0}, r"topk_k must be an int, got 2.0 \(float\)"),
+    ({"architecture": "topk", "normalize_activations": "layer_norm"}, "architecture 'topk' cannot train with normalize_act"),
+    ({"architecture": "jumprelu", "jumprelu_l0_coefficient": 0}, "jumprelu_l0_coefficient must be > 0, got 0.0"),
+    ({"architecture": "jumprelu", "jumprelu_init_threshold": -0.1}, "jumprelu_init_threshold must be > 0"),
+    ({"architecture": "jumprelu", "jumprelu_bandwidth": 0.0}, "jumprelu_bandwidth must be > 0"),
+]
+
+
+@pytest.mark.parametrize("fields, message", BAD_ARCHITECTURE_SETTINGS)
+def test_config_range_checks_each_architectures_knobs(fields, message):
+    with pytest.raises(ValueError, match=message) as raised:
+        SAETrainingConfig(**fields)
+    assert "\n" not in str(raised.value)
+
+
+def test_train_sae_rejects_a_topk_k_over_the_width_it_takes_from_the_model():
+    config = dataclasses.replace(TINY, width=None, architecture="topk", topk_k=513)  # width 16 x d_model 32 = 512
+    with pytest.raises(ValueError, match="topk_k 513 is more than the SAE's width 512"):
+        sae_training.train_sae(tiny_model(), TEXTS, config, cache_dir="unused")
 
 
 @pytest.mark.parametrize("name, value, message", BAD_SETTINGS, ids=[f"{n}={v!r}" for n, v, _ in BAD_SETTINGS])
@@ -200,6 +278,8 @@ BAD_CONFIG_FILES = [  # (file content or None for no file, what the one-line err
     ('{"l1_coefficient": "20"}', r"l1_coefficient must be a float, got '20' \(str\)"),
     ('{"l1_coefficient": -20}', "l1_coefficient must be > 0, got -20.0"),
     ('{"training_tokens": 100}', "less than one batch"),
+    ('{"architecture": "relu"}', "architecture must be one of gated, standard, jumprelu, topk; got 'relu'"),
+    ('{"architecture": "topk", "topk_k": 0}', "topk_k must be >= 1, got 0"),
 ]
 
 
@@ -209,18 +289,31 @@ def test_sae_config_file_problems_are_one_line_errors_naming_the_file(tmp_path, 
     if content is not None:
         path.write_text(content)
     with pytest.raises(SAEOptionError, match=message) as raised:
-        sae_training.sae_config_from_file(path)
+        sae_options.sae_config_from_file(path)
     assert str(raised.value).startswith(f"--sae-config {path}: ") and "\n" not in str(raised.value)
+
+
+def test_a_bad_architecture_stops_the_run_at_its_start_before_any_model_loads(claims_pytester):
+    claims_pytester.path.joinpath("fake_models.py").write_text(
+        FAKE_MODELS + "\ndef fake_load(spec):\n    raise AssertionError(f'{spec} loaded')\n")
+    claims_pytester.path.joinpath("sae.json").write_text('{"architecture": "relu"}')
+    result = claims_pytester.runpytest(*UNUSED_PLUGINS, "claims", "--model", "planted:tinystories-8m",
+                                       "--sae-config", "sae.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if "architecture must be one of" in line]
+    assert errors == ["ERROR: --sae-config sae.json: architecture must be one of gated, standard, jumprelu, topk; "
+                      "got 'relu' (fields the file does not set come from PLANTED_SAE_CONFIG, the planted twin's)"]
+    assert "loaded" not in result.stdout.str() + result.stderr.str()
 
 
 def test_sae_config_file_overrides_its_base(tmp_path):
     path = tmp_path / "sae.json"
     path.write_text('{"l1_coefficient": 20, "seed": 3}')
-    config = sae_training.sae_config_from_file(path, base=sources.PLANTED_SAE_CONFIG)
+    config = sae_options.sae_config_from_file(path, base=sources.PLANTED_SAE_CONFIG)
     assert config == dataclasses.replace(sources.PLANTED_SAE_CONFIG, l1_coefficient=20.0, seed=3)
-    assert sae_training.sae_config_from_file(path).width is None  # the default base
+    assert sae_options.sae_config_from_file(path).width is None  # the default base
     with pytest.raises(SAEOptionError, match="not a file"):
-        sae_training.sae_config_from_file(tmp_path)
+        sae_options.sae_config_from_file(tmp_path)
 
 
 def test_e3_reads_sae_config_over_each_model_kinds_defaults(tmp_path):
@@ -252,8 +345,8 @@ def _sae_dir_with_entry(tiny_trained, tmp_path, name="blocks.1"):
 def test_check_sae_dir_maps_hooks_to_directories(tiny_trained, tmp_path):
     root = _sae_dir_with_entry(tiny_trained, tmp_path)
     (root / "README.md").write_text("notes beside the SAEs are ignored")
-    assert sae_training.check_sae_dir(root) == {"blocks.1.hook_resid_post": root / "blocks.1"}
-    assert sae_training.check_sae_dir(root / "blocks.1") == {"blocks.1.hook_resid_post": root / "blocks.1"}
+    assert sae_options.check_sae_dir(root) == {"blocks.1.hook_resid_post": root / "blocks.1"}
+    assert sae_options.check_sae_dir(root / "blocks.1") == {"blocks.1.hook_resid_post": root / "blocks.1"}
 
 
 def _break(root, how: str):
@@ -318,7 +411,7 @@ BROKEN_SAE_DIRS = [  # (what is wrong, what the one-line error says)
 def test_check_sae_dir_problems_are_one_line_errors_naming_the_file(tiny_trained, tmp_path, how, message):
     path = _break(_sae_dir_with_entry(tiny_trained, tmp_path), how)
     with pytest.raises(SAEOptionError, match=message) as raised:
-        sae_training.check_sae_dir(path)
+        sae_options.check_sae_dir(path)
     assert str(raised.value).startswith(f"--sae-dir {path}: ") and "\n" not in str(raised.value)
 
 
@@ -326,10 +419,10 @@ def test_record_that_is_not_an_object_is_a_cache_error(tiny_trained, tmp_path):
     entry = _copy_entry(tiny_trained, tmp_path)
     (entry / "training.json").write_text('"key config model corpus"')  # a string "contains" every field name
     with pytest.raises(SAECacheError, match="holds a JSON string, not a training record"):
-        sae_training.load_sae_dir(entry)
+        sae_cache.load_sae_dir(entry)
     (entry / "training.json").write_text('{"key": 1, "config": [], "model": {}, "corpus": {}}')
     with pytest.raises(SAECacheError, match="bad config or model in the record"):
-        sae_training.load_sae_dir(entry)
+        sae_cache.load_sae_dir(entry)
 
 
 def test_training_is_deterministic(tiny_trained, tmp_path):

@@ -62,21 +62,6 @@ def head_heatmap(
     return figure
 
 
-def estimate_vs_exact(estimate: torch.Tensor, exact: torch.Tensor, title: str) -> Figure:
-    """Scatter of attribution-patching estimates against exact patching effects, with y = x."""
-    x, y = exact.flatten().double().cpu(), estimate.flatten().double().cpu()
-    figure = Figure(figsize=(4.5, 4.5))
-    axes = figure.add_subplot()
-    axes.scatter(x.numpy(), y.numpy(), s=8)
-    low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
-    axes.plot([low, high], [low, high], color="grey", linewidth=0.8)
-    axes.set_xlabel("activation patching (exact)")
-    axes.set_ylabel("attribution patching (estimate)")
-    axes.set_title(title, fontsize=10)
-    figure.tight_layout()
-    return figure
-
-
 def _node_position(name: str, n_layers: int, n_heads: int) -> tuple[float, float]:
     """x: head index (MLPs right of the heads, embed/logits centred); y: layer, heads above the MLP."""
     if name == "embed":

@@ -11,18 +11,16 @@ claims/thresholds.py, section E2.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
+from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
+from claims.thesis.heads import NAME_MOVER_TS8M, NEGATIVE_NAME_MOVERS_GPT2
 from mechinterp.dla import dla_table, per_prompt_dla
 from mechinterp.heads import Head, argmax_head, head_at
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.plots.circuit import dla_figure
 from mechinterp.robustness import ClaimDistribution
-
-NAME_MOVER_TS8M = (7, 7)
-NEGATIVE_NAME_MOVERS_GPT2 = [(10, 7), (11, 10)]  # Wang et al. 2022
 
 
 def protocol_dla(model):
@@ -114,11 +112,19 @@ def dla_distributions(model) -> tuple[ClaimDistribution, ClaimDistribution]:
             ClaimDistribution(per_prompt_dla, lambda m: no_neg_mover_values(*heads_and_total(m))))
 
 
-@pytest.mark.claim("E2.dla-single")
-def test_dla_single(subject, check, robustness):
-    check(robustness(measure_dla_single(subject.model), dla_distributions(subject.model)[0]))
+DLA_SINGLE = Claim(
+    'E2.dla-single', 's3.4, figs 3.9-3.10',
+    'Only H7.7 writes the answer directly in TinyStories-8M; GPT-2 small spreads it over several heads.',
+    measure=measure_dla_single,
+    distribution=lambda model: dla_distributions(model)[0],
+)
 
 
-@pytest.mark.claim("E2.no-neg-mover")
-def test_no_neg_mover(subject, check, robustness):
-    check(robustness(measure_no_neg_mover(subject.model), dla_distributions(subject.model)[1]))
+NO_NEG_MOVER = Claim(
+    'E2.no-neg-mover', 's3.4, figs 3.9-3.10',
+    'TinyStories-8M has no negative name mover heads; GPT-2 small has (10.7, 11.10).',
+    measure=measure_no_neg_mover,
+    distribution=lambda model: dla_distributions(model)[1],
+)
+
+CLAIMS = [DLA_SINGLE, NO_NEG_MOVER]

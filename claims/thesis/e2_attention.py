@@ -18,22 +18,36 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-import pytest
 import torch
 
+from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
-from mechinterp.attention import attention_between, attention_patterns, mean_attention, per_prompt_attention, sub_batch
+from claims.thesis.heads import (
+    NAME_MOVER_TS8M,
+    NAME_MOVERS_GPT2,
+    S_INHIBITION_GPT2,
+    S_INHIBITION_TS8M,
+    SECONDARY_NAME_MOVER_TS8M,
+)
+from mechinterp.attention import (
+    attention_between,
+    attention_patterns,
+    mean_attention,
+    per_prompt_attention,
+    sub_batch,
+)
 from mechinterp.heads import Head, argmax_head
 from mechinterp.ioi import make_batch, protocol_prompts
-from mechinterp.patching import PatchingConfig, patch_sites, patching_pair_batches, per_prompt_head_patching
+from mechinterp.patching import (
+    PatchingConfig,
+    PatchingError,
+    normalize,
+    patch_sites,
+    patching_pair_batches,
+    per_prompt_head_patching,
+)
 from mechinterp.plots.circuit import attention_pattern_figure
 from mechinterp.robustness import ClaimDistribution
-
-NAME_MOVER_TS8M = (7, 7)
-NAME_MOVERS_GPT2 = [(9, 9), (9, 6)]
-S_INHIBITION_TS8M = (5, 7)
-S_INHIBITION_GPT2 = (8, 6)
-SECONDARY_NAME_MOVER_TS8M = (6, 11)
 
 
 def _name(head) -> str:
@@ -148,9 +162,12 @@ def collect_attention(model, batch) -> dict[str, torch.Tensor]:
 
 
 def _head_patching_effects(means) -> torch.Tensor:
-    """[layer, head] normalized effect of the means: (patched - corrupted) / (clean - corrupted)."""
-    gap = means["clean"] - means["corrupted"]
-    return (means["head_patched"] - means["corrupted"]) / gap if abs(float(gap)) > 1e-6 else means["head_patched"] * math.nan
+    """[layer, head] normalized effect of the means (patching.normalize); NaN where a resample's clean and
+    corrupted means coincide (that resample says nothing, it does not stop the bootstrap)."""
+    try:
+        return normalize(means["head_patched"], float(means["clean"]), float(means["corrupted"]), PatchingConfig())
+    except PatchingError:
+        return means["head_patched"] * math.nan
 
 
 def _secondary_role(means) -> Head:
@@ -184,16 +201,27 @@ def attention_distributions(model) -> dict[str, ClaimDistribution]:
     }
 
 
-@pytest.mark.claim("E2.h77-name-mover")
-def test_h77_name_mover(subject, check, robustness):
-    check(robustness(measure_h77_name_mover(subject.model), attention_distributions(subject.model)["E2.h77-name-mover"]))
+H77_NAME_MOVER = Claim(
+    'E2.h77-name-mover', 's3.4, figs 3.15-3.17',
+    "H7.7 is a name mover: it attends from END to IO (about 0.7), like GPT-2 small's H9.9 and H9.6.",
+    measure=measure_h77_name_mover,
+    distribution=lambda model: attention_distributions(model)["E2.h77-name-mover"],
+)
 
 
-@pytest.mark.claim("E2.h57-s-inhibition")
-def test_h57_s_inhibition(subject, check, robustness):
-    check(robustness(measure_h57_s_inhibition(subject.model), attention_distributions(subject.model)["E2.h57-s-inhibition"]))
+H57_S_INHIBITION = Claim(
+    'E2.h57-s-inhibition', 's3.4, figs 3.18-3.19',
+    "H5.7 is an S-inhibition head: END and 'gave' attend to S2, the 'and' after S1 to S1, like GPT-2 small's H8.6.",
+    measure=measure_h57_s_inhibition,
+    distribution=lambda model: attention_distributions(model)["E2.h57-s-inhibition"],
+)
 
 
-@pytest.mark.claim("E2.h611-secondary")
-def test_h611_secondary(subject, check, robustness):
-    check(robustness(measure_h611_secondary(subject.model), attention_distributions(subject.model)["E2.h611-secondary"]))
+H611_SECONDARY = Claim(
+    'E2.h611-secondary', 's3.5.1',
+    'H6.11 is a weaker name mover that moves both S and IO to END.',
+    measure=measure_h611_secondary,
+    distribution=lambda model: attention_distributions(model)["E2.h611-secondary"],
+)
+
+CLAIMS = [H77_NAME_MOVER, H57_S_INHIBITION, H611_SECONDARY]

@@ -9,9 +9,9 @@ logit(S) at END, and the mean P(IO) - P(S) there. The thesis gives no numbers fo
 
 from __future__ import annotations
 
-import pytest
 import torch
 
+from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.metrics import logit_diff, p_io, p_s
@@ -28,6 +28,10 @@ def measure_smallest_ioi(model) -> Measured:
     return Measured(values, details={"per_prompt_logit_diff": per_prompt.tolist()})
 
 
-@pytest.mark.claim("E0.smallest-ioi")
-def test_smallest_ioi(subject, check):
-    check(measure_smallest_ioi(subject.model))
+SMALLEST_IOI = Claim(
+    'E0.smallest-ioi', 's3.2',
+    'TinyStories-8M is the smallest of its family that performs IOI; 1M and 3M do not.',
+    measure=measure_smallest_ioi,
+)
+
+CLAIMS = [SMALLEST_IOI]

@@ -2,17 +2,15 @@
 circuit of every selected model, found by role (mechinterp.circuit_card), measured and shown with
 no threshold. It runs on every model, so a TinyStories version the thesis makes no claim about
 (28M, 33M) or an unidentified checkpoint still gets a measured answer, never an empty run.
-With `--ioi-templates FILE` (claims.ioi_templates_option) the card reads IOI on the model's own templates.
+With `--ioi-templates FILE` (claims.options) the card reads IOI on the model's own templates.
 On a model learned here (fixtures/learned) the card's roles are shown beside the brute-force answer
 (every head mean-ablated, fixtures.learned.ground_truth), the ground truth the card is tested against.
 """
 
 from __future__ import annotations
 
-import pytest
-
+from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
-from claims.ioi_templates_option import ioi_templates
 from mechinterp.circuit_card import circuit_card
 from mechinterp.ioi_roles import RoleFloors
 
@@ -46,12 +44,25 @@ def learned_recipe(subject):
     """The recipe of a learned checkpoint (fixtures.learned), or None for any other model."""
     from fixtures.learned import RECIPES, recipe_of
 
-    spec = subject.model_spec
-    name = recipe_of(spec.name) if spec is not None and spec.kind == "local" else None
+    name = recipe_of(subject.spec.name) if subject.spec.kind == "local" else None
     return RECIPES[name] if name else None
 
 
-@pytest.mark.claim("circuit-card")
-def test_circuit_card(subject, check, request):
-    templates, source = ioi_templates(request.config)
-    check(measure_circuit_card(subject.model, learned_recipe(subject), templates=templates, templates_source=source))
+def run_ioi_templates(subject) -> tuple[list[str] | None, str | None]:
+    """(templates, file) of the run's --ioi-templates, or (None, None)."""
+    return subject.options.ioi_templates, subject.options.ioi_templates_file
+
+
+def measure_card(model, recipe, templates: tuple[list[str] | None, str | None]) -> Measured:
+    return measure_circuit_card(model, recipe, templates=templates[0], templates_source=templates[1])
+
+
+CIRCUIT_CARD = Claim(
+    'circuit-card', 's3.4-3.5',
+    'The IOI circuit of each model by role: name movers, S-inhibition, duplicate, previous-token and induction heads (measured, no threshold).',
+    measure=measure_card,
+    inputs=(learned_recipe, run_ioi_templates),
+    measured_only=True,
+)
+
+CLAIMS = [CIRCUIT_CARD]

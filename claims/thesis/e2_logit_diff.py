@@ -6,9 +6,9 @@ Thresholds and their reasons: claims/thresholds.py, section E2.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
+from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from mechinterp.ioi import make_batch, protocol_prompts
 from mechinterp.metrics import logit_diff
@@ -42,6 +42,11 @@ def collect_logit_diff(model, batch) -> dict[str, torch.Tensor]:
 DISTRIBUTION = ClaimDistribution(collect_logit_diff, lambda means: {"logit_diff": float(means["logit_diff"])})
 
 
-@pytest.mark.claim("E2.logit-diff")
-def test_logit_diff(subject, check, robustness):
-    check(robustness(measure_logit_diff(subject.model), DISTRIBUTION))
+LOGIT_DIFF = Claim(
+    'E2.logit-diff', 's3.4',
+    'Mean logit difference IO - S: 9.4 in TinyStories-8M, 3.6 in GPT-2 small.',
+    measure=measure_logit_diff,
+    distribution=lambda model: DISTRIBUTION,
+)
+
+CLAIMS = [LOGIT_DIFF]

@@ -14,19 +14,35 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import torch
 
-from claims.framework import Measured, distribution_prompt_count
-from mechinterp.head_scores import SCORE_NAMES, HeadScoreConfig, head_scores, per_sequence_head_scores, top_heads
-from mechinterp.heads import Head, argmax_head
+from claims.claim import Claim
+from claims.framework import Measured
+from claims.thesis.heads import (
+    DUPLICATE_HEAD_TS8M,
+    LITERATURE_DUPLICATE_HEADS_GPT2,
+    LITERATURE_INDUCTION_HEADS_GPT2,
+    PREVIOUS_TOKEN_HEAD_GPT2,
+    THESIS_DUPLICATE_HEADS_GPT2,
+)
+from mechinterp.head_scores import (
+    SCORE_NAMES,
+    HeadScoreConfig,
+    head_scores,
+    per_sequence_head_scores,
+)
+from mechinterp.heads import Head, argmax_head, top_heads
 from mechinterp.memo import memoized
-from mechinterp.robustness import ClaimDistribution, PerPrompt, RobustnessConfig, robustness_block_of
 from mechinterp.plots.circuit import head_scores_figure
+from mechinterp.robustness import (
+    ClaimDistribution,
+    PerPrompt,
+    RobustnessConfig,
+    robustness_block_of,
+)
 
 # The protocol's free knobs: 20 sequences of 50 random tokens, repeated (101 tokens with BOS). The
 # thesis gives no sizes; 50 is the usual length (Olsson et al., ARENA); each sequence's score already
@@ -42,8 +58,7 @@ INDUCTION_HEAD_MIN_SCORE = 0.4
 # training never updated. The same induction score on TinyStories's own tokens is shown beside "no
 # induction heads". Offline, TinyStories's vocabulary is approximated by the tokens of the synthetic story
 # corpus (fixtures.corpus, a few hundred tokens: a subset of the real one); a text file of real stories
-# given as $MECHINTERP_TINYSTORIES_TEXT replaces it.
-TINYSTORIES_TEXT_ENV = "MECHINTERP_TINYSTORIES_TEXT"
+# given as $MECHINTERP_TINYSTORIES_TEXT (claims.options) replaces it.
 CORPUS_STORIES = 500
 
 
@@ -62,11 +77,6 @@ def tinystories_vocabulary(path: str | None = None) -> tuple[tuple[int, ...], st
     return tuple(sorted({t for text in texts for t in tokenizer.encode(text)})), source
 
 
-LITERATURE_DUPLICATE_HEADS_GPT2 = [(0, 1), (0, 10), (3, 0)]  # Wang et al. 2022, fig 2
-THESIS_DUPLICATE_HEADS_GPT2 = [(3, 0), (0, 5)]  # thesis s3.3, fig 3.6
-LITERATURE_INDUCTION_HEADS_GPT2 = [(5, 5), (6, 9)]
-PREVIOUS_TOKEN_HEAD_GPT2 = (4, 11)
-DUPLICATE_HEAD_TS8M = (4, 0)
 
 
 def protocol_head_scores(model) -> dict:
@@ -128,11 +138,12 @@ def measure_prev_weaker(model) -> Measured:
     return Measured(values, figure, _details({"previous_token": prev}))
 
 
-def measure_no_induction(model) -> Measured:
+def measure_no_induction(model, tinystories_text: str | None = None) -> Measured:
+    """`tinystories_text`: a file of real stories whose tokens stand for TinyStories's vocabulary (else the synthetic corpus's)."""
     scores = protocol_head_scores(model)
     induction = scores["induction"]
     values = no_induction_values(scores)
-    vocabulary, source = tinystories_vocabulary(os.environ.get(TINYSTORIES_TEXT_ENV))
+    vocabulary, source = tinystories_vocabulary(tinystories_text)
     on_ts_tokens = head_scores(model, replace(CONFIG, vocabulary=vocabulary))["induction"]
     values["max_induction_score_tinystories_vocab"] = on_ts_tokens.max().item()
     details = _details({"induction": induction})
@@ -193,26 +204,40 @@ DISTRIBUTIONS = {
 }
 
 
-def e1_robustness(request, subject, measured: Measured, claim: str) -> Measured:
-    n_prompts = distribution_prompt_count(request.config, subject.model)
-    if n_prompts:
-        cfg = RobustnessConfig(n_prompts=n_prompts)
+def random_token_pass(claim: str):
+    """Claim.robustness of an E1 claim: its scores over fresh random sequences at eight copy lengths."""
+
+    def add(measured: Measured, subject, cfg: RobustnessConfig) -> Measured:
         per_sequence = per_sequence_distribution(subject.model, cfg)
         measured.details["robustness"] = robustness_block_of(per_sequence, DISTRIBUTIONS[claim], subject.thresholds,
                                                              measured.values, cfg, _describe(cfg))
-    return measured
+        return measured
+
+    return add
 
 
-@pytest.mark.claim("E1.prev-weaker")
-def test_prev_weaker(subject, check, request):
-    check(e1_robustness(request, subject, measure_prev_weaker(subject.model), "E1.prev-weaker"))
+PREV_WEAKER = Claim(
+    'E1.prev-weaker', 's3.3, figs 3.1-3.6',
+    "TinyStories-8M's previous-token heads are far weaker than GPT-2 small's (H4.11 attends almost only to the previous token).",
+    measure=measure_prev_weaker,
+    robustness=random_token_pass("E1.prev-weaker"),
+)
 
 
-@pytest.mark.claim("E1.no-induction")
-def test_no_induction(subject, check, request):
-    check(e1_robustness(request, subject, measure_no_induction(subject.model), "E1.no-induction"))
+NO_INDUCTION = Claim(
+    'E1.no-induction', 's3.3, figs 3.1-3.6',
+    'TinyStories-8M has no induction heads; GPT-2 small has several.',
+    measure=measure_no_induction,
+    inputs=(lambda subject: subject.options.tinystories_text if subject.options else None,),
+    robustness=random_token_pass("E1.no-induction"),
+)
 
 
-@pytest.mark.claim("E1.dup-weak")
-def test_dup_weak(subject, check, request):
-    check(e1_robustness(request, subject, measure_dup_weak(subject.model), "E1.dup-weak"))
+DUP_WEAK = Claim(
+    'E1.dup-weak', 's3.3, figs 3.1-3.6',
+    "TinyStories-8M has one weak duplicate-token head, H4.0; GPT-2 small's H3.0 and H0.5 are strong.",
+    measure=measure_dup_weak,
+    robustness=random_token_pass("E1.dup-weak"),
+)
+
+CLAIMS = [PREV_WEAKER, NO_INDUCTION, DUP_WEAK]

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
+from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
+from claims.thesis.heads import NAME_MOVER_TS8M, S_INHIBITION_TS8M
+from claims.thesis.thresholds import NOTICEABLE_EFFECT
 from mechinterp.dla import head_dla, per_prompt_dla
-from mechinterp.heads import Head, head_at
+from mechinterp.heads import Head, head_at, top_heads
 from mechinterp.patching import (
     PatchingConfig,
     PatchingError,
@@ -31,14 +33,10 @@ from mechinterp.patching import (
     per_prompt_resid_patching,
     run_metric,
     s2_to_end_handover,
-    top_heads,
 )
 from mechinterp.plots.patching import head_heatmap, layer_position_heatmap
 from mechinterp.robustness import ClaimDistribution
 
-NAME_MOVER_TS8M = (7, 7)
-S_INHIBITION_TS8M = (5, 7)
-NOTICEABLE_EFFECT = 0.1  # a head "matters" when patching it moves >= 10% of the clean-corrupted gap
 CFG = PatchingConfig(progress=False)
 
 
@@ -77,11 +75,6 @@ def measure_resid_patch_s2(model) -> Measured:
     figure = layer_position_heatmap(effects, labels, f"{model.cfg.model_name}: residual stream patching (corrupt -> clean)")
     details = {"S2_effect_by_layer": s2_curve.tolist(), "END_effect_by_layer": end_curve.tolist()}
     return Measured(values, figure, details)
-
-
-@pytest.mark.claim("E2.resid-patch-s2")
-def test_resid_patch_s2(subject, check, robustness):
-    check(robustness(measure_resid_patch_s2(subject.model), patching_distributions(subject.model)["E2.resid-patch-s2"]))
 
 
 # --- E2.head-patch ------------------------------------------------------------------------------
@@ -123,7 +116,7 @@ def measure_head_patch(model) -> Measured:
     except PatchingError as error:
         return _undefined(HEAD_QUANTITIES, info, error)
     values = {**head_patch_values(effects, head_dla(model, clean) if _fits(model) else None), **info}
-    details = {"top_heads": [(_head_name(l, h), e) for l, h, e in top_heads(effects, 8)]}
+    details = {"top_heads": top_heads(effects, 8, by_magnitude=True)}
     figure = head_heatmap(effects, f"{model.cfg.model_name}: head output patching (corrupt -> clean)")
     return Measured(values, figure, details)
 
@@ -167,6 +160,19 @@ def patching_distributions(model) -> dict[str, ClaimDistribution]:
     }
 
 
-@pytest.mark.claim("E2.head-patch")
-def test_head_patch(subject, check, robustness):
-    check(robustness(measure_head_patch(subject.model), patching_distributions(subject.model)["E2.head-patch"]))
+RESID_PATCH_S2 = Claim(
+    'E2.resid-patch-s2', 's3.4, figs 3.11-3.12',
+    'Patching the residual stream shows the information moving from S2 to END in later layers.',
+    measure=measure_resid_patch_s2,
+    distribution=lambda model: patching_distributions(model)["E2.resid-patch-s2"],
+)
+
+
+HEAD_PATCH = Claim(
+    'E2.head-patch', 's3.4, fig 3.13',
+    'H7.7 and H5.7 matter most when patched; H5.7 has no direct effect on the logits.',
+    measure=measure_head_patch,
+    distribution=lambda model: patching_distributions(model)["E2.head-patch"],
+)
+
+CLAIMS = [RESID_PATCH_S2, HEAD_PATCH]

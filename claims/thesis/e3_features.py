@@ -31,14 +31,24 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
+from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
-from claims.sae_sources import e3_sae_sets, context_corpus, over_seeds  # noqa: F401  (e3_sae_sets: the session fixture)
+from claims.sae_sources import context_corpus
+from claims.thesis.thresholds import ATTRIBUTION_NOISE, COPY_COSINE
 from mechinterp import features
 from mechinterp.attention import attention_patterns
-from mechinterp.ioi import IOIBatch, make_batch, patching_pair, protocol_prompts, single_token_id
-from mechinterp.plots.sae import attention_before_after, control_histogram, tables_figure
-
-import pytest
+from mechinterp.ioi import (
+    IOIBatch,
+    make_batch,
+    patching_pair,
+    protocol_prompts,
+    single_token_id,
+)
+from mechinterp.plots.sae import (
+    attention_before_after,
+    control_histogram,
+    tables_figure,
+)
 
 H77, H611 = (7, 7), (6, 11)
 PROTOCOL = "8p."  # prefix of the values measured on the 8 protocol prompts (reported, no rows)
@@ -47,14 +57,6 @@ RANDOM_CONTROL_FEATURES = 30
 # Live = fires at least once on the first 200 texts of the context corpus (~12k tokens of the story corpus):
 # only live features are drawn, since a dead feature's decoder row is an untrained direction.
 RANDOM_CONTROL_LIVE_TEXTS = 200
-# A feature whose decoder is this close to another's is a copy of it (SAEs split one direction over several
-# features): copies of a role feature are no "random other feature", and attribution leads are summed over
-# copies. 0.9 is the same bar as recovering a planted direction.
-COPY_COSINE = 0.9
-# An attribution (gradient x activation, in logits) under this is float noise, not a sign or a lead (measured: a
-# layer-6 SAE whose most negative feature had -2.8e-6 against a runner-up of -3.7e-7 "led" 7.7x). 0.01 is far
-# below any attribution the thesis reports (the smallest, L7's runner-up, is 0.07).
-ATTRIBUTION_NOISE = 0.01
 
 
 # --- shared measurement pieces ----------------------------------------------------------------------
@@ -89,6 +91,7 @@ def role_details(match: features.RoleMatch, sae) -> dict:
         "role": match.role, "description": features.ROLES[match.role].description, "feature": match.feature,
         "feature_name": names[match.feature] if names else None,
         "thesis_alias": match.alias, "sae_hook": sae.cfg.metadata.hook_name, "sae_width": sae.cfg.d_sae,
+        "sae_architecture": sae.cfg.architecture(),
         "sae_quality": record.get("quality"), "sae_key": record.get("key"),
     }
 
@@ -298,38 +301,66 @@ def measure_random_control(model, saes: Mapping[int, object], corpus: list[str],
 # applied by the framework -----
 
 
-@pytest.mark.claim("E3.L6-to-feature-collapse")
-def test_l6_to_feature_collapse(subject, check, e3_sae_sets):
-    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l6_to_feature_collapse(subject.model, saes)))
+def subject_context_corpus(subject) -> list[str]:
+    """The text searched for a feature's max-activating contexts (claims.sae_sources.context_corpus)."""
+    return context_corpus(subject.spec)
 
 
-@pytest.mark.claim("E3.L5-to-feature")
-def test_l5_to_feature(subject, check, e3_sae_sets):
-    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l5_to_feature(subject.model, saes)))
+L6_TO_FEATURE_COLLAPSE = Claim(
+    'E3.L6-to-feature-collapse', 's3.5, figs 3.24-3.25',
+    "Layer-6 feature 1059 fires on 'to' in giving contexts; ablating it drops P(IO) from 77.3% to 0.25%.",
+    measure=measure_l6_to_feature_collapse,
+    over_sae_seeds=True,
+)
 
 
-@pytest.mark.claim("E3.L5-gave-feature")
-def test_l5_gave_feature(subject, check, e3_sae_sets):
-    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l5_gave_feature(subject.model, saes)))
+L5_TO_FEATURE = Claim(
+    'E3.L5-to-feature', 's3.5, figs 3.21-3.22',
+    "Layer-5 feature 44 fires on 'to'; ablating it drops P(IO) to 4.8% and H7.7's END->IO attention from 0.7 to 0.3.",
+    measure=measure_l5_to_feature,
+    over_sae_seeds=True,
+)
 
 
-@pytest.mark.claim("E3.L5-infinitive-to")
-def test_l5_infinitive_to(subject, check, e3_sae_sets):
-    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l5_infinitive_to(subject.model, saes)))
+L5_GAVE_FEATURE = Claim(
+    'E3.L5-gave-feature', 's3.5',
+    "Layer-5 feature 2338, the top attribution, fires on 'gave'; ablating it lowers H7.7's END->IO attention 0.7 -> 0.3.",
+    measure=measure_l5_gave_feature,
+    over_sae_seeds=True,
+)
 
 
-@pytest.mark.claim("E3.L6-negative-names")
-def test_l6_negative_names(subject, check, e3_sae_sets):
-    corpus = context_corpus(subject.spec)
-    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l6_negative_names(subject.model, saes, corpus)))
+L5_INFINITIVE_TO = Claim(
+    'E3.L5-infinitive-to', 's3.5, fig 3.23',
+    "Layer-5 feature 1276 fires on 'to' before infinitives; ablating it makes later heads attend to earlier 'to's.",
+    measure=measure_l5_infinitive_to,
+    over_sae_seeds=True,
+)
 
 
-@pytest.mark.claim("E3.L7-logit-feature")
-def test_l7_logit_feature(subject, check, e3_sae_sets):
-    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_l7_logit_feature(subject.model, saes)))
+L6_NEGATIVE_NAMES = Claim(
+    'E3.L6-negative-names', 's3.5, tables 3.8-3.9',
+    'Layer-6 feature 2837, the most negative attribution, fires on names.',
+    measure=measure_l6_negative_names,
+    over_sae_seeds=True,
+    inputs=(subject_context_corpus,),
+)
 
 
-@pytest.mark.claim("E3.random-control")
-def test_random_control(subject, check, e3_sae_sets):
-    corpus = context_corpus(subject.spec)
-    check(over_seeds(e3_sae_sets(subject), lambda saes: measure_random_control(subject.model, saes, corpus)))
+L7_LOGIT_FEATURE = Claim(
+    'E3.L7-logit-feature', 's3.5',
+    'Layer-7 feature 1854 is the only large attribution there; its decoder direction unembeds to the IO name.',
+    measure=measure_l7_logit_feature,
+    over_sae_seeds=True,
+)
+
+
+RANDOM_CONTROL = Claim(
+    'E3.random-control', 's3.5',
+    'Ablating random features does not change IOI performance.',
+    measure=measure_random_control,
+    over_sae_seeds=True,
+    inputs=(subject_context_corpus,),
+)
+
+CLAIMS = [L6_TO_FEATURE_COLLAPSE, L5_TO_FEATURE, L5_GAVE_FEATURE, L5_INFINITIVE_TO, L6_NEGATIVE_NAMES, L7_LOGIT_FEATURE, RANDOM_CONTROL]

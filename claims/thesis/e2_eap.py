@@ -13,13 +13,20 @@ of the mean logit difference, as the protocol's over its one pair), by the proto
 
 from __future__ import annotations
 
-import pytest
 import torch
 
+from claims.claim import Claim
 from claims.framework import Measured, tokenizer_for
 from mechinterp.eap import (
-    EAPConfig, composition_by_head, downstream_nodes, edge_attribution, edge_index, edge_rank, per_prompt_eap,
-    ranks_by_magnitude, upstream_nodes,
+    EAPConfig,
+    composition_by_head,
+    downstream_nodes,
+    edge_attribution,
+    edge_index,
+    edge_rank,
+    per_prompt_eap,
+    ranks_by_magnitude,
+    upstream_nodes,
 )
 from mechinterp.patching import patching_pair_batches
 from mechinterp.plots.patching import circuit_graph
@@ -104,6 +111,11 @@ def eap_distribution(model) -> ClaimDistribution:
     return ClaimDistribution(per_prompt_eap, statistic)
 
 
-@pytest.mark.claim("E2.eap-edges")
-def test_eap_edges(subject, check, robustness):
-    check(robustness(measure_eap_edges(subject.model), eap_distribution(subject.model)))
+EAP_EDGES = Claim(
+    'E2.eap-edges', 's3.4, fig 3.20',
+    "Edge attribution: H7.7's value reads MLP0 and the embedding, its query H5.7; H5.7's value reads H4.0.",
+    measure=measure_eap_edges,
+    distribution=eap_distribution,
+)
+
+CLAIMS = [EAP_EDGES]

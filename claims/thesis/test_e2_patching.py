@@ -1,0 +1,6 @@
+"""The claims of claims/thesis/e2_patching.py as pytest tests (declared there, with their measures)."""
+
+from claims.claim import claim_tests
+from claims.thesis.e2_patching import CLAIMS
+
+globals().update(claim_tests(CLAIMS))
