@@ -36,6 +36,9 @@ def measure(claim: str, model, saes) -> dict:
 
 
 # Claim -> the mutant whose change, applied to the world, removes the finding (fixtures.planted.MUTANTS).
+# Measured (thesis prompt, SAE seed 0, this project's CPU), world -> world + mutant: L6-to P(IO) after the ablation
+# 1.3% -> 83%; L5-to 5.5% -> 96% (H6.11 keeps 0 -> 1.33 of its names); L5-infinitive-to attention to earlier ' to'
+# after it 0.91 -> 5e-6; L7 lead 31 -> 3.3, top unembedding token Mary -> not the IO.
 MUTANT_OF = {
     "E3.L6-to-feature-collapse": "tinystories-8m/no-to6-trigger",
     "E3.L5-to-feature": "tinystories-8m/no-to5-trigger",
