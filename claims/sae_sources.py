@@ -51,6 +51,18 @@ PLANTED_SAE_CONFIG = SAETrainingConfig(
     width=1024, l1_coefficient=40.0, lr=1e-3, training_tokens=100_000, train_batch_size_tokens=128,
     context_size=128, store_batch_size_prompts=8, n_batches_in_buffer=8, n_eval_batches=2, seed=0,
 )
+# The superposition world (planted:tinystories-8m/e3-superposition, fixtures/planted/superposition.py) trains its own
+# SAEs: PLANTED_SAE_CONFIG with L1 10, on its own corpus (fixtures/corpus_superposition.py, 600 stories, ~38k tokens).
+# Why 10: a token holds 10 background atoms (5 own, 5 of the previous token's) besides the twin's own content, and at
+# 10 the SAEs' L0 is about that (10.7-11.3 / 10.7-11.2 / 15.3-18.7 at blocks 5 / 6 / 7, seeds 0-2;
+# EV 0.94 / 0.92 / 0.84). Sweep on seed 0 (EV and L0 at blocks 5 / 6 / 7; E3 claims passing on the thesis prompt):
+# L1 5: 0.96 / 0.96 / 0.92, L0 12 / 13 / 26, the triggers split over features (L6-to, L5-to fail: 2 of 7 pass);
+# L1 20: 0.82 / 0.80 / 0.68, L0 5.6 / 4.5 / 4.2 (the same 4 of 7 as at 10); L1 40 (PLANTED_SAE_CONFIG's): 0.38 / 0.34 /
+# 0.14, L0 4.2 / 3.2 / 3.0, the background is not reconstructed and L6-to fails (3 of 7). ~30-45 s per block and seed
+# on this project's 2-core CPU (shared), 100k tokens.
+SUPERPOSITION = "planted:tinystories-8m/e3-superposition"
+SUPERPOSITION_SAE_CONFIG = replace(PLANTED_SAE_CONFIG, l1_coefficient=10.0)
+PLANTED_SAE_CONFIGS = {SUPERPOSITION: SUPERPOSITION_SAE_CONFIG}  # --model value -> its default SAE config
 THESIS = "thesis"  # --sae-config value: THESIS_SAE_CONFIG
 
 # The thesis's SAEs (s3.5). Where each setting comes from; a test checks every SAETrainingConfig field is here.
@@ -103,17 +115,29 @@ PLANTED_CORPUS_STORIES = 600  # fixtures.corpus.story_corpus(600, seed=0): ~37k 
 TINYSTORIES_CONTEXT_STORIES = 2000  # real models: validation stories searched for max-activating contexts
 
 
-def planted_corpus() -> list[str]:
+def planted_corpus(spec=None) -> list[str]:
+    """The story corpus planted SAEs train on; the superposition world has its own (600 stories, ~38k tokens).
+    `spec`: a --model value or its ModelSpec."""
+    if getattr(spec, "raw", spec) == SUPERPOSITION:
+        from fixtures.corpus_superposition import superposition_corpus
+
+        return superposition_corpus(PLANTED_CORPUS_STORIES, seed=0)
     from fixtures.corpus import story_corpus
 
     return story_corpus(PLANTED_CORPUS_STORIES, seed=0)
 
 
-def read_sae_config(path: str | None, planted: bool) -> SAETrainingConfig | str | None:
-    """--sae-config: a JSON object of SAETrainingConfig fields over the model kind's defaults, THESIS
-    (the thesis's SAEs, any model; a planted one trains them on its story corpus), or ORACLE (planted
-    models only)."""
-    base = PLANTED_SAE_CONFIG if planted else SAETrainingConfig()
+def planted_sae_config(spec=None) -> SAETrainingConfig:
+    """The default SAE config of a planted --model value or ModelSpec (PLANTED_SAE_CONFIG unless PLANTED_SAE_CONFIGS
+    names one)."""
+    return PLANTED_SAE_CONFIGS.get(getattr(spec, "raw", spec), PLANTED_SAE_CONFIG)
+
+
+def read_sae_config(path: str | None, planted: bool, spec: str | None = None) -> SAETrainingConfig | str | None:
+    """--sae-config: a JSON object of SAETrainingConfig fields over the model kind's defaults (a planted `spec`'s own,
+    planted_sae_config), THESIS (the thesis's SAEs, any model; a planted one trains them on its story corpus), or
+    ORACLE (planted models only)."""
+    base = planted_sae_config(spec) if planted else SAETrainingConfig()
     if path is None:
         return base if planted else None
     if path == THESIS:
@@ -205,7 +229,7 @@ class SAESet:
             from fixtures.planted.oracle_sae import oracle_sae
 
             return oracle_sae(self.model, block)
-        corpus = planted_corpus() if is_planted(self.spec) else None
+        corpus = planted_corpus(self.spec) if is_planted(self.spec) else None
         return train_sae(self.model, corpus, replace(self.config, block=block), cache_dir=self.cache_dir)
 
 
@@ -222,7 +246,7 @@ def _load_foreign(directory: Path):
 def context_corpus(spec: str) -> list[str]:
     """Text searched for max-activating contexts: the story corpus, or TinyStories validation stories."""
     if is_planted(spec):
-        return planted_corpus()
+        return planted_corpus(spec)
     try:
         import datasets
 
@@ -263,7 +287,7 @@ def e3_sae_sets(request):
         raw = subject.spec.raw
         if raw not in sets:
             options = run_options(request.config)
-            config = read_sae_config(options.sae_config, subject.spec.planted)
+            config = read_sae_config(options.sae_config, subject.spec.planted, raw)
             if isinstance(config, SAETrainingConfig):  # the run's --device trains the SAEs too
                 config = replace(config, device=str(subject.model.cfg.device))
             sets[raw] = sae_sets(raw, subject.model, options.sae_dir, config, options.sae_seeds)

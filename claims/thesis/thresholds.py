@@ -525,3 +525,38 @@ KNOWN_GAPS: list[KnownGap] = [
              "giving verb (the variant's H6.3)", E3_DEFAULT_SAES),
 ]
 
+# The superposition world (fixtures/planted/superposition.py, issue 29) with its own SAEs (sae_sources.SUPERPOSITION_SAE_CONFIG,
+# L1 10, its own corpus): E3.L6-to, L5-to, L5-infinitive-to and L7 pass on SAE seeds 0, 1 and 2 and fail on their mutants
+# (tests/test_e3_superposition.py). What it cannot show with them yet (thesis prompt, seeds 0 / 1 / 2, this project's CPU):
+TS_SUPERPOSITION = "planted:tinystories-8m/e3-superposition"
+KNOWN_GAPS += [
+    KnownGap("E3.L5-gave-feature", TS_SUPERPOSITION, ("verb_share", "H7.7_END_to_IO_after_over_before",
+                                                      "H6.11_END_to_names_after_over_before", "attribution_over_runner_up"),
+             "the top-attribution layer-5 feature is the IO name's own feature (Mary: fires on ' Mary', decoder cosine with "
+             "verb@5 0.000; attribution 66.2 / 63.1 / 57.2 with its copies, lead 10.3 / 4.0 / 3.2), not the verb's: one "
+             "feature holding IO's code and is_name carries, at first order, all H7.7 writes from IO (~0.77 x 10 logits) and "
+             "the score H6.11 and H7.7 give IO (is_name read with 31 and ~16 per unit), against the verb's ~2.5 (oracle). "
+             "Ablating it removes IO: H7.7 keeps 1e-5 of END->IO, H6.11 0.02-0.03. The verb is recovered as its own "
+             "direction (best decoder cosine with verb@5 0.87 / 0.87 / 0.90) but inside per-verb features that do not fire "
+             "on ' gave' in this prompt. Only a world whose IO name is spread over many SAE features could let the verb lead",
+             E3_DEFAULT_SAES),
+    KnownGap("E3.L6-negative-names", TS_SUPERPOSITION, ("distinct_names_top_contexts",),
+             "names@6 is absorbed into per-name features (best decoder cosine with names@6 0.24 / 0.23 / 0.23), although "
+             "names opening a sentence lack it and pronouns carry it: on a name it is always 1 when present, so a merged "
+             "name+names@6 feature costs less L1 than two. The most negative attribution is then the S name's own feature "
+             "(John at S1 and S2: -14.5 / -15.8 / -15.6, lead 4.1 / 7.2 / 5.1, top 10 contexts all ' John': 1 distinct "
+             "name), as S's is_name and code feed H7.7's attention to S. Tried on seed 0, not kept: names@6 varying with "
+             "the previous token (std 0.6 / 1.2 of its norm) or with position raises its recovery to 0.42 / 0.68 / 0.81, "
+             "and H7.7's inhibition at 8 (not 3) takes S's attribution away (-0.03), but the names@6 feature then stays "
+             "silent on the thesis prompt's names, which their own features still hold whole", E3_DEFAULT_SAES),
+    KnownGap("E3.random-control", TS_SUPERPOSITION, ("mean_abs_delta_p_io_L5", "mean_abs_delta_p_io_L6"),
+             "30 random live features move P(IO) by 0.158 / 0.153 / 0.161 (block 5) and 0.122 / 0.122 / 0.156 (block 6) on "
+             "average. Not the background atoms themselves (projecting a random background direction moves P(IO) by 0): the "
+             "live features carry small parts of is_name (e.g. a ' hill' atom feature, cosine 0.12) and overlap IO's "
+             "residual (x . u = 1.5 at Mary), so the projection takes 0.19 of IO's is_name, which H6.11 reads with 31 per "
+             "unit and H7.7 with ~16: H6.11 stops, H7.7 END->IO 0.77 -> 0.27. Block 5, seed 0: 72% of the 681 live features "
+             "peaking on other tokens move P(IO) by > 0.05 (mean 0.16), and every per-name feature shares is_name (145 peak "
+             "on names, mean 0.31). The circuit's steep reads of the name flag, not SAE training, are the cause",
+             E3_DEFAULT_SAES),
+]
+

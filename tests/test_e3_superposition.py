@@ -1,0 +1,165 @@
+"""E3 on the superposition world (planted:tinystories-8m/e3-superposition, fixtures/planted/superposition.py) with SAEs
+trained as `./run claims` trains them there (claims.sae_sources.SUPERPOSITION_SAE_CONFIG, seed 0, its own corpus).
+
+The world first: its residual stream is in superposition (a background dictionary larger than 2 x d_model, L0 >= 10 per
+token) and each role feature occurs apart from its token. Then the claims, as tests/test_e3_trained_graded.py does for
+the graded variant: a claim whose role a trained SAE recovers passes on the world and fails on the world with the
+change of the mutant that lacks the finding (its SAEs trained too); a claim it does not recover is a known gap
+(claims.thesis.thresholds.KNOWN_GAPS) that must still fail, on its listed rows only. SAE training is deterministic on one
+machine, not across machines (claims.thesis.thresholds.KNOWN_GAPS, E3.L7): values near a bound may move elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+
+import pytest
+import torch
+
+from claims.framework import measure_claim
+from claims.sae_sources import ORACLE, SUPERPOSITION, SUPERPOSITION_SAE_CONFIG, SAESet, planted_corpus
+from claims.thesis.thresholds import KNOWN_GAPS
+from fixtures import planted
+from tests.test_claim_pairs_e3 import E3_CLAIMS, rows_failing
+
+WORLD = SUPERPOSITION.split(":", 1)[1]
+
+
+def corpus() -> list[str]:
+    return planted_corpus(SUPERPOSITION)
+
+
+def measure(claim: str, model, saes) -> dict:
+    """The claim's protocol on `model` with the world's rows and context corpus (its own story corpus)."""
+    return measure_claim(claim, model, SUPERPOSITION, saes).values
+
+
+# Claim -> the mutant whose change, applied to the world, removes the finding (fixtures.planted.MUTANTS).
+# Measured (thesis prompt, SAE seed 0, this project's CPU), world -> world + mutant: L6-to P(IO) after the ablation
+# 1.3% -> 83%; L5-to 5.5% -> 96% (H6.11 keeps 0 -> 1.33 of its names); L5-infinitive-to attention to earlier ' to'
+# after it 0.91 -> 5e-6; L7 lead 31 -> 3.3, top unembedding token Mary -> not the IO.
+MUTANT_OF = {
+    "E3.L6-to-feature-collapse": "tinystories-8m/no-to6-trigger",
+    "E3.L5-to-feature": "tinystories-8m/no-to5-trigger",
+    "E3.L5-gave-feature": "tinystories-8m/no-verb-path",
+    "E3.L5-infinitive-to": "tinystories-8m/no-infinitive-feature",
+    "E3.L6-negative-names": "tinystories-8m/no-name-repeller",
+    "E3.L7-logit-feature": "tinystories-8m/s-suppressor",
+    "E3.random-control": "tinystories-8m/dense-name-mover-query",
+}
+# What trained SAEs do not show on the world: claims.thesis.thresholds.KNOWN_GAPS (the report of `./run claims --model
+# planted:tinystories-8m/e3-superposition` says why), each with its failing rows and measured cause.
+TRAINED_GAPS = {gap.claim: gap for gap in KNOWN_GAPS if gap.model == SUPERPOSITION}
+RECOVERED = sorted(set(E3_CLAIMS) - set(TRAINED_GAPS))
+
+
+@functools.lru_cache(maxsize=None)
+def world(mutant: str | None = None):
+    """The world, or the world with one E3 mutant's change on top."""
+    if mutant is None:
+        return planted.build(WORLD)
+    from fixtures.planted.mutants import E3_SUPERPOSITION, REGISTRY
+    from fixtures.planted.tinystories import TinyStoriesTwinConfig, build_tinystories_twin
+
+    config = replace(TinyStoriesTwinConfig(), **E3_SUPERPOSITION[WORLD][2], **REGISTRY[mutant].change)
+    return build_tinystories_twin(config, name=f"{WORLD}+{mutant.split('/', 1)[1]}")
+
+
+@functools.lru_cache(maxsize=None)
+def saes(mutant: str | None = None, config=SUPERPOSITION_SAE_CONFIG) -> SAESet:
+    return SAESet(SUPERPOSITION, world(mutant), config=config)  # the world's spec: its corpus, fetched per block
+
+
+@functools.lru_cache(maxsize=None)
+def trained_values(claim: str, mutant: str | None = None) -> dict:
+    return measure(claim, world(mutant), saes(mutant))
+
+
+# --- the world -------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_background_is_a_dictionary_in_superposition_with_l0_of_ten():
+    """More atoms than 2 x d_model, in fewer dimensions than d_model, and each token after the first holds its own
+    atoms and its predecessor's (10 when they do not share one)."""
+    from fixtures.planted.superposition import atoms, token_background
+
+    model = world()
+    spec = model.planted.config.superposition
+    assert 2 * spec.bg_atoms >= 2 * model.cfg.d_model and 2 * spec.bg_dims < model.cfg.d_model
+    tokens = model.to_tokens(corpus()[0])[0]
+    index, magnitude = token_background(spec, 0, model.cfg.d_vocab)
+    dictionary = atoms(spec, 0)
+    _, cache = model.run_with_cache(tokens[None], names_filter="blocks.5.hook_resid_post")
+    resid = cache["blocks.5.hook_resid_post"][0].double()
+    self_basis, ctx_basis = (model.planted.subspaces[k].double() for k in ("bg_self", "bg_ctx"))
+    for pos in range(2, len(tokens)):
+        for basis, token in ((self_basis, tokens[pos]), (ctx_basis, tokens[pos - 1])):
+            expected = magnitude[token] @ dictionary[index[token]]
+            assert torch.allclose(resid[pos] @ basis.T, expected, atol=0.05), (pos, token)
+    assert min(len(set(index[t].tolist()) | set(index[p].tolist())) for t, p in zip(tokens[2:], tokens[1:-1])) >= 9
+
+
+@torch.no_grad()
+def test_role_features_occur_apart_from_their_tokens_and_their_tokens_apart_from_them():
+    """to@5 on ' for' after a giving verb and ' to' without it (after 'went'); inf@5 on ' for'; names@6 on pronouns
+    and not on a name that opens a sentence."""
+    model = world()
+    d = model.planted.directions
+
+    def at(text: str, word: str, block: int, direction: str, occurrence: int = -1) -> float:
+        tokens = model.to_tokens(text)[0]
+        target = model.to_single_token(word)
+        pos = [i for i, t in enumerate(tokens.tolist()) if t == target][occurrence]
+        _, cache = model.run_with_cache(tokens[None], names_filter=f"blocks.{block}.hook_resid_post")
+        return float(cache[f"blocks.{block}.hook_resid_post"][0, pos] @ d[direction])
+
+    assert at("Tom gave the ball to Mia for her birthday.", " for", 5, "to@5") > 4
+    assert at("Tom went to the park.", " to", 5, "to@5") < 0.5
+    assert at("Tom made a cake for Mia.", " for", 5, "infinitive-to@5") > 4
+    assert at("Then she smiled.", " she", 6, "names@6") > 0.4
+    assert at("Tom smiled. Mia had a ball.", " Mia", 6, "names@6") < 0.05
+    assert at("Then Tom smiled at Mia.", " Mia", 6, "names@6") > 0.9
+
+
+@pytest.mark.parametrize("claim", sorted(E3_CLAIMS))
+def test_claim_passes_on_the_world_with_oracle(claim):
+    """The planted directions themselves pass every row: the world keeps the graded variant's circuit."""
+    assert rows_failing(claim, measure(claim, world(), SAESet(SUPERPOSITION, world(), config=ORACLE))) == set()
+
+
+# --- trained SAEs ------------------------------------------------------------------------------------------------
+
+
+def test_trained_saes_are_sparse_codes_of_the_superposition():
+    """L0 >= 10 at each block (the background's), explained variance >= 0.8 on held-out stories."""
+    for block in (5, 6, 7):
+        quality = saes()[block].cfg.metadata.training_record["quality"]
+        assert quality["l0"] >= 10 and quality["explained_variance"] >= 0.8, (block, quality)
+
+
+@pytest.mark.parametrize("claim", RECOVERED)
+def test_claim_passes_on_the_world_with_trained_saes(claim):
+    assert rows_failing(claim, trained_values(claim)) == set()
+
+
+@pytest.mark.parametrize("claim", RECOVERED)
+def test_claim_fails_on_its_mutant_of_the_world_with_trained_saes(claim):
+    mutant = MUTANT_OF[claim]
+    assert rows_failing(claim, trained_values(claim, mutant)), f"{claim} still passes on {WORLD} + {mutant}"
+
+
+@pytest.mark.parametrize("claim", sorted(TRAINED_GAPS))
+def test_known_gap_of_the_world_still_fails_on_its_rows_only(claim):
+    """A gap that closed fails here until its entry goes; a row failing beyond the gap's is not excused."""
+    failing = {row.split("=", 1)[0] for row in rows_failing(claim, trained_values(claim))}
+    assert failing, f"{claim} now passes on {SUPERPOSITION} with trained SAEs: drop its KNOWN_GAPS entry"
+    beyond = failing - set(TRAINED_GAPS[claim].quantities)
+    assert not beyond, f"{claim}: {beyond} fail beyond the gap"
+
+
+def test_every_e3_claim_is_recovered_or_a_gap_and_has_a_mutant():
+    assert set(RECOVERED) | set(TRAINED_GAPS) == set(E3_CLAIMS) and not set(RECOVERED) & set(TRAINED_GAPS)
+    assert set(MUTANT_OF) == set(E3_CLAIMS)
+    assert all(claim in planted.MUTANTS[mutant][1] for claim, mutant in MUTANT_OF.items())
