@@ -92,7 +92,7 @@ def role_details(match: features.RoleMatch, sae) -> dict:
         "feature_name": names[match.feature] if names else None,
         "thesis_alias": match.alias, "sae_hook": sae.cfg.metadata.hook_name, "sae_width": sae.cfg.d_sae,
         "sae_architecture": sae.cfg.architecture(),
-        "sae_quality": record.get("quality"), "sae_key": record.get("key"),
+        "sae_quality": record.get("quality"), "sae_key": record.get("key"), "sae_train_seconds": record.get("train_seconds"),
     }
 
 
