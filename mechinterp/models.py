@@ -309,7 +309,8 @@ def _load_local(spec: ModelSpec, device: str, dtype: torch.dtype, processing: Pr
 def _load_planted(spec: ModelSpec, device: str, dtype: torch.dtype) -> HookedTransformer:
     from mechinterp.model_specs import planted_builder
 
-    model = planted_builder()(spec.name)
+    with _quiet_deprecation():  # as for every other load path: the builder writes a HookedTransformer on purpose
+        model = planted_builder()(spec.name)
     model = model.to(device)
     if model.cfg.dtype != dtype:
         model = model.to(dtype)
