@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 import pytest
 
 from claims.framework import Measured
+from fixtures.planted.sae_config import PLANTED_SAE_CONFIG
 from mechinterp.models import is_planted, real_counterpart
 from mechinterp.sae_cache import load_sae_dir
 from mechinterp.sae_config import SAETrainingConfig
@@ -32,25 +33,7 @@ from mechinterp.sae_training import train_sae
 SAE_BLOCKS = (5, 6, 7)
 ORACLE = "oracle"  # --sae-config value: planted models get fixtures.planted.oracle_sae
 
-# The planted twin's SAEs, trained in the test session and cached (keyed by config, model weights and
-# corpus). Sized for CI on a 2-core CPU: the story corpus is run through the model once (~36k tokens)
-# and cycled for 100k training tokens in batches of 128 (~780 steps: with batches of 1024, 100 steps
-# left the SAE unconverged). Width 1024 = 4 x d_model: the twin's residual stream holds a few dozen
-# planted directions, not thousands of features. L1 40 from a sweep over 5, 10, 20, 40 (lr 1e-3): every
-# setting recovered each planted direction at decoder cos >= 0.93, but at L1 <= 20 the features that
-# fire at END absorb the twin's other content at "to" tokens (its rotating position code, the names
-# H6.11 moved there) and split the trigger over many features (112 with cos > 0.5 at L1 5), so the
-# top feature at END had cos 0.5-0.9 with the trigger; at 40 it is 0.92-0.95. The price is
-# reconstruction: explained variance ~0.45, since most of the twin's residual is dense (constant,
-# positional sinusoids, a random code per token), which a sparse code cannot carry. On the graded variant
-# (held-out): 0.65 / 0.42 / 0.30 at blocks 5 / 6 / 7; in the corpus's last 60 stories 37% / 59% / 63% of tokens
-# fire no feature (at block 6 the thesis prompt's S, John, at S1 and S2: no layer-6 feature can carry S's names
-# there). The report marks such SAEs (mechinterp.report.LOW_EXPLAINED_VARIANCE). L1 3 gives 0.98 / 0.97 / 0.94
-# (L0 26-65), but L6-to, L5-to and L7 then fail (the trigger split over features: role score 0.72, runner-up 0.71).
-PLANTED_SAE_CONFIG = SAETrainingConfig(
-    width=1024, l1_coefficient=40.0, lr=1e-3, training_tokens=100_000, train_batch_size_tokens=128,
-    context_size=128, store_batch_size_prompts=8, n_batches_in_buffer=8, n_eval_batches=2, seed=0,
-)
+# The planted models' default SAE config (and why it is what it is): fixtures/planted/sae_config.py.
 # The superposition world (planted:tinystories-8m/e3-superposition, fixtures/planted/superposition.py) trains its own
 # SAEs: PLANTED_SAE_CONFIG with L1 10, on its own corpus (fixtures/corpus_superposition.py, 600 stories, ~38k tokens).
 # Why 10: a token holds 10 background atoms (5 own, 5 of the previous token's) besides the twin's own content, and at
