@@ -14,11 +14,10 @@ import pytest
 import torch
 
 import claims.thesis.e1_head_scores as e1
-import claims.thesis.e2_attention as attention_claims
-import claims.thesis.e2_dla as dla_claims
-import claims.thesis.e2_logit_lens as lens_claims
+from claims.framework import measure_claim
 from fixtures.tokenizer import gpt2_tokenizer
 from fixtures.twins import twin_cache
+from mechinterp import memo
 from mechinterp.attention import attention_between
 from mechinterp.dla import dla_table
 from mechinterp.head_scores import head_scores
@@ -86,18 +85,18 @@ def test_attention_between(benchmark, twin, batches, data):
     run(benchmark, name, lambda: attention_between(model, batches[data], "END", "IO"))
 
 
+# The E1 and E2-observational claims, measured through their declarations (claims/thesis).
+OBS_CLAIMS = ("E1.prev-weaker", "E1.no-induction", "E1.dup-weak", "E2.lens-monotone", "E2.lens-jump", "E2.dla-single",
+              "E2.no-neg-mover", "E2.h77-name-mover", "E2.h57-s-inhibition", "E2.h611-secondary")
+
+
 def test_all_obs_claims(benchmark, twin):
-    """Every E1 and E2-observational measure_* (what the claims suite runs, figures included)."""
+    """Every E1 and E2-observational claim's protocol (what the claims suite runs, figures included)."""
     name, model = twin
-    measures = [e1.measure_prev_weaker, e1.measure_no_induction, e1.measure_dup_weak,
-                lens_claims.measure_lens_monotone, lens_claims.measure_lens_jump,
-                dla_claims.measure_dla_single, dla_claims.measure_no_neg_mover,
-                attention_claims.measure_h77_name_mover, attention_claims.measure_h57_s_inhibition,
-                attention_claims.measure_h611_secondary]
 
     def all_claims():
-        e1._SCORES.pop(model, None)  # the E1 claims share one head-score run; time it too
-        for measure in measures:
-            measure(model)
+        memo.forget(model)  # the E1 claims share one head-score run (mechinterp.memo); time it too
+        for claim in OBS_CLAIMS:
+            measure_claim(claim, model, name)
 
     run(benchmark, name, all_claims)

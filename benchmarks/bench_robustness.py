@@ -15,17 +15,16 @@ import pytest
 import torch
 
 import claims.thesis.e1_head_scores as e1
-import claims.thesis.e2_attention as attention_claims
-import claims.thesis.e2_dla as dla_claims
-import claims.thesis.e2_eap as eap_claims
-import claims.thesis.e2_logit_diff as logit_diff_claims
-import claims.thesis.e2_logit_lens as lens_claims
-import claims.thesis.e2_patching as patching_claims
+from claims.claim import paper
 from claims.framework import tokenizer_for
 from fixtures.twins import twin_cache
 from mechinterp import memo
 from mechinterp.models import load
-from mechinterp.robustness import RobustnessConfig, distribution_per_prompt, evaluate
+from mechinterp.robustness import (
+    RobustnessConfig,
+    distribution_per_prompt,
+    evaluate_distribution,
+)
 
 TWINS = ["tiny-stories-8M", "gpt2-small"]
 SIZES = [8, 256]
@@ -41,13 +40,8 @@ def twin(request):
 
 
 def e2_distributions(model) -> dict:
-    specs = {"E2.logit-diff": logit_diff_claims.DISTRIBUTION}
-    specs.update(zip(("E2.dla-single", "E2.no-neg-mover"), dla_claims.dla_distributions(model)))
-    specs.update(zip(("E2.lens-monotone", "E2.lens-jump"), lens_claims.lens_distributions(model)))
-    specs.update(attention_claims.attention_distributions(model))
-    specs.update(patching_claims.patching_distributions(model))
-    specs["E2.eap-edges"] = eap_claims.eap_distribution(model)
-    return specs
+    """Every thesis claim's distribution over IOI prompts, from its declaration (claims.claim.Claim.distribution)."""
+    return {claim.id: claim.distribution(model) for claim in paper("thesis").claims if claim.distribution is not None}
 
 
 def robustness_pass(model, n_prompts: int) -> int:
@@ -60,11 +54,11 @@ def robustness_pass(model, n_prompts: int) -> int:
         collects = spec.collect if isinstance(spec.collect, tuple) else (spec.collect,)
         parts = [distribution_per_prompt(model, tokenizer, c, cfg) for c in collects]
         merged = type(parts[0])({k: v for p in parts for k, v in p.arrays.items()}, parts[0].groups)
-        evaluate(merged, spec.statistic, cfg, spec.roles)
+        evaluate_distribution(merged, spec.statistic, cfg, spec.roles)
         count += 1
     per_sequence = e1.per_sequence_distribution(model, cfg)
     for spec in e1.DISTRIBUTIONS.values():
-        evaluate(per_sequence, spec.statistic, cfg, spec.roles)
+        evaluate_distribution(per_sequence, spec.statistic, cfg, spec.roles)
         count += 1
     return count
 
