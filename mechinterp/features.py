@@ -5,6 +5,7 @@ data, and returns tensors or DataFrames:
 
 - `feature_acts` / `top_activating_features`: which features fire at a named position (tables 3.2, 3.5, 3.10);
 - `feature_attribution`: gradient x activation of the logit difference per feature (tables 3.3, 3.6, 3.8);
+  `direction_attribution`: the same for known directions at each position (a planted model's ground truth);
 - `ablate_directions` (the one generic routine) and its thin variants `ablate_feature`,
   `random_feature_control`: project the residual stream at the SAE's hook onto the orthogonal
   complement of decoder directions, at every position, and measure P(IO), logit difference and the
@@ -90,6 +91,25 @@ def top_activating_features(model, sae, batch: IOIBatch, position: str = "END", 
 # --- attribution ----------------------------------------------------------------------------------
 
 
+def _residual_and_gradient(
+    model, batch: IOIBatch, hook_name: str, metric: Callable[[torch.Tensor, IOIBatch], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(residual [batch, seq, d_model], gradient of `metric` with respect to it, first text position): the
+    residual at `hook_name` made a leaf, so the model itself is left unchanged. The first text position skips a
+    prepended BOS: the SAEs are trained without it (`exclude_special_tokens`), so it is left out of every sum."""
+    kept: dict[str, torch.Tensor] = {}
+
+    def as_leaf(resid, hook):  # noqa: ARG001
+        kept["resid"] = resid.detach().requires_grad_(True)
+        return kept["resid"]
+
+    with torch.enable_grad():
+        logits = model.run_with_hooks(batch.tokens.to(model.cfg.device), fwd_hooks=[(hook_name, as_leaf)])
+        (grad,) = torch.autograd.grad(metric(logits, batch), kept["resid"])
+    start = 1 if bool((batch.tokens[:, 0] == model.tokenizer.bos_token_id).all()) else 0
+    return kept["resid"].detach(), grad.detach(), start
+
+
 def feature_attribution(
     model, sae, batch: IOIBatch, metric: Callable[[torch.Tensor, IOIBatch], torch.Tensor] = logit_diff
 ) -> torch.Tensor:
@@ -102,22 +122,31 @@ def feature_attribution(
     splice). BOS is left out because the SAEs are trained without it (`exclude_special_tokens`):
     its residual is an outlier the SAE never saw, so "features" there are artefacts of encoding it.
     """
-    hook_name = _hook_name(sae)
-    kept: dict[str, torch.Tensor] = {}
-
-    def as_leaf(resid, hook):  # noqa: ARG001
-        kept["resid"] = resid.detach().requires_grad_(True)
-        return kept["resid"]
-
-    with torch.enable_grad():
-        logits = model.run_with_hooks(batch.tokens.to(model.cfg.device), fwd_hooks=[(hook_name, as_leaf)])
-        (grad,) = torch.autograd.grad(metric(logits, batch), kept["resid"])
+    resid, grad, start = _residual_and_gradient(model, batch, _hook_name(sae), metric)
     with torch.no_grad():
-        resid = kept["resid"].detach()
         acts = sae.encode(resid.to(sae.W_dec.dtype)).double()
         slope = grad.double() @ sae.W_dec.detach().double().T  # [batch, seq, d_sae]: grad . W_dec[f]
-        start = 1 if bool((batch.tokens[:, 0] == model.tokenizer.bos_token_id).all()) else 0  # skip a prepended BOS
         return (acts * slope)[:, start:].sum((0, 1)).cpu()
+
+
+def direction_attribution(
+    model, batch: IOIBatch, hook_name: str, subspaces: dict[str, torch.Tensor],
+    metric: Callable[[torch.Tensor, IOIBatch], torch.Tensor] = logit_diff,
+) -> pd.DataFrame:
+    """Gradient x activation of named subspaces ({name: orthonormal rows [k, d_model]}) at each text position,
+    summed over the batch: (x's component in the subspace) . (the gradient's), the part of `metric`'s first-order
+    change that removing that subspace there would make. With a model's known directions (a planted model's
+    `planted.subspaces`) it is the ground truth a feature's attribution splits: an SAE feature holding several of
+    them at a position carries the sum of their rows. Columns: subspace, position, token (of the first prompt),
+    attribution."""
+    resid, grad, start = _residual_and_gradient(model, batch, hook_name, metric)
+    tokens = [model.tokenizer.decode([t]) for t in batch.tokens[0].tolist()]
+    rows = []
+    for name, basis in subspaces.items():
+        basis = basis.to(resid.device).double()
+        per_position = ((resid.double() @ basis.T) * (grad.double() @ basis.T)).sum(-1).sum(0)  # [seq]
+        rows += [(name, p, tokens[p], float(per_position[p])) for p in range(start, len(tokens))]
+    return pd.DataFrame(rows, columns=["subspace", "position", "token", "attribution"])
 
 
 def top_attributed_features(attribution: torch.Tensor, k: int = 5, most_negative: bool = False) -> pd.DataFrame:

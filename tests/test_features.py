@@ -146,6 +146,35 @@ def test_ablation_footprint_is_the_share_of_its_token_the_projection_removes(arc
     assert features.ablation_footprint(model, silent, feature, batch)["removed_share"].isna().all()
 
 
+def test_direction_attribution_matches_finite_differences():
+    """direction_attribution at (subspace, position) = d/de metric(resid - e * x's part in the subspace there) at
+    e = 0, times -1: the first-order change of removing that part; rows cover every text position (not BOS)."""
+    model, batch = small_model(), protocol_batch()
+    generator = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(model.cfg.d_model, 3, generator=generator))
+    subspaces = {"random-3": basis.T.float(), "first-axis": torch.eye(model.cfg.d_model)[:1]}
+    table = features.direction_attribution(model, batch, HOOK, subspaces)
+    assert len(table) == 2 * (batch.tokens.shape[1] - 1) and 0 not in set(table["position"])
+    eps = 1e-4
+    for name, position in (("random-3", 1), ("random-3", 4), ("first-axis", 2)):
+        rows = subspaces[name]
+
+        def metric_at(e):
+            def remove(resid, hook):  # noqa: ARG001
+                r = rows.to(resid.dtype)
+                part = (resid[:, position] @ r.T) @ r
+                resid = resid.clone()
+                resid[:, position] -= e * part
+                return resid
+
+            with torch.no_grad():
+                return logit_diff(model.run_with_hooks(batch.tokens, fwd_hooks=[(HOOK, remove)]), batch).item()
+
+        numeric = -(metric_at(eps) - metric_at(-eps)) / (2 * eps)
+        (measured,) = table[(table["subspace"] == name) & (table["position"] == position)]["attribution"]
+        assert measured == pytest.approx(numeric, rel=1e-3, abs=1e-6)
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_feature_attribution_matches_finite_differences(architecture):
     """attribution[f] = d/de metric(resid + e * a_f * W_dec[f]) at e = 0, summed over text positions (not BOS)."""

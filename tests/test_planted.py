@@ -17,6 +17,7 @@ from fixtures.planted import MUTANTS, TWINS, PlantingError, build
 from fixtures.planted.mutants import REGISTRY
 from fixtures.planted.vocab import BOUNDARY_TOKENS, PLANTED_GIVING_VERBS, token_ids
 from fixtures.tokenizer import gpt2_tokenizer
+from mechinterp import features
 from mechinterp.ioi import corrupt_s2_to_io, make_batch, patching_pair, protocol_prompts
 from mechinterp.metrics import logit_diff, p_io
 
@@ -277,20 +278,10 @@ def test_tinystories_feature_attributions(batch):
     strongly negative at layer 6."""
     m = model(TS)
     d = m.planted.directions
-    store = {}
-
-    def keep(x, hook):
-        x.retain_grad()
-        store[hook.layer()] = x
-        return x
-
-    logits = m.run_with_hooks(batch.tokens, fwd_hooks=[(f"blocks.{layer}.hook_resid_post", keep) for layer in (5, 6)])
-    logit_diff(logits, batch).backward()
-    m.zero_grad(set_to_none=True)
 
     def attribution(key: str, layer: int) -> float:
-        x = store[layer]
-        return ((x.detach() @ d[key]) * (x.grad @ d[key])).sum(-1).mean().item() * len(batch)
+        table = features.direction_attribution(m, batch, f"blocks.{layer}.hook_resid_post", {key: d[key][None]})
+        return table["attribution"].sum()
 
     verb, to5 = attribution("verb@5", 5), attribution("to@5", 5)
     assert verb > 2 * to5 > 0
