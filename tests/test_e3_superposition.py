@@ -168,16 +168,18 @@ def test_every_e3_claim_is_recovered_or_a_gap_and_has_a_mutant():
 
 
 # --- SAE-training regression on the known answer ----------------------------------------------------------------
-# Three plausible worse trainings (fixtures/sae_regression/<name>.json over the world's config), each run against the
-# good one with --baseline by fixtures/sae_regression/run.sh (SAE seeds 0, 1, 2; the table is in the README). Measured
-# there, the findings each loses (the good training loses none of the four it recovers):
-# - narrow (width 256, under the 640-atom dictionary): L7 on seed 0 only (lead 9.6 against the bar 10; the good
-#   SAEs' 31 / 71 / 38): the weakest of the three, within the seeds' spread;
+# Plausible worse trainings (fixtures/sae_regression/<name>.json over the world's config), each run against the good one
+# with --baseline by fixtures/sae_regression/run.sh (SAE seeds 0, 1, 2; the table is in the README). Measured there, the
+# findings each loses (the good training loses none of the four it recovers):
 # - l1-x10 (L1 100): L5-to, L5-infinitive-to and L7 on every seed, L6-to on seeds 1 and 2 (EV ~0.03, L0 ~2);
-# - tenth-tokens (10k training tokens): L7 on every seed (lead 0.48 / 1.3 / 6.5), L6-to on seed 0 (P(IO) 12% after).
-# Here at reduced size: seed 0, the one finding each loses there, measured on the blocks it reads.
+# - tenth-tokens (10k training tokens): L7 on every seed (lead 0.48 / 1.3 / 6.5), L6-to on seed 0 (P(IO) 12% after);
+# - lr-tenth (learning rate 3e-5, a tenth of the default): L6-to (P(IO) 29% / 31% / 55% after, bar 5%) and L7 (lead
+#   0.71 / 0.63 / 1.6, bar 10) on every seed, L5-infinitive-to on seed 0 (L0 134-213, EV 0.54).
+# Not pinned: narrow (width 256, under the 640-atom dictionary; 128 and 64 too) loses none of the four on this
+# machine; its one loss measured on another (L7 on seed 0, lead 9.6 against the bar 10) was within the seeds' spread.
+# Here at reduced size: seed 0, one finding each loses there by a wide margin, measured on the block it reads.
 REGRESSION = Path(__file__).resolve().parents[1] / "fixtures" / "sae_regression"
-LOST_ON_SEED_0 = {"narrow": "E3.L7-logit-feature", "l1-x10": "E3.L5-to-feature", "tenth-tokens": "E3.L7-logit-feature"}
+LOST_ON_SEED_0 = {"l1-x10": "E3.L5-to-feature", "tenth-tokens": "E3.L7-logit-feature", "lr-tenth": "E3.L6-to-feature-collapse"}
 
 
 @pytest.mark.parametrize("name", sorted(LOST_ON_SEED_0))

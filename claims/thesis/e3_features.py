@@ -109,6 +109,28 @@ def footprint(model, sae, match: features.RoleMatch, batch: IOIBatch) -> tuple[d
     return values, {"ablation_footprint": table.to_dict("records")}
 
 
+def planted_attribution(model, match: features.RoleMatch, batch: IOIBatch, per_position: bool) -> tuple[dict[str, float], dict]:
+    """On a planted model, the ground truth an attribution role is ranked by (no threshold): the first-order attribution
+    of the role's planted direction itself (summed over positions: what a perfectly recovered feature would score) and
+    of the largest single (planted subspace, position) cell, which a trained feature holding that token's content
+    takes whole (features.direction_attribution). `per_position`: one prompt, so cells name their token."""
+    if not hasattr(model, "planted"):
+        return {}, {}
+    from fixtures.planted.oracle_sae import ROLE_DIRECTION
+
+    role = ROLE_DIRECTION[match.role]
+    hook = f"blocks.{features.ROLES[match.role].block}.hook_resid_post"
+    table = features.direction_attribution(model, batch, hook, {**model.planted.subspaces, role: model.planted.directions[role][None]})
+    own = float(table[table["subspace"] == role]["attribution"].sum())
+    cells = table[table["subspace"] != role]
+    if not per_position:
+        return {"planted_direction_attribution": own}, {}
+    sign = -1.0 if features.ROLES[match.role].rule == "bottom-attribution" else 1.0  # the rule's own direction
+    top = cells.loc[(sign * cells["attribution"]).sort_values(ascending=False).index[:8]]
+    values = {"planted_direction_attribution": own, "planted_top_cell_attribution": float(top["attribution"].iloc[0])}
+    return values, {"planted_attribution_cells": top.to_dict("records")}
+
+
 def lead_values(match: features.RoleMatch, sae) -> dict[str, float]:
     """The role feature's rule value and its lead over the next feature, each summed over near-copies
     (decoder cos >= COPY_COSINE); for a negative rule (bottom-attribution) both are negative."""
@@ -191,13 +213,15 @@ def measure_l5_gave_feature(model, saes: Mapping[int, object]) -> Measured:
         match = features.find_role(model, sae, "L5-gave", batch)
         taken, taken_details = footprint(model, sae, match, batch)
         result = features.ablate_feature(model, sae, match.feature, batch, heads=[H77, H611])
-        values = {**role_values(match), **taken, **lead_values(match, sae),
+        truth, truth_details = planted_attribution(model, match, batch, per_position=figure)
+        values = {**role_values(match), **taken, **lead_values(match, sae), **truth,
                   "verb_share": features.peak_share(model, sae, match.feature, batch, "verb"), **behaviour_values(result),
                   **head_values(result, H77, ("IO",), "IO"), **head_values(result, H611, ("IO", "S1", "S2"), "names")}
         fig = figure and ablation_figure(model, sae, match.feature, batch, H77,
                                          f"H7.7 before / after ablating layer-5 feature {match.feature} (role L5-gave, thesis 2338)")
         top = features.top_attributed_features(match.values, k=5)  # the role's rule is the attribution
-        details = {**role_details(match, sae), **taken_details, "top_attribution": top.to_dict("records"), "attention": result.attention.to_dict("records")}
+        details = {**role_details(match, sae), **taken_details, **truth_details, "top_attribution": top.to_dict("records"),
+                   "attention": result.attention.to_dict("records")}
         return Measured(values, fig or None, details)
 
     return on_thesis_prompt(model, on)
@@ -235,13 +259,14 @@ def measure_l6_negative_names(model, saes: Mapping[int, object], corpus: list[st
             contexts_of[match.feature] = features.max_activating_contexts(model, sae, match.feature, corpus, k=10)
         contexts = contexts_of[match.feature]
         tokens = contexts["token"].tolist()
-        values = {**role_values(match), **taken, **lead_values(match, sae), "name_share_top_contexts": features.name_share(tokens),
+        truth, truth_details = planted_attribution(model, match, batch, per_position=figure)
+        values = {**role_values(match), **taken, **lead_values(match, sae), **truth, "name_share_top_contexts": features.name_share(tokens),
                   "distinct_names_top_contexts": features.distinct_names(tokens)}
         bottom = features.top_attributed_features(match.values, k=5, most_negative=True)  # the role's rule is the attribution
         fig = figure and tables_figure({"most negative attribution, layer 6 (table 3.8)": bottom,
                                         f"max-activating contexts of feature {match.feature} (table 3.9)": contexts[["activation", "token", "context"]]},
                                        "Role L6-negative-names (thesis 2837)")
-        return Measured(values, fig or None, {**role_details(match, sae), **taken_details, "contexts": contexts.to_dict("records")})
+        return Measured(values, fig or None, {**role_details(match, sae), **taken_details, **truth_details, "contexts": contexts.to_dict("records")})
 
     return on_thesis_prompt(model, on)
 
