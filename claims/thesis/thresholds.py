@@ -532,31 +532,34 @@ TS_SUPERPOSITION = "planted:tinystories-8m/e3-superposition"
 KNOWN_GAPS += [
     KnownGap("E3.L5-gave-feature", TS_SUPERPOSITION, ("verb_share", "H7.7_END_to_IO_after_over_before",
                                                       "H6.11_END_to_names_after_over_before", "attribution_over_runner_up"),
-             "the top-attribution layer-5 feature is the IO name's own feature (Mary: fires on ' Mary', decoder cosine with "
-             "verb@5 0.000; attribution 66.2 / 63.1 / 57.2 with its copies, lead 10.3 / 4.0 / 3.2), not the verb's: one "
-             "feature holding IO's code and is_name carries, at first order, all H7.7 writes from IO (~0.77 x 10 logits) and "
-             "the score H6.11 and H7.7 give IO (is_name read with 31 and ~16 per unit), against the verb's ~2.5 (oracle). "
-             "Ablating it removes IO: H7.7 keeps 1e-5 of END->IO, H6.11 0.02-0.03. The verb is recovered as its own "
-             "direction (best decoder cosine with verb@5 0.87 / 0.87 / 0.90) but inside per-verb features that do not fire "
-             "on ' gave' in this prompt. Only a world whose IO name is spread over many SAE features could let the verb lead",
-             E3_DEFAULT_SAES),
+             "not an SAE-training gap: the world's ground truth (planted_direction_attribution, features.direction_attribution "
+             "on the thesis prompt) gives verb@5 a first-order attribution of 2.5 in all, while the IO name's own content at "
+             "its one position carries is_name +51.6 and its code +8.6 (S's is_name at S1 -44.9): H6.11 and H7.7 read names "
+             "linearly and steeply (is_name ~31 and ~16 per unit) and the world has no LayerNorm, whose scale invariance keeps "
+             "a whole-token feature's attribution small in TinyStories-8M. Any SAE must reconstruct IO's code, so a feature "
+             "holding it outranks even a perfect verb feature unless that code is split over >= 6 features. Trained: the top "
+             "feature is Mary's own (attribution 66.2 / 63.1 / 57.2 with its copies, decoder cosine with verb@5 0.000), "
+             "ablating it removes IO (H7.7 keeps 1e-5 of END->IO, H6.11 0.02-0.03); the verb is recovered (best decoder "
+             "cosine 0.87 / 0.87 / 0.90) inside per-verb features silent on ' gave' here. Needs a world whose reads of the "
+             "IO name saturate or normalize", E3_DEFAULT_SAES),
     KnownGap("E3.L6-negative-names", TS_SUPERPOSITION, ("distinct_names_top_contexts",),
-             "names@6 is absorbed into per-name features (best decoder cosine with names@6 0.24 / 0.23 / 0.23), although "
-             "names opening a sentence lack it and pronouns carry it: on a name it is always 1 when present, so a merged "
-             "name+names@6 feature costs less L1 than two. The most negative attribution is then the S name's own feature "
-             "(John at S1 and S2: -14.5 / -15.8 / -15.6, lead 4.1 / 7.2 / 5.1, top 10 contexts all ' John': 1 distinct "
-             "name), as S's is_name and code feed H7.7's attention to S. Tried on seed 0, not kept: names@6 varying with "
-             "the previous token (std 0.6 / 1.2 of its norm) or with position raises its recovery to 0.42 / 0.68 / 0.81, "
-             "and H7.7's inhibition at 8 (not 3) takes S's attribution away (-0.03), but the names@6 feature then stays "
-             "silent on the thesis prompt's names, which their own features still hold whole", E3_DEFAULT_SAES),
+             "ground truth (planted_direction_attribution): names@6 scores -3.2 in all (Mary -7.2, each John +2.0), while "
+             "S's is_name scores -10.35 at S1 and at S2 (planted_top_cell_attribution): a feature holding S's name whole "
+             "(is_name, code, names@6) scores ~-13.6, four times names@6. Trained: names@6 is absorbed into per-name features "
+             "(best decoder cosine with names@6 0.24 / 0.23 / 0.23), although names opening a sentence lack it and pronouns "
+             "carry it (on a name it is always 1 when present, so a merged feature costs less L1 than two), and the most "
+             "negative attribution is John's own feature (-14.5 / -15.8 / -15.6, lead 4.1 / 7.2 / 5.1, top 10 contexts all "
+             "' John'). Tried on seed 0, not kept: names@6 varying with the previous token raises its recovery to 0.42-0.81 "
+             "and H7.7's inhibition at 8 (not 3) takes S's attribution away (-0.03), but the names@6 feature stays silent on "
+             "the thesis prompt's names, which their own features still hold whole", E3_DEFAULT_SAES),
     KnownGap("E3.random-control", TS_SUPERPOSITION, ("mean_abs_delta_p_io_L5", "mean_abs_delta_p_io_L6"),
              "30 random live features move P(IO) by 0.158 / 0.153 / 0.161 (block 5) and 0.122 / 0.122 / 0.156 (block 6) on "
-             "average. Not the background atoms themselves (projecting a random background direction moves P(IO) by 0): the "
-             "live features carry small parts of is_name (e.g. a ' hill' atom feature, cosine 0.12) and overlap IO's "
-             "residual (x . u = 1.5 at Mary), so the projection takes 0.19 of IO's is_name, which H6.11 reads with 31 per "
-             "unit and H7.7 with ~16: H6.11 stops, H7.7 END->IO 0.77 -> 0.27. Block 5, seed 0: 72% of the 681 live features "
-             "peaking on other tokens move P(IO) by > 0.05 (mean 0.16), and every per-name feature shares is_name (145 peak "
-             "on names, mean 0.31). The circuit's steep reads of the name flag, not SAE training, are the cause",
-             E3_DEFAULT_SAES),
+             "average. Split to first order by planted subspace (block 5, seed 0): 62% of their summed |dP(IO)| is is_name "
+             "taken from the names (one near-copy of to@5 13%, dup 10%, after_boundary 7%): P(IO) moves 6.8 per unit of "
+             "is_name at IO (H7.7 reads it with ~16 per unit at 0.77 attention), and a projection takes (x . u)(u . is_name) "
+             "of it: is_name cosine 0.01-0.34 in the live features (background features that occur near names, per-name "
+             "features), times x . u of up to 1.7 at IO (IO's background holds its predecessor's atoms). Not the background atoms themselves "
+             "(projecting a random background direction moves P(IO) by 0). The circuit's steep linear reads of the name "
+             "flag, not SAE training, are the cause", E3_DEFAULT_SAES),
 ]
 
