@@ -125,10 +125,24 @@ def test_role_features_occur_apart_from_their_tokens_and_their_tokens_apart_from
     assert at("Then Tom smiled at Mia.", " Mia", 6, "names@6") > 0.9
 
 
+@functools.lru_cache(maxsize=None)
+def oracle_values(claim: str) -> dict:
+    return measure(claim, world(), SAESet(SUPERPOSITION, world(), config=ORACLE))
+
+
 @pytest.mark.parametrize("claim", sorted(E3_CLAIMS))
 def test_claim_passes_on_the_world_with_oracle(claim):
     """The planted directions themselves pass every row: the world keeps the graded variant's circuit."""
-    assert rows_failing(claim, measure(claim, world(), SAESet(SUPERPOSITION, world(), config=ORACLE))) == set()
+    assert rows_failing(claim, oracle_values(claim)) == set()
+
+
+@pytest.mark.parametrize("claim", ["E3.L5-gave-feature", "E3.L6-negative-names"])
+def test_ground_truth_attribution_is_the_oracle_features(claim):
+    """The ground truth the page reports beside an attribution role (planted_direction_attribution: the planted
+    direction's gradient x activation, features.direction_attribution) is what the oracle SAE's feature along that
+    direction scores (features.feature_attribution through the SAE's encoder): two routes, one number."""
+    values = oracle_values(claim)
+    assert values["attribution"] == pytest.approx(values["planted_direction_attribution"], rel=1e-3)
 
 
 # --- trained SAEs ------------------------------------------------------------------------------------------------
