@@ -120,11 +120,12 @@ def planted_attribution(model, match: features.RoleMatch, batch: IOIBatch, per_p
 
     role = ROLE_DIRECTION[match.role]
     hook = f"blocks.{features.ROLES[match.role].block}.hook_resid_post"
-    table = features.direction_attribution(model, batch, hook, {**model.planted.subspaces, role: model.planted.directions[role][None]})
+    others = model.planted.subspaces if per_position else {}
+    table = features.direction_attribution(model, batch, hook, {**others, role: model.planted.directions[role][None]})
     own = float(table[table["subspace"] == role]["attribution"].sum())
-    cells = table[table["subspace"] != role]
     if not per_position:
         return {"planted_direction_attribution": own}, {}
+    cells = table[table["subspace"] != role]
     sign = -1.0 if features.ROLES[match.role].rule == "bottom-attribution" else 1.0  # the rule's own direction
     top = cells.loc[(sign * cells["attribution"]).sort_values(ascending=False).index[:8]]
     values = {"planted_direction_attribution": own, "planted_top_cell_attribution": float(top["attribution"].iloc[0])}
