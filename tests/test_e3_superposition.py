@@ -1,5 +1,6 @@
 """E3 on the superposition world (planted:tinystories-8m/e3-superposition, fixtures/planted/superposition.py) with SAEs
-trained as `./run claims` trains them there (claims.sae_sources.SUPERPOSITION_SAE_CONFIG, seed 0, its own corpus).
+trained as `./run claims` trains them there (claims.sae_sources.SUPERPOSITION_SAE_CONFIG, its own corpus): the recovered
+claims on SAE seeds 0, 1 and 2 (what `--sae-seeds 0,1,2` checks), everything else on seed 0.
 
 The world first: its residual stream is in superposition (a background dictionary larger than 2 x d_model, L0 >= 10 per
 token) and each role feature occurs apart from its token. Then the claims, as tests/test_e3_trained_graded.py does for
@@ -68,14 +69,21 @@ def world(mutant: str | None = None):
     return build_tinystories_twin(config, name=f"{WORLD}+{mutant.split('/', 1)[1]}")
 
 
-@functools.lru_cache(maxsize=None)
-def saes(mutant: str | None = None, config=SUPERPOSITION_SAE_CONFIG) -> SAESet:
-    return SAESet(SUPERPOSITION, world(mutant), config=config)  # the world's spec: its corpus, fetched per block
+# The good training's SAE seeds: `./run claims --model planted:tinystories-8m/e3-superposition --sae-seeds 0,1,2` holds
+# a finding only when every seed shows it (claims.thresholds.SAE_SEED_RULE), so the recovered claims are checked on
+# each; mutants, known gaps and the regression configs on seed 0.
+SEEDS = (0, 1, 2)
 
 
 @functools.lru_cache(maxsize=None)
-def trained_values(claim: str, mutant: str | None = None) -> dict:
-    return measure(claim, world(mutant), saes(mutant))
+def saes(mutant: str | None = None, config=SUPERPOSITION_SAE_CONFIG, seed: int = 0) -> SAESet:
+    # the world's spec: its corpus, fetched per block
+    return SAESet(SUPERPOSITION, world(mutant), config=replace(config, seed=seed))
+
+
+@functools.lru_cache(maxsize=None)
+def trained_values(claim: str, mutant: str | None = None, seed: int = 0) -> dict:
+    return measure(claim, world(mutant), saes(mutant, seed=seed))
 
 
 # --- the world -------------------------------------------------------------------------------------------------
@@ -148,16 +156,18 @@ def test_ground_truth_attribution_is_the_oracle_features(claim):
 # --- trained SAEs ------------------------------------------------------------------------------------------------
 
 
-def test_trained_saes_are_sparse_codes_of_the_superposition():
+@pytest.mark.parametrize("seed", SEEDS)
+def test_trained_saes_are_sparse_codes_of_the_superposition(seed):
     """L0 >= 10 at each block (the background's), explained variance >= 0.8 on held-out stories."""
     for block in (5, 6, 7):
-        quality = saes()[block].cfg.metadata.training_record["quality"]
+        quality = saes(seed=seed)[block].cfg.metadata.training_record["quality"]
         assert quality["l0"] >= 10 and quality["explained_variance"] >= 0.8, (block, quality)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("claim", RECOVERED)
-def test_claim_passes_on_the_world_with_trained_saes(claim):
-    assert rows_failing(claim, trained_values(claim)) == set()
+def test_claim_passes_on_the_world_with_trained_saes(claim, seed):
+    assert rows_failing(claim, trained_values(claim, seed=seed)) == set()
 
 
 @pytest.mark.parametrize("claim", RECOVERED)
@@ -191,7 +201,7 @@ def test_every_e3_claim_is_recovered_or_a_gap_and_has_a_mutant():
 #   0.71 / 0.63 / 1.6, bar 10) on every seed, L5-infinitive-to on seed 0 (L0 134-213, EV 0.54).
 # Not pinned: narrow (width 256, under the 640-atom dictionary; 128 and 64 too) loses none of the four on this
 # machine; its one loss measured on another (L7 on seed 0, lead 9.6 against the bar 10) was within the seeds' spread.
-# Here at reduced size: seed 0, one finding each loses there by a wide margin, measured on the block it reads.
+# Here: seed 0, one finding each loses there by a wide margin, measured on the block it reads.
 REGRESSION = Path(__file__).resolve().parents[1] / "fixtures" / "sae_regression"
 LOST_ON_SEED_0 = {"l1-x10": "E3.L5-to-feature", "tenth-tokens": "E3.L7-logit-feature", "lr-tenth": "E3.L6-to-feature-collapse"}
 
