@@ -85,6 +85,20 @@ def test_attention_between(benchmark, twin, batches, data):
     run(benchmark, name, lambda: attention_between(model, batches[data], "END", "IO"))
 
 
+@pytest.mark.parametrize("data", ["protocol", "dataset100"])
+def test_direction_attribution(benchmark, twin, batches, data):
+    """features.direction_attribution over 12 random 16-dim subspaces at the middle block (the shape of the planted
+    models' ground truth that E3 records there): one forward and backward pass plus the per-position sums."""
+    from mechinterp.features import direction_attribution
+
+    name, model = twin
+    generator = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(model.cfg.d_model, 192, generator=generator))
+    subspaces = {f"s{k}": basis[:, 16 * k:16 * (k + 1)].T.contiguous() for k in range(12)}
+    hook = f"blocks.{model.cfg.n_layers // 2}.hook_resid_post"
+    run(benchmark, name, lambda: direction_attribution(model, batches[data], hook, subspaces))
+
+
 # The E1 and E2-observational claims, measured through their declarations (claims/thesis).
 OBS_CLAIMS = ("E1.prev-weaker", "E1.no-induction", "E1.dup-weak", "E2.lens-monotone", "E2.lens-jump", "E2.dla-single",
               "E2.no-neg-mover", "E2.h77-name-mover", "E2.h57-s-inhibition", "E2.h611-secondary")
