@@ -549,9 +549,11 @@ KNOWN_GAPS += [
              "(best decoder cosine with names@6 0.24 / 0.23 / 0.23), although names opening a sentence lack it and pronouns "
              "carry it (on a name it is always 1 when present, so a merged feature costs less L1 than two), and the most "
              "negative attribution is John's own feature (-14.5 / -15.8 / -15.6, lead 4.1 / 7.2 / 5.1, top 10 contexts all "
-             "' John'). Tried on seed 0, not kept: names@6 varying with the previous token raises its recovery to 0.42-0.81 "
-             "and H7.7's inhibition at 8 (not 3) takes S's attribution away (-0.03), but the names@6 feature stays silent on "
-             "the thesis prompt's names, which their own features still hold whole", E3_DEFAULT_SAES),
+             "' John'). Tried on seed 0, not kept: with H7.7's inhibition at 8 (not 3) the ground truth puts names@6 first "
+             "(-8.6, every other cell >= -0.66), and with names@6's magnitude also varying by the previous token's atoms "
+             "(its neuron's pre-activation shifted with std 3 or 6 against its margin 6) the trained SAE still spreads names@6 "
+             "over per-name features (best decoder cosine 0.49, 29 features above 0.2): the most negative feature is a "
+             "name's own (-0.05 to -0.07, 1 distinct name)", E3_DEFAULT_SAES),
     KnownGap("E3.random-control", TS_SUPERPOSITION, ("mean_abs_delta_p_io_L5", "mean_abs_delta_p_io_L6"),
              "30 random live features move P(IO) by 0.158 / 0.153 / 0.161 (block 5) and 0.122 / 0.122 / 0.156 (block 6) on "
              "average. Split to first order by planted subspace (block 5, seed 0): 62% of their summed |dP(IO)| is is_name "
