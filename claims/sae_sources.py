@@ -81,6 +81,7 @@ THESIS_SAE_SOURCES = {
     "dataset_path": "thesis s3.5: trained on TinyStories text (roneneldan/TinyStories, the model's own training data)",
     "heldout_fraction": "unused for a streamed dataset (quality is measured on its validation split)",
     "n_eval_batches": "not in the thesis: suite default 4 (quality on the validation split)",
+    "next_token_loss": "not in the thesis (evaluation only): suite default, next-token loss with the SAE spliced in measured",
 }
 
 

@@ -46,6 +46,10 @@ class SAETrainingConfig:
     dataset_path: str = "roneneldan/TinyStories"  # used only when no corpus_texts are given
     heldout_fraction: float = 0.05  # last texts of a given corpus, kept out of training for quality
     n_eval_batches: int = 4  # held-out quality: batches of store_batch_size_prompts x context_size
+    # Held-out quality also measures next-token loss clean / with the SAE spliced in / zero-ablated (sae_lens's
+    # downstream pass, ~a fifth of a small SAE's training time). Off for models that are not language models (the
+    # planted ones: every logit but a name's is 0, so the loss says nothing). Evaluation only: not in the cache key.
+    next_token_loss: bool = True
 
     def __post_init__(self) -> None:
         # Types first, so a JSON file's "3" or 1e5 is named, not a TypeError from a comparison below.
@@ -115,10 +119,11 @@ class SAETrainingConfig:
     def key_dict(self) -> dict[str, Any]:
         """The fields that make the trained SAE: what the cache key hashes and training.json records. Knobs of
         other architectures are left out, and so is `architecture` when gated: every entry cached before the
-        field existed is gated, so a gated config keeps the key it had."""
+        field existed is gated, so a gated config keeps the key it had; `next_token_loss` (evaluation only) too."""
         values = self.to_dict()
         for name in set(_ALL_KNOBS) - set(ARCHITECTURE_KNOBS[self.architecture]):
             del values[name]
+        del values["next_token_loss"]  # how the trained SAE is evaluated, not what is trained
         if self.architecture == "gated":
             del values["architecture"]
         return values

@@ -233,7 +233,8 @@ def sae_trainer(model, data: Iterator[torch.Tensor], config: SAETrainingConfig):
 
 @torch.no_grad()
 def sae_quality(model, sae, texts: list[str] | None, config: SAETrainingConfig) -> dict[str, float]:
-    """Held-out explained variance, L0 and next-token loss clean / with the SAE spliced in / zero-ablated.
+    """Held-out explained variance, L0 and (config.next_token_loss) next-token loss clean / with the SAE spliced in /
+    zero-ablated.
 
     `texts=None` evaluates on the dataset's validation split. Computed by sae_lens's `run_evals`.
     """
@@ -255,20 +256,24 @@ def sae_quality(model, sae, texts: list[str] | None, config: SAETrainingConfig) 
         eval_config = EvalConfig(
             n_eval_reconstruction_batches=config.n_eval_batches,
             n_eval_sparsity_variance_batches=config.n_eval_batches,
-            compute_ce_loss=True,
+            compute_ce_loss=config.next_token_loss,
             compute_sparsity_metrics=True,
             compute_variance_metrics=True,
         )
         metrics, _ = run_evals(sae, store, model, ActivationScaler(), eval_config)
-    loss = metrics["model_performance_preservation"]
-    return {
+    quality = {
         "explained_variance": float(metrics["reconstruction_quality"]["explained_variance"]),
         "l0": float(metrics["sparsity"]["l0"]),
-        "ce_loss_clean": float(loss["ce_loss_without_sae"]),
-        "ce_loss_with_sae": float(loss["ce_loss_with_sae"]),
-        "ce_loss_zero_ablation": float(loss["ce_loss_with_ablation"]),
-        "ce_loss_recovered": float(loss["ce_loss_score"]),
     }
+    if config.next_token_loss:
+        loss = metrics["model_performance_preservation"]
+        quality.update({
+            "ce_loss_clean": float(loss["ce_loss_without_sae"]),
+            "ce_loss_with_sae": float(loss["ce_loss_with_sae"]),
+            "ce_loss_zero_ablation": float(loss["ce_loss_with_ablation"]),
+            "ce_loss_recovered": float(loss["ce_loss_score"]),
+        })
+    return quality
 
 
 def train_sae(model, corpus_texts: list[str] | None, config: SAETrainingConfig, cache_dir: str | os.PathLike | None = None):
