@@ -140,11 +140,12 @@ def direction_attribution(
     them at a position carries the sum of their rows. Columns: subspace, position, token (of the first prompt),
     attribution."""
     resid, grad, start = _residual_and_gradient(model, batch, hook_name, metric)
+    resid, grad = resid.double(), grad.double()
     tokens = [model.tokenizer.decode([t]) for t in batch.tokens[0].tolist()]
     rows = []
     for name, basis in subspaces.items():
         basis = basis.to(resid.device).double()
-        per_position = ((resid.double() @ basis.T) * (grad.double() @ basis.T)).sum(-1).sum(0)  # [seq]
+        per_position = ((resid @ basis.T) * (grad @ basis.T)).sum(-1).sum(0)  # [seq]
         rows += [(name, p, tokens[p], float(per_position[p])) for p in range(start, len(tokens))]
     return pd.DataFrame(rows, columns=["subspace", "position", "token", "attribution"])
 

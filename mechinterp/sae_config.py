@@ -47,7 +47,7 @@ class SAETrainingConfig:
     heldout_fraction: float = 0.05  # last texts of a given corpus, kept out of training for quality
     n_eval_batches: int = 4  # held-out quality: batches of store_batch_size_prompts x context_size
     # Held-out quality also measures next-token loss clean / with the SAE spliced in / zero-ablated (sae_lens's
-    # downstream pass, ~a fifth of a small SAE's training time). Off for models that are not language models (the
+    # downstream pass: a third of a planted block's training time). Off for models that are not language models (the
     # planted ones: every logit but a name's is 0, so the loss says nothing). Evaluation only: not in the cache key.
     next_token_loss: bool = True
 
