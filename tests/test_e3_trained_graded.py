@@ -57,7 +57,7 @@ def test_known_gap_of_the_graded_variant_still_fails_on_its_rows_only(claim):
 
 
 # That each of these claims fails on its mutant with trained SAEs is shown on the superposition world
-# (tests/test_e3_superposition.py), the trained-SAE ground truth, for the same claims and mutants and one more.
+# (tests/test_e3_superposition.py), the trained-SAE ground truth, for the same claims and mutants and two more.
 
 
 def test_every_e3_claim_is_recovered_or_a_gap():

@@ -526,42 +526,27 @@ KNOWN_GAPS: list[KnownGap] = [
 ]
 
 # The superposition world (fixtures/planted/superposition.py, issue 29) with its own SAEs (sae_sources.SUPERPOSITION_SAE_CONFIG,
-# L1 10, its own corpus): E3.L6-to, L5-to, L5-infinitive-to and L7 pass on SAE seeds 0, 1 and 2 and fail on their mutants
-# (tests/test_e3_superposition.py). What it cannot show with them yet (thesis prompt, seeds 0 / 1 / 2, this project's CPU):
+# L1 10, its own corpus): E3.L6-to, L5-to, L5-gave, L5-infinitive-to and L7 pass on SAE seeds 0, 1 and 2 and fail on their
+# mutants (tests/test_e3_superposition.py). What it cannot show with them yet (thesis prompt, seeds 0 / 1 / 2, this project's CPU):
 TS_SUPERPOSITION = "planted:tinystories-8m/e3-superposition"
 KNOWN_GAPS += [
-    KnownGap("E3.L5-gave-feature", TS_SUPERPOSITION, ("verb_share", "H7.7_END_to_IO_after_over_before",
-                                                      "H6.11_END_to_names_after_over_before", "attribution_over_runner_up"),
-             "not an SAE-training gap: the world's ground truth (planted_direction_attribution, features.direction_attribution "
-             "on the thesis prompt) gives verb@5 a first-order attribution of 2.5 in all, while the IO name's own content at "
-             "its one position carries is_name +51.6 and its code +8.6 (S's is_name at S1 -44.9): H6.11 and H7.7 read names "
-             "linearly and steeply (is_name ~31 and ~16 per unit) and the world has no LayerNorm, whose scale invariance keeps "
-             "a whole-token feature's attribution small in TinyStories-8M. Any SAE must reconstruct IO's code, so a feature "
-             "holding it outranks even a perfect verb feature unless that code is split over >= 6 features. Trained: the top "
-             "feature is Mary's own (attribution 66.2 / 63.1 / 57.2 with its copies, decoder cosine with verb@5 0.000), "
-             "ablating it removes IO (H7.7 keeps 1e-5 of END->IO, H6.11 0.02-0.03); the verb is recovered (best decoder "
-             "cosine 0.87 / 0.87 / 0.90) inside per-verb features silent on ' gave' here. Needs a world whose reads of the "
-             "IO name saturate or normalize", E3_DEFAULT_SAES),
     KnownGap("E3.L6-negative-names", TS_SUPERPOSITION, ("distinct_names_top_contexts",),
-             "ground truth (planted_direction_attribution): names@6 scores -3.2 in all (Mary -7.2, each John +2.0), while "
-             "S's is_name scores -10.35 at S1 and at S2 (planted_top_cell_attribution): a feature holding S's name whole "
-             "(is_name, code, names@6) scores ~-13.6, four times names@6. Trained: names@6 is absorbed into per-name features "
-             "(best decoder cosine with names@6 0.24 / 0.23 / 0.23), although names opening a sentence lack it and pronouns "
-             "carry it (on a name it is always 1 when present, so a merged feature costs less L1 than two), and the most "
-             "negative attribution is John's own feature (-14.5 / -15.8 / -15.6, lead 4.1 / 7.2 / 5.1, top 10 contexts all "
-             "' John'). Tried on seed 0, not kept: with H7.7's inhibition at 8 (not 3) the ground truth puts names@6 first "
-             "(-8.6, every other cell >= -0.66), and with names@6's magnitude also varying by the previous token's atoms "
-             "(its neuron's pre-activation shifted with std 3 or 6 against its margin 6) the trained SAE still spreads names@6 "
-             "over per-name features (best decoder cosine 0.49, 29 features above 0.2): the most negative feature is a "
-             "name's own (-0.05 to -0.07, 1 distinct name)", E3_DEFAULT_SAES),
+             "an SAE-training gap (feature absorption), not the circuit's: the ground truth (features.direction_attribution, "
+             "thesis prompt) puts names@6 first, -3.58 in all (at Mary), the next cell -1.60 (H6.11's S output at END; every "
+             "name's own content >= -0.07, since H7.7 reads names through MLP6's saturating ramps). No trained feature holds "
+             "names@6: it is on a name whenever the name does not open a sentence, so an L1 SAE folds it into each name's "
+             "own features (the chosen feature's decoder cosine with names@6 0.09 / 0.08 / 0.09). The most negative feature "
+             "is then one name's (-0.05 / -0.05 / -0.04; lead and name share pass, 1 distinct name in its top contexts). "
+             "Tried on the previous design, not kept: names@6's magnitude varying with the previous token (std 3 or 6 "
+             "against its gate's margin 6) spread it over per-name features (best cosine 0.49)", E3_DEFAULT_SAES),
     KnownGap("E3.random-control", TS_SUPERPOSITION, ("mean_abs_delta_p_io_L5", "mean_abs_delta_p_io_L6"),
-             "30 random live features move P(IO) by 0.158 / 0.153 / 0.161 (block 5) and 0.122 / 0.122 / 0.156 (block 6) on "
-             "average. Split to first order by planted subspace (block 5, seed 0): 62% of their summed |dP(IO)| is is_name "
-             "taken from the names (one near-copy of to@5 13%, dup 10%, after_boundary 7%): P(IO) moves 6.8 per unit of "
-             "is_name at IO (H7.7 reads it with ~16 per unit at 0.77 attention), and a projection takes (x . u)(u . is_name) "
-             "of it: is_name cosine 0.01-0.34 in the live features (background features that occur near names, per-name "
-             "features), times x . u of up to 1.7 at IO (IO's background holds its predecessor's atoms). Not the background atoms themselves "
-             "(projecting a random background direction moves P(IO) by 0). The circuit's steep linear reads of the name "
-             "flag, not SAE training, are the cause", E3_DEFAULT_SAES),
+             "30 random live features move P(IO) by 0.016 / 0.043 / 0.026 (block 5; seed 0 passes) and 0.103 / 0.169 / "
+             "0.154 (block 6) on average. Block 5 (was 0.16 before H7.7 read names through MLP6's saturating ramps): one "
+             "drawn feature carries a share of a role direction below the copy bar (cosine < 0.9 with the role feature: "
+             "a second 'gave' feature on seed 1, dP(IO) -0.67; a ' to' feature with part of to@5 on seed 2, -0.51); "
+             "every other one by 0.18 or less. Block 6, split to first order by planted subspace (seed 0): 47% name7 at IO (decoder "
+             "cosines 0.02-0.07, noise level in 256 dimensions, times H7.7's steep linear read: P(IO) moves ~3.7 per unit "
+             "of name7 at IO), 29% to@6 and 11% inhib at END (' to' features with part of them). H7.7 is the last layer, "
+             "so nothing after block 6 can saturate its reads", E3_DEFAULT_SAES),
 ]
 
