@@ -11,7 +11,7 @@ import pytest
 # file runs whole on one worker; sending the longest first lets the two workers end close together.
 # Unlisted files count DEFAULT_FILE_SECONDS.
 FILE_SECONDS: dict[str, float] = {
-    "test_e3_superposition.py": 300, "test_e3_trained_graded.py": 300, "test_claim_pairs_e3_graded.py": 257, "test_claim_pairs_e3.py": 251,
+    "test_e3_superposition.py": 420, "test_e3_trained_graded.py": 300, "test_claim_pairs_e3_graded.py": 257, "test_claim_pairs_e3.py": 251,
     "test_rehearsal.py": 227, "test_claim_pairs_e1_e2obs.py": 197, "test_learned.py": 172, "test_sae_training.py": 159,
     "test_planted.py": 142, "test_patching.py": 104, "test_circuit_card.py": 76, "test_claim_pairs_e2_causal.py": 70,
     "test_sae_cache.py": 59, "test_model_specs.py": 58, "test_parallel.py": 50, "test_report.py": 12, "test_plugin.py": 26, "test_report_merge.py": 3, "test_thresholds.py": 1,
