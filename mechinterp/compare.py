@@ -139,11 +139,17 @@ def _names(items: Iterable[str]) -> str:
 def seed_spread_verdict(before: list | None, now: list | None) -> str:
     """Whether a quantity measured over SAE seeds in both runs moved beyond the seed-to-seed spread: its
     mean over seeds changed by more than the larger of the two runs' ranges (max - min over seeds). ''
-    unless both runs have two or more seeds' values."""
+    unless both runs have two or more seeds' values. With an unbounded value on either side (a lead whose runner-up
+    is below the noise floor is inf) a range and a mean say nothing, so the seeds' ranges are compared instead: beyond
+    when they do not overlap."""
     before = [v for v in before or [] if v is not None and not math.isnan(v)]
     now = [v for v in now or [] if v is not None and not math.isnan(v)]
     if len(before) < 2 or len(now) < 2:
         return ""
+    if not all(math.isfinite(v) for v in before + now):
+        apart = max(now) < min(before) or min(now) > max(before)
+        return (f"{'beyond' if apart else 'within'} seed spread (seeds {min(before):.3g}..{max(before):.3g} -> "
+                f"{min(now):.3g}..{max(now):.3g})")
     spread = max(max(before) - min(before), max(now) - min(now))
     shift = sum(now) / len(now) - sum(before) / len(before)
     where = "beyond" if abs(shift) > spread else "within"

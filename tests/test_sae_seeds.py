@@ -147,6 +147,17 @@ def test_seed_spread_needs_seeds_in_both_runs():
     assert seed_spread_verdict([1.0, float("nan"), 2.0], [1.5, 1.6]).startswith("within")
 
 
+def test_an_unbounded_seed_value_compares_the_seeds_ranges():
+    """A lead is inf when its runner-up is below the noise floor; a range or mean with inf in it would call any change
+    'within' the spread (measured: L7's lead 64 / 325 / inf -> 2.1 / 1.05 / 0.82 read 'within')."""
+    from mechinterp.compare import seed_spread_verdict
+
+    inf = float("inf")
+    assert seed_spread_verdict([64.0, 325.0, inf], [2.1, 1.05, 0.82]).startswith("beyond")
+    assert seed_spread_verdict([64.0, 325.0, inf], [50.0, 80.0, 70.0]).startswith("within")
+    assert seed_spread_verdict([2.0, 3.0], [inf, inf]).startswith("beyond")
+
+
 # --- a known gap excuses its rows only -----------------------------------------------------------------
 
 
