@@ -261,6 +261,11 @@ def test_random_feature_control_draws_only_live_features():
     assert set(control.feature) == {3, 8, 13, 21}
     with pytest.raises(ValueError, match="only 4 are available"):
         features.random_feature_control(model, sae, batch, n_features=5, exclude=[5], live=live)
+    population = features.random_feature_control(model, sae, batch, n_features=None, exclude=[5], live=live)
+    assert population.feature.tolist() == [3, 8, 13, 21]  # every live feature once, none excluded
+    drawn = control.set_index("feature").delta_p_io
+    torch.testing.assert_close(torch.tensor(population.set_index("feature").delta_p_io[drawn.index].tolist()),
+                               torch.tensor(drawn.tolist()), rtol=0, atol=1e-6)  # the draw is a subset of it
 
 
 def test_max_activating_contexts_point_at_the_activation():

@@ -57,6 +57,12 @@ RANDOM_CONTROL_FEATURES = 30
 # Live = fires at least once on the first 200 texts of the context corpus (~12k tokens of the story corpus):
 # only live features are drawn, since a dead feature's decoder row is an untrained direction.
 RANDOM_CONTROL_LIVE_TEXTS = 200
+# Reported beside the draw (no row): the same ablation of every live non-role feature, on the thesis prompt only (about
+# one forward per 10 features; on the 8 prompts it would cost 8x that). A mean over 30 draws turns on whether the draw
+# meets one of the few features that share a role direction or the IO name (each moves P(IO) by up to all of it); the
+# population mean is what the draw estimates, and the count of features moving P(IO) by more than LARGE_EFFECT says
+# how many such features the SAE holds.
+LARGE_EFFECT = 0.1  # 10 points of P(IO): five times the row's bound
 
 
 # --- shared measurement pieces ----------------------------------------------------------------------
@@ -317,6 +323,13 @@ def measure_random_control(model, saes: Mapping[int, object], corpus: list[str],
             (top,) = [m.feature for m, r in zip(matches, roles) if r.rule == "top-activation-at-END"]
             marked[f"top feature at END, L{block} ({top})"] = features.ablate_feature(model, sae, top, batch).delta_p_io
             details[f"L{block}"] = {"role_features": role_features, "excluded": excluded, "ablations": control.to_dict("records")}
+            if figure:  # the thesis prompt, where the rows are (see LARGE_EFFECT)
+                population = features.random_feature_control(model, sae, batch, None, exclude=excluded, live=live[block])
+                moved = population["delta_p_io"].abs()
+                values[f"population_mean_abs_delta_p_io_L{block}"] = moved.mean().item()
+                values[f"population_large_effects_L{block}"] = int((moved > LARGE_EFFECT).sum())
+                large = population[moved > LARGE_EFFECT].sort_values("delta_p_io")
+                details[f"L{block}"]["population_large_effects"] = large[["feature", "delta_p_io"]].to_dict("records")
         fig = figure and control_histogram(deltas, marked, f"Random live feature ablations, layers {', '.join(map(str, blocks))} (s3.5.1)")
         return Measured(values, fig or None, details)
 

@@ -538,7 +538,13 @@ KNOWN_GAPS += [
              "own features (the chosen feature's decoder cosine with names@6 0.09 / 0.08 / 0.09). The most negative feature "
              "is then one name's (-0.05 / -0.05 / -0.04; lead and name share pass, 1 distinct name in its top contexts). "
              "Tried on the previous design, not kept: names@6's magnitude varying with the previous token (std 3 or 6 "
-             "against its gate's margin 6) spread it over per-name features (best cosine 0.49)", E3_DEFAULT_SAES),
+             "against its gate's margin 6) spread it over per-name features (best cosine 0.49). Tried on this one, not kept: "
+             "names@6 only on a name right after ' and' (a context-gated names feature, as table 3.9's names after 'named'): "
+             "the SAE then learns an 'after and' feature that fires on many names and holds all of names@6, but also 0.14 "
+             "of name7, the flag every name shares (co-active features take up what the name's own features leave), and "
+             "H7.7 reads name7 ~5x as steeply as names@6 (15.6 score against 3), so that feature scores +2.3. With "
+             "linear key reads, a names feature holding a share f of the shared name flag leads only if f is below the "
+             "repeller's score over the flag's (0.19)", E3_DEFAULT_SAES),
     KnownGap("E3.random-control", TS_SUPERPOSITION, ("mean_abs_delta_p_io_L5", "mean_abs_delta_p_io_L6"),
              "30 random live features move P(IO) by 0.016 / 0.043 / 0.026 (block 5; seed 0 passes) and 0.103 / 0.169 / "
              "0.154 (block 6) on average. Block 5 (was 0.16 before H7.7 read names through MLP6's saturating ramps): one "
@@ -547,6 +553,10 @@ KNOWN_GAPS += [
              "every other one by 0.18 or less. Block 6, split to first order by planted subspace (seed 0): 47% name7 at IO (decoder "
              "cosines 0.02-0.07, noise level in 256 dimensions, times H7.7's steep linear read: P(IO) moves ~3.7 per unit "
              "of name7 at IO), 29% to@6 and 11% inhib at END (' to' features with part of them). H7.7 is the last layer, "
-             "so nothing after block 6 can saturate its reads", E3_DEFAULT_SAES),
+             "so nothing after block 6 can saturate its reads. Over every live feature (population_mean_abs_delta_p_io, "
+             "reported): 0.029 / 0.030 / 0.029 at block 5, so seed 0's pass is the luck of the draw (44 / 38 / 34 features "
+             "move P(IO) by over 0.1: the IO name's own features 0.72, per-verb features holding verb@5 0.67, copies of "
+             "' for' after a giving verb holding to@5 0.60), and 0.114 / 0.103 / 0.106 at block 6 (259 / 230 / 234)",
+             E3_DEFAULT_SAES),
 ]
 
