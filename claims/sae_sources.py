@@ -37,8 +37,8 @@ ORACLE = "oracle"  # --sae-config value: planted models get fixtures.planted.ora
 # The superposition world (planted:tinystories-8m/e3-superposition, fixtures/planted/superposition.py) trains its own
 # SAEs: PLANTED_SAE_CONFIG with L1 10, on its own corpus (fixtures/corpus_superposition.py, 600 stories, ~38k tokens).
 # Why 10: a token holds 10 background atoms (5 own, 5 of the previous token's) besides the twin's own content, and at
-# 10 the SAEs' L0 is about that (10.7-11.3 / 10.7-11.2 / 15.3-18.7 at blocks 5 / 6 / 7, seeds 0-2;
-# EV 0.94 / 0.92 / 0.84). Sweep on seed 0 (EV and L0 at blocks 5 / 6 / 7; E3 claims passing on the thesis prompt):
+# 10 the SAEs' L0 is about that (10.8-11.3 / 10.5-11.1 / 13.8-14.1 at blocks 5 / 6 / 7, seeds 0-2;
+# EV 0.94 / 0.92-0.93 / 0.87-0.88). Sweep on seed 0 (EV and L0 at blocks 5 / 6 / 7; E3 claims passing on the thesis prompt):
 # L1 5: 0.96 / 0.96 / 0.92, L0 12 / 13 / 26, the triggers split over features (L6-to, L5-to fail: 2 of 7 pass);
 # L1 20: 0.82 / 0.80 / 0.68, L0 5.6 / 4.5 / 4.2 (the same 4 of 7 as at 10); L1 40 (PLANTED_SAE_CONFIG's): 0.38 / 0.34 /
 # 0.14, L0 4.2 / 3.2 / 3.0, the background is not reconstructed and L6-to fails (3 of 7). ~30-45 s per block and seed

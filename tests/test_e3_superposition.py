@@ -40,9 +40,10 @@ def measure(claim: str, model, saes) -> dict:
 
 # Claim -> the mutant whose change, applied to the world, removes the finding (fixtures.planted.MUTANTS).
 # Measured (thesis prompt, SAE seed 0, this project's CPU), world -> world + mutant: L6-to P(IO) after the ablation
-# 2.2% -> 77%; L5-to 7.3% -> 79% (H6.11 keeps 0 -> 1.0 of its names); L5-gave verb peak 1 -> 0, lead inf -> none, H7.7
+# 3.3% -> 84%; L5-to 7.8% -> 74% (H6.11 keeps 0 -> 1.0 of its names); L5-gave verb peak 1 -> 0, lead inf -> none, H7.7
 # keeps 0.44 -> 1.0 of END->IO (the verb's ground truth 2.76 -> 0); L5-infinitive-to attention to earlier ' to' after it
-# 0.91 -> 0; L7 lead 64 -> 1.04, top unembedding token Mary -> not the IO.
+# 0.88 -> 0; L6-negative-names (names@6, moved by H7.5) attribution -3.74 -> -0.09, lead 2.76 -> 1.12, names among its
+# top contexts 10 (8 distinct) -> 0; L7 lead 70 -> 1.3.
 MUTANT_OF = {
     "E3.L6-to-feature-collapse": "tinystories-8m/no-to6-trigger",
     "E3.L5-to-feature": "tinystories-8m/no-to5-trigger",
@@ -115,7 +116,7 @@ def test_background_is_a_dictionary_in_superposition_with_l0_of_ten():
 @torch.no_grad()
 def test_role_features_occur_apart_from_their_tokens_and_their_tokens_apart_from_them():
     """to@5 on ' for' after a giving verb and ' to' without it (after 'went'); inf@5 on ' for'; names@6 on pronouns
-    and not on a name that opens a sentence."""
+    and on a name right after a comma, not on a name elsewhere."""
     model = world()
     d = model.planted.directions
 
@@ -131,7 +132,9 @@ def test_role_features_occur_apart_from_their_tokens_and_their_tokens_apart_from
     assert at("Tom made a cake for Mia.", " for", 5, "infinitive-to@5") > 4
     assert at("Then she smiled.", " she", 6, "names@6") > 0.4
     assert at("Tom smiled. Mia had a ball.", " Mia", 6, "names@6") < 0.05
-    assert at("Then Tom smiled at Mia.", " Mia", 6, "names@6") > 0.9
+    assert at("Then Tom smiled at Mia.", " Mia", 6, "names@6") < 0.05
+    assert at("One day, Mia had a ball.", " Mia", 6, "names@6") > 0.9
+    assert at("One day, the dog ran.", " the", 6, "names@6") < 0.05  # the comma alone is not enough
 
 
 @functools.lru_cache(maxsize=None)
