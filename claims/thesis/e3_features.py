@@ -57,8 +57,9 @@ RANDOM_CONTROL_FEATURES = 30
 # Live = fires at least once on the first 200 texts of the context corpus (~12k tokens of the story corpus):
 # only live features are drawn, since a dead feature's decoder row is an untrained direction.
 RANDOM_CONTROL_LIVE_TEXTS = 200
-# Reported beside the draw (no row): the same ablation of every live non-role feature, on the thesis prompt only (about
-# one forward per 10 features; on the 8 prompts it would cost 8x that). A mean over 30 draws turns on whether the draw
+# Reported beside the draw (no row): the same ablation of every live non-role feature, on the thesis prompt only (one
+# forward per 50 features there, features.ABLATION_TOKENS_PER_PASS; the 8 prompts take ~8x as long per feature; the
+# 30 drawn are ablated again, one forward, rather than picked out of it). A mean over 30 draws turns on whether the draw
 # meets one of the few features that share a role direction or the IO name (each moves P(IO) by up to all of it); the
 # population mean is what the draw estimates, and the count of features moving P(IO) by more than LARGE_EFFECT says
 # how many such features the SAE holds.
